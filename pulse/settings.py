@@ -1,0 +1,231 @@
+"""Typed settings: one TOML file plus environment overrides, validated once at the entry point.
+
+Precedence (highest first): CLI options → environment ``PULSE_<SECTION>__<KEY>`` → the settings file →
+defaults. The file is ``--config PATH``, else ``$PULSE_CONFIG``, else ``./pulse.toml`` when it exists.
+Unknown sections or keys, wrong types and out-of-range values are refused with a message naming the key.
+
+Secrets (``pulsar.auth_token``, ``database.url`` passwords, ``oanda.token``) may instead be read from a file
+(``*_file`` keys) and are never logged: :meth:`Settings.redacted` is what ``pulse config show`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+from msgspec import Meta
+
+from pulse.errors import ConfigError
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+PosInt = Annotated[int, Meta(ge=1)]
+PosFloat = Annotated[float, Meta(gt=0)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class RuntimeSettings(_Section):
+    """The embedded runtime (``pulse up``): pulsar-lite broker + PostgreSQL under one directory."""
+
+    home: str = ".pulse"  # data, pid files, logs and service status files live here
+    host: str = "127.0.0.1"
+    broker_port: Port = 6650
+    broker_metrics_port: Port = 18080  # pulsar-lite would take :8080, the real Pulsar admin port
+    postgres_port: Port = 55432
+    database: str = "pulse"
+
+
+class PulsarSettings(_Section):
+    """Broker connection. An empty ``url`` means the embedded broker started by ``pulse up``."""
+
+    url: str = ""  # pulsar://host:6650 or pulsar+ssl://host:6651
+    admin_url: str = ""  # http(s)://host:8080 — used by the control plane on a real cluster
+    tenant: str = "market-data"
+    auth_token: str = ""  # secret; or auth_token_file
+    auth_token_file: str = ""
+    tls_trust_certs_file: str = ""
+    tls_allow_insecure_connection: bool = False
+    tls_validate_hostname: bool = True
+    codec: Literal["json", "msgpack"] = "json"
+    compression: Literal["lz4", "zstd", "none"] = "lz4"
+    batching_max_publish_delay_ms: Annotated[int, Meta(ge=0, le=1000)] = 1
+    batching_max_messages: PosInt = 1000
+    max_pending_messages: PosInt = 20000
+    operation_timeout_s: PosInt = 30
+
+
+class DatabaseSettings(_Section):
+    """PostgreSQL / TimescaleDB. An empty ``url`` means the embedded PostgreSQL started by ``pulse up``."""
+
+    url: str = ""  # postgresql://user:password@host:5432/db — the password is a secret
+    url_file: str = ""
+
+
+class KrakenSettings(_Section):
+    url: str = "wss://ws.kraken.com/v2"
+    symbols: list[str] = msgspec.field(default_factory=lambda: ["BTC/USD", "ETH/USD"])
+    channels: list[Literal["trade", "ticker", "book"]] = msgspec.field(
+        default_factory=lambda: ["trade", "ticker", "book"]
+    )
+    depth: Literal[10, 25, 100, 500, 1000] = 10  # the depths Kraken's book channel accepts
+    stale_after_s: PosFloat = 15.0  # no message (data or heartbeat) for this long → reconnect
+    ping_interval_s: PosFloat = 10.0  # application-level {"method": "ping"}
+    backoff_initial_s: PosFloat = 0.5
+    backoff_max_s: PosFloat = 30.0
+    connect_timeout_s: PosFloat = 10.0
+
+
+class SinkSettings(_Section):
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto"])
+    subscription: str = "pulse-sink-postgres"
+    batch_size: PosInt = 5000
+    max_latency_ms: PosInt = 200
+    retry_max_s: PosFloat = 10.0
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "text"
+
+
+class Settings(_Section):
+    runtime: RuntimeSettings = msgspec.field(default_factory=RuntimeSettings)
+    pulsar: PulsarSettings = msgspec.field(default_factory=PulsarSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    kraken: KrakenSettings = msgspec.field(default_factory=KrakenSettings)
+    sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+
+    # -- derived -------------------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        return Path(self.runtime.home).expanduser().resolve()
+
+    def pulsar_token(self) -> str:
+        if self.pulsar.auth_token_file:
+            return _read_secret_file("pulsar.auth_token_file", self.pulsar.auth_token_file)
+        return self.pulsar.auth_token
+
+    def database_url(self) -> str:
+        if self.database.url_file:
+            return _read_secret_file("database.url_file", self.database.url_file)
+        return self.database.url
+
+    def secrets(self) -> list[str]:
+        """Every secret value in effect, so log formatters can mask them."""
+        out = [self.pulsar_token()]
+        pw = urlsplit(self.database_url()).password if self.database_url() else None
+        out.append(pw or "")
+        return [s for s in out if s]
+
+    def redacted(self) -> dict[str, Any]:
+        data = msgspec.to_builtins(self)
+        if data["pulsar"]["auth_token"]:
+            data["pulsar"]["auth_token"] = "***"
+        if data["database"]["url"]:
+            data["database"]["url"] = redact_url(data["database"]["url"])
+        return data
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some keys replaced (used for CLI options); validated like the file."""
+        data = msgspec.to_builtins(self)
+        for section, values in sections.items():
+            data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+        return _convert(data, "command-line options")
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"setting {key}: cannot read {path}: {exc.strerror}") from exc
+
+
+def _convert(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings in {source}: {_humanise(str(exc))}") from exc
+
+
+def _humanise(msg: str) -> str:
+    # msgspec says "... - at `$.pulsar.url`"; turn the path into the dotted key users write.
+    return msg.replace("`$.", "`").replace("$.", "")
+
+
+def _env_value(annotation: Any, raw: str) -> Any:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _env_value(get_args(annotation)[0], raw)
+    if origin is list:
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    if annotation is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected a boolean, got {raw!r}")
+    return raw
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Collect ``PULSE_<SECTION>__<KEY>`` variables, refusing names that match no setting."""
+    environ = dict(os.environ if environ is None else environ)
+    hints = get_type_hints(Settings, include_extras=True)
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith("PULSE_") or "__" not in name:
+            continue
+        section, _, key = name[len("PULSE_") :].lower().partition("__")
+        if section not in hints:
+            raise ConfigError(f"environment variable {name}: no settings section {section!r}")
+        section_hints = get_type_hints(hints[section], include_extras=True)
+        if key not in section_hints:
+            raise ConfigError(f"environment variable {name}: section {section!r} has no setting {key!r}")
+        try:
+            out.setdefault(section, {})[key] = _env_value(section_hints[key], raw)
+        except ConfigError as exc:
+            raise ConfigError(f"environment variable {name}: {exc}") from exc
+    return out
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate settings (see module docstring for precedence)."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    chosen = path or env.get("PULSE_CONFIG")
+    if chosen is None and Path("pulse.toml").exists():
+        chosen = "pulse.toml"
+    if chosen is not None:
+        p = Path(chosen)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"settings file {p} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from exc
+        source = str(p)
+    for section, values in env_overrides(env).items():
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"settings file {source}: [{section}] must be a table")
+        data.setdefault(section, {}).update(values)
+        source = f"{source} + environment"
+    return _convert(data, source)

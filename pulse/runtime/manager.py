@@ -1,0 +1,122 @@
+"""``pulse up`` / ``pulse down`` / ``pulse up --status``: the embedded runtime's lifecycle and state file.
+
+State lives in ``<home>/runtime.json`` (pids and URLs). Processes are started in their own session so they
+outlive the command that started them, and are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulse.errors import RuntimeStateError
+from pulse.runtime.broker import BrokerInfo, start_broker
+from pulse.runtime.postgres import PostgresInfo, start_postgres, stop_postgres
+from pulse.runtime.procs import pid_alive, terminate
+from pulse.settings import Settings
+
+STATE_FILE = "runtime.json"
+
+
+@dataclass
+class RuntimeStatus:
+    home: str
+    broker: dict[str, Any] | None = None
+    postgres: dict[str, Any] | None = None
+    broker_running: bool = False
+    postgres_running: bool = False
+    started_at: float | None = None
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.broker_running and self.postgres_running
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "running": self.running}
+
+
+class Runtime:
+    """The embedded broker + database living under ``settings.runtime.home``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.home
+
+    @property
+    def state_path(self) -> Path:
+        return self.home / STATE_FILE
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    def status(self) -> RuntimeStatus:
+        state = self._read_state()
+        st = RuntimeStatus(home=str(self.home), started_at=state.get("started_at"))
+        if b := state.get("broker"):
+            st.broker = b
+            st.broker_running = pid_alive(b["pid"])
+        if p := state.get("postgres"):
+            st.postgres = p
+            st.postgres_running = pid_alive(p["pid"])
+        return st
+
+    def up(self) -> RuntimeStatus:
+        """Start whatever is not running yet. Idempotent; refuses a taken port before starting anything."""
+        rt = self.settings.runtime
+        current = self.status()
+        if current.running:
+            return current
+        state = self._read_state()
+        self.home.mkdir(parents=True, exist_ok=True)
+        broker: BrokerInfo | None = None
+        try:
+            if not current.broker_running:
+                broker = start_broker(
+                    self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port
+                )
+                state["broker"] = asdict(broker)
+            if not current.postgres_running:
+                pg: PostgresInfo = start_postgres(
+                    self.home,
+                    host=rt.host,
+                    port=rt.postgres_port,
+                    database=rt.database,
+                    bin_path=rt.postgres_bin_dir,
+                )
+                state["postgres"] = asdict(pg)
+        except BaseException:
+            if broker is not None:  # do not leave half a runtime behind
+                terminate(broker.pid)
+            raise
+        state["started_at"] = time.time()
+        self._write_state(state)
+        return self.status()
+
+    def down(self) -> RuntimeStatus:
+        state = self._read_state()
+        if not state:
+            raise RuntimeStateError(f"no embedded runtime under {self.home} (nothing to stop)")
+        if p := state.get("postgres"):
+            if pid_alive(p["pid"]) and not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir):
+                terminate(p["pid"])
+        if b := state.get("broker"):
+            terminate(b["pid"])
+        st = self.status()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path.unlink()
+        return st

@@ -29,9 +29,7 @@ def canonical(symbol: str) -> str:
     m = _TOPIC_FORM.match(s)
     if m:
         return f"{m.group(1)}/{m.group(2)}"
-    raise SymbolError(
-        f"invalid symbol {symbol!r}: expected BASE/QUOTE with 1-16 letters or digits each, e.g. BTC/USD"
-    )
+    raise SymbolError(f"invalid symbol {symbol!r}: expected BASE/QUOTE with 1-16 letters or digits each, e.g. BTC/USD")
 
 
 def to_topic_token(symbol: str) -> str:

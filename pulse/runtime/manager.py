@@ -86,9 +86,7 @@ class Runtime:
         broker: BrokerInfo | None = None
         try:
             if not current.broker_running:
-                broker = start_broker(
-                    self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port
-                )
+                broker = start_broker(self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port)
                 state["broker"] = asdict(broker)
             if not current.postgres_running:
                 pg: PostgresInfo = start_postgres(
@@ -111,9 +109,9 @@ class Runtime:
         state = self._read_state()
         if not state:
             raise RuntimeStateError(f"no embedded runtime under {self.home} (nothing to stop)")
-        if p := state.get("postgres"):
-            if pid_alive(p["pid"]) and not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir):
-                terminate(p["pid"])
+        p = state.get("postgres")
+        if p and pid_alive(p["pid"]) and not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir):
+            terminate(p["pid"])
         if b := state.get("broker"):
             terminate(b["pid"])
         st = self.status()

@@ -122,7 +122,9 @@ def start_postgres(
         raise RuntimeStateError(f"PostgreSQL did not start on {host}:{port}: {res.stderr.strip()}\n{tail}")
     pid = int((data / "postmaster.pid").read_text().splitlines()[0])
     _ensure_database(host, port, database)
-    return PostgresInfo(pid=pid, url=f"postgresql://postgres@{host}:{port}/{database}", data_dir=str(data), log=str(log))
+    return PostgresInfo(
+        pid=pid, url=f"postgresql://postgres@{host}:{port}/{database}", data_dir=str(data), log=str(log)
+    )
 
 
 def _ensure_database(host: str, port: int, database: str) -> None:

@@ -1,0 +1,1 @@
+"""The control plane: instrument registry, topic provisioning, live subscriptions (not built yet)."""

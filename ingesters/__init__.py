@@ -1,0 +1,1 @@
+"""Venue ingesters. Each venue package normalises its wire format into pulse.models events."""

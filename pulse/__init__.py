@@ -1,0 +1,1 @@
+"""Pulse core: event model, codec, topic naming, settings, Pulsar client wrapper, embedded runtime."""

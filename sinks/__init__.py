@@ -1,0 +1,1 @@
+"""Sinks: topics into PostgreSQL / TimescaleDB."""

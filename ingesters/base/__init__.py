@@ -1,0 +1,1 @@
+"""Shared ingester machinery: lifecycle, backoff, reconnect loop, publishing, dead letters, status."""

@@ -1,0 +1,36 @@
+# The two commands: `make demo` and `make test`. Each installs what is missing (uv, then the locked env).
+SHELL := /bin/bash
+PY ?= python3
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := $(PY) -m uv
+endif
+
+.PHONY: setup demo test lint bench up down clean
+
+setup:
+	@command -v uv >/dev/null 2>&1 || $(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+demo: setup            ## the live pipeline on the embedded default (Ctrl-C stops it and prints a summary)
+	$(UV) run pulse demo $(ARGS)
+
+test: setup            ## lint + the whole test suite (real broker, real PostgreSQL, local venues)
+	$(UV) run ruff check .
+	$(UV) run pytest $(ARGS)
+
+bench: setup           ## benchmarks: figures and ratios against baselines measured in the same run
+	$(UV) run pulse bench $(ARGS)
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+up: setup
+	$(UV) run pulse up
+down: setup
+	$(UV) run pulse down
+
+clean:
+	-$(UV) run pulse down 2>/dev/null
+	rm -rf .pulse

@@ -1,0 +1,119 @@
+"""What every ingester shares: publishing, counters, dead letters, last-tick tracking and its status file.
+
+Venue packages own the transport and the parsing; they hand events and bad frames to an
+:class:`IngestContext` and never talk to Pulsar directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pulse.bus import EventPublisher
+from pulse.log import get_logger
+from pulse.models import Event, Status, StatusKind
+from pulse.status import StatusFile
+from pulse.topics import CHANNEL_OF_EVENT, dead_letter_topic, topic
+
+log = get_logger(__name__)
+
+RAW_LOG_LIMIT = 300  # characters of a bad frame that go into the log line (the dead letter keeps it all)
+
+
+@dataclass
+class Counters:
+    frames: int = 0  # raw messages received from the venue
+    events: int = 0  # canonical events handed to the publisher
+    parse_errors: int = 0  # malformed or unknown frames (each dead-lettered)
+    checksum_failures: int = 0  # book checksum mismatches (each followed by a resync)
+    reconnects: int = 0  # sessions started after the first one
+    gaps: int = 0  # gap markers published
+    stale: int = 0  # watchdog timeouts
+    rejected: int = 0  # subscriptions the venue refused (each dead-lettered)
+    dead_letters: int = 0
+
+
+class IngestContext:
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        *,
+        venue: str,
+        name: str,
+        status_home: Path | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.publisher = publisher
+        self.venue = venue
+        self.name = name
+        self.clock = clock
+        self.counters = Counters()
+        self.last_tick: dict[str, int] = {}  # symbol → ts_recv of its latest event (ns)
+        self.last_price: dict[str, str] = {}
+        self._status = StatusFile(status_home, name) if status_home else None
+        self._dlq = dead_letter_topic(f"ingest.{venue}", publisher.tenant)
+        self.extra: dict[str, Any] = {}
+
+    # -- events ---------------------------------------------------------------------------------------
+    def publish(self, event: Event) -> None:
+        self.counters.events += 1
+        self.last_tick[event.symbol] = event.ts_recv
+        price = getattr(event, "price", None) or getattr(event, "bid", None)
+        if price is not None:
+            self.last_price[event.symbol] = str(price)
+        self.publisher.publish(event)
+
+    def status(self, symbol: str, kind: StatusKind, detail: str = "", channels: tuple[str, ...] = ()) -> None:
+        """Publish a Status marker in-band on each of the instrument's data topics, so consumers see it in order."""
+        now = self.clock()
+        ev = Status(venue=self.venue, symbol=symbol, ts_event=now, ts_recv=now, kind=kind, detail=detail)
+        if kind == "gap":
+            self.counters.gaps += 1
+        for ch in channels or ("status",):
+            self.publisher.publish(ev, topic(self.publisher.namespace, self.venue, symbol, ch, self.publisher.tenant))
+
+    def dead_letter(self, raw: bytes | str, error: str, *, kind: str = "parse_error", **props: str) -> None:
+        """Count, log (truncated) and publish a bad frame with its error to the venue's dead-letter topic."""
+        data = raw.encode() if isinstance(raw, str) else raw
+        self.counters.dead_letters += 1
+        text = data[:RAW_LOG_LIMIT].decode("utf-8", "replace")
+        log.warning(kind.replace("_", " "), venue=self.venue, error=error, raw=text, raw_bytes=len(data))
+        self.publisher.publish_raw(
+            self._dlq,
+            data,
+            {"error": error[:1000], "kind": kind, "venue": self.venue, "source": self.name, **props},
+        )
+
+    # -- reporting ------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        st = self.publisher.stats
+        return {
+            **asdict(self.counters),
+            "published": st.total_acked,
+            "publish_failed": st.total_failed,
+            "pending": st.pending,
+            "topics": dict(st.acked),
+        }
+
+    def write_status(self) -> None:
+        if self._status:
+            self._status.write(
+                self.snapshot(),
+                venue=self.venue,
+                last_tick=dict(self.last_tick),
+                last_price=dict(self.last_price),
+                **self.extra,
+            )
+
+    async def status_loop(self, interval: float = 0.5) -> None:
+        while True:
+            self.write_status()
+            await asyncio.sleep(interval)
+
+
+def channel_of(event: Event) -> str:
+    return CHANNEL_OF_EVENT[type(event).__struct_config__.tag]  # type: ignore[attr-defined]

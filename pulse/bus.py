@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -177,7 +176,7 @@ class EventPublisher:
         namespace: str,
         *,
         producer_prefix: str,
-        on_ack: Callable[[str, int], None] | None = None,
+        on_ack: Callable[[str, int], None] | None = None,  # (topic, event's ts_event ns) after the broker acks
     ) -> None:
         self.bus = bus
         self.namespace = namespace
@@ -202,13 +201,13 @@ class EventPublisher:
         stats = self.stats
         stats.sent[t] += 1
         on_ack = self._on_ack
-        sent_ns = time.perf_counter_ns() if on_ack else 0
+        ts_event = event.ts_event
 
         def done(res: pulsar.Result, _msg_id: object) -> None:
             if res == pulsar.Result.Ok:
                 stats.acked[t] += 1
                 if on_ack:
-                    on_ack(t, time.perf_counter_ns() - sent_ns)
+                    on_ack(t, ts_event)
             else:
                 stats.failed[t] += 1
                 stats.last_error = str(res)

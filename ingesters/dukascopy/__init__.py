@@ -1,0 +1,1 @@
+"""Dukascopy historical data: instrument table, .bi5 decoders, datafeed downloader, backfill driver."""

@@ -83,6 +83,27 @@ class KrakenSettings(_Section):
     connect_timeout_s: PosFloat = 10.0
 
 
+class OandaSettings(_Section):
+    """OANDA v20 pricing stream. The token is a secret: set it here, in ``token_file``, or ``$OANDA_TOKEN``."""
+
+    account_id: str = ""
+    token: str = ""  # secret
+    token_file: str = ""
+    environment: Literal["practice", "live"] = "practice"
+    api_url: str = ""  # overrides the practice/live stream host (the local venue in tests and the demo)
+    instruments: list[str] = msgspec.field(default_factory=lambda: ["EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD"])
+    stale_after_s: PosFloat = 10.0  # no line (price or heartbeat) for this long → reconnect
+    connect_timeout_s: PosFloat = 10.0
+    backoff_initial_s: PosFloat = 0.5
+    backoff_max_s: PosFloat = 30.0
+
+
+class DukascopySettings(_Section):
+    base_url: str = "https://datafeed.dukascopy.com/datafeed"
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
+    checkpoint_dir: str = ""  # empty: <runtime.home>/checkpoints/dukascopy
+
+
 class SinkSettings(_Section):
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto"])
     subscription: str = "pulse-sink-postgres"
@@ -101,6 +122,8 @@ class Settings(_Section):
     pulsar: PulsarSettings = msgspec.field(default_factory=PulsarSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     kraken: KrakenSettings = msgspec.field(default_factory=KrakenSettings)
+    oanda: OandaSettings = msgspec.field(default_factory=OandaSettings)
+    dukascopy: DukascopySettings = msgspec.field(default_factory=DukascopySettings)
     sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
@@ -114,6 +137,11 @@ class Settings(_Section):
             return _read_secret_file("pulsar.auth_token_file", self.pulsar.auth_token_file)
         return self.pulsar.auth_token
 
+    def oanda_token(self, environ: dict[str, str] | None = None) -> str:
+        if self.oanda.token_file:
+            return _read_secret_file("oanda.token_file", self.oanda.token_file)
+        return self.oanda.token or (os.environ if environ is None else environ).get("OANDA_TOKEN", "")
+
     def database_url(self) -> str:
         if self.database.url_file:
             return _read_secret_file("database.url_file", self.database.url_file)
@@ -121,7 +149,7 @@ class Settings(_Section):
 
     def secrets(self) -> list[str]:
         """Every secret value in effect, so log formatters can mask them."""
-        out = [self.pulsar_token()]
+        out = [self.pulsar_token(), self.oanda_token()]
         pw = urlsplit(self.database_url()).password if self.database_url() else None
         out.append(pw or "")
         return [s for s in out if s]
@@ -130,6 +158,8 @@ class Settings(_Section):
         data = msgspec.to_builtins(self)
         if data["pulsar"]["auth_token"]:
             data["pulsar"]["auth_token"] = "***"
+        if data["oanda"]["token"]:
+            data["oanda"]["token"] = "***"
         if data["database"]["url"]:
             data["database"]["url"] = redact_url(data["database"]["url"])
         return data

@@ -1,0 +1,181 @@
+"""Events → table rows: the one place that says which event goes to which table, and how. Pure, no I/O.
+
+=================  ===========  ============================================================================
+event              table        row
+=================  ===========  ============================================================================
+``Trade``          trades       one row per trade; the key is (venue, symbol, trade_id, time)
+``Quote``          quotes       best bid/offer, ``channel='quote'``; the ladder (``bids``/``asks``) is dropped
+``Ticker``         quotes       its top of book, ``channel='ticker'``, ``tradeable`` true. Kraken publishes no
+                                quote channel, so this is what gives crypto venues a BBO series; the 24h fields
+                                (last, volume, vwap, …) are not stored (a ``tickers`` table can be added here)
+``BookSnapshot``   book_top     ``bids[0]``/``asks[0]`` (NULL for an empty side)
+``BookDelta``      book_top     ``best_bid``/``best_ask`` as computed by the ingester; a delta carrying neither
+                                says nothing about the top and is ignored (returns ``None``)
+``Status``         gaps         every marker (gap, resync, stale, disconnected, connected, market_*, …); a query
+                                for holes filters on ``kind``
+``Candle``         —            ignored (``None``): candles are derived and have their own pipeline
+=================  ===========  ============================================================================
+
+:func:`to_row` returns ``None`` for events the sink does not store, and raises :class:`MappingError` for an
+event it cannot store (a non-canonical symbol, a non-finite price, a NUL character in text, a timestamp or
+sequence outside PostgreSQL's range) — the service dead-letters those. Rows are tuples in the column order of
+:data:`sinks.postgres.schema.COLUMNS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pulse.errors import PulseError, SymbolError
+from pulse.models import BookDelta, BookSnapshot, Candle, Event, Level, Quote, Status, Ticker, Trade
+from pulse.symbols import canonical
+
+Row = tuple[Any, ...]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class MappingError(PulseError, ValueError):
+    """An event that decodes but cannot be stored as a row (it goes to the dead-letter topic)."""
+
+
+def ns_to_time(ns: int) -> datetime:
+    """Integer nanoseconds since the epoch → aware UTC datetime, truncated (floored) to microseconds."""
+    try:
+        return _EPOCH + timedelta(microseconds=ns // 1000)
+    except OverflowError as exc:
+        raise MappingError(f"timestamp {ns} ns is out of range") from exc
+
+
+def _int64(name: str, value: int) -> int:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise MappingError(f"{name}={value} does not fit a bigint")
+    return value
+
+
+def _text(name: str, value: str) -> str:
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL; COPY would fail the whole batch
+        raise MappingError(f"{name} contains a NUL character")
+    return value
+
+
+def _opt_text(name: str, value: str | None) -> str | None:
+    return None if value is None else _text(name, value)
+
+
+def _num(name: str, value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise MappingError(f"{name}={value} is not a finite number")
+    return value
+
+
+def _opt_num(name: str, value: Decimal | None) -> Decimal | None:
+    return None if value is None else _num(name, value)
+
+
+def _head(e: Event) -> Row:
+    """venue, symbol, time, ts_event_ns, ts_recv_ns, seq — the columns every table starts with."""
+    if not e.venue:
+        raise MappingError("empty venue")
+    try:
+        if canonical(e.symbol) != e.symbol:
+            raise MappingError(f"symbol {e.symbol!r} is not canonical (expected {canonical(e.symbol)!r})")
+    except SymbolError as exc:
+        raise MappingError(str(exc)) from exc
+    return (
+        _text("venue", e.venue),
+        e.symbol,
+        ns_to_time(_int64("ts_event", e.ts_event)),
+        e.ts_event,
+        _int64("ts_recv", e.ts_recv),
+        _int64("seq", e.seq),
+    )
+
+
+def _level(name: str, level: Level | None) -> tuple[Decimal | None, Decimal | None]:
+    if level is None:
+        return None, None
+    return _num(f"{name}.price", level.price), _num(f"{name}.size", level.size)
+
+
+def _trade(e: Trade) -> tuple[str, Row]:
+    if not e.trade_id:
+        raise MappingError("empty trade_id")
+    return "trades", (
+        *_head(e),
+        _text("trade_id", e.trade_id),
+        _num("price", e.price),
+        _num("size", e.size),
+        e.side,
+        _opt_text("ord_type", e.ord_type),
+    )
+
+
+def _quote(e: Quote) -> tuple[str, Row]:
+    return "quotes", (
+        *_head(e),
+        "quote",
+        _opt_num("bid", e.bid),
+        _opt_num("bid_size", e.bid_size),
+        _opt_num("ask", e.ask),
+        _opt_num("ask_size", e.ask_size),
+        e.tradeable,
+    )
+
+
+def _ticker(e: Ticker) -> tuple[str, Row]:
+    return "quotes", (
+        *_head(e),
+        "ticker",
+        _num("bid", e.bid),
+        _num("bid_size", e.bid_size),
+        _num("ask", e.ask),
+        _num("ask_size", e.ask_size),
+        True,
+    )
+
+
+def _book_snapshot(e: BookSnapshot) -> tuple[str, Row]:
+    bid = _level("bids[0]", e.bids[0] if e.bids else None)
+    ask = _level("asks[0]", e.asks[0] if e.asks else None)
+    return "book_top", (*_head(e), *bid, *ask)
+
+
+def _book_delta(e: BookDelta) -> tuple[str, Row] | None:
+    if e.best_bid is None and e.best_ask is None:
+        return None
+    return "book_top", (*_head(e), *_level("best_bid", e.best_bid), *_level("best_ask", e.best_ask))
+
+
+def _status(e: Status) -> tuple[str, Row]:
+    return "gaps", (*_head(e), e.kind, _text("detail", e.detail))
+
+
+def _ignore(_e: Event) -> None:
+    return None
+
+
+_MAPPERS: dict[type, Callable[[Any], tuple[str, Row] | None]] = {
+    Trade: _trade,
+    Quote: _quote,
+    Ticker: _ticker,
+    BookSnapshot: _book_snapshot,
+    BookDelta: _book_delta,
+    Status: _status,
+    Candle: _ignore,
+}
+
+#: The tables :func:`to_row` can name.
+TABLES: frozenset[str] = frozenset({"trades", "quotes", "book_top", "gaps"})
+
+
+def to_row(event: Event) -> tuple[str, Row] | None:
+    """``(table, row)`` for an event the sink stores, ``None`` for one it ignores; :class:`MappingError` if invalid."""
+    mapper = _MAPPERS.get(type(event))
+    if mapper is None:
+        return None
+    return mapper(event)

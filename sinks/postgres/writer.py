@@ -1,0 +1,199 @@
+"""Idempotent bulk writes: binary COPY into per-connection staging tables, then ``INSERT … ON CONFLICT DO NOTHING``.
+
+A direct COPY into the target would be faster but fails the whole batch on the first duplicate, and a sink
+that acknowledges after commit *will* see duplicates (redelivery after a crash, a partially acknowledged Pulsar
+batch). So every table gets a ``TEMP`` twin created once per connection (``LIKE target INCLUDING DEFAULTS
+ON COMMIT DELETE ROWS``); one :meth:`CopyWriter.write` is one transaction that COPYs each table's rows into
+its twin and moves them over, skipping rows whose unique key already exists. ``rowcount`` of each
+``INSERT … SELECT`` is the number of new rows; the difference to the rows given is the duplicates.
+
+Binary COPY applies no casts, so the column types are read from the catalogue on connect and passed to
+``Copy.set_types``: ``int`` goes as ``int8``, ``Decimal`` as ``numeric`` (exact digits and scale).
+
+Errors are mapped at the boundary:
+
+::
+
+    WriterError
+    ├── DatabaseUnavailable   connection lost/refused or a server-side failure: the connection is dropped and
+    │                         the next write reconnects; retry the same rows later
+    └── RowsRejected          the server refused the data (DataError / IntegrityError): retrying the same rows
+                              cannot succeed; the caller isolates the offending row(s)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pulse.errors import PulseError
+from pulse.log import get_logger
+from sinks.postgres.schema import COLUMNS
+
+log = get_logger(__name__)
+
+
+class WriterError(PulseError):
+    """A batch could not be written."""
+
+
+class DatabaseUnavailable(WriterError):
+    """The database cannot be reached or failed; nothing was committed. Retry later."""
+
+
+class RowsRejected(WriterError):
+    """The database refused some row of the batch (bad data); nothing was committed."""
+
+
+@dataclass(frozen=True)
+class _TableSpec:
+    copy: sql.Composed
+    insert: sql.Composed
+    types: tuple[int, ...]  # type oids for Copy.set_types, in column order
+
+
+def _staging_name(table: str) -> str:
+    return f"_pulse_stage_{table}"
+
+
+class CopyWriter:
+    """Writes ``{table: [row tuple, …]}`` in one transaction and returns the rows inserted per table.
+
+    ``columns`` names, per table, the columns of the row tuples in order (default: every data table of
+    :mod:`sinks.postgres.schema`). The connection is opened lazily and re-opened after a failure.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        columns: Mapping[str, Sequence[str]] = COLUMNS,
+        *,
+        connect_timeout_s: int = 10,
+        application_name: str = "pulse-sink-postgres",
+    ) -> None:
+        self.url = url
+        self.columns = {t: tuple(cols) for t, cols in columns.items()}
+        self._connect_timeout_s = connect_timeout_s
+        self._application_name = application_name
+        self._conn: psycopg.Connection | None = None
+        self._specs: dict[str, _TableSpec] = {}
+        self.connects = 0  # how many connections were opened (1 + reconnects)
+
+    # -- connection ----------------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        conn = psycopg.connect(
+            self.url,
+            autocommit=False,
+            connect_timeout=self._connect_timeout_s,
+            application_name=self._application_name,
+        )
+        try:
+            specs = {}
+            with conn.cursor() as cur:
+                for table, cols in self.columns.items():
+                    specs[table] = self._prepare(cur, table, cols)
+            conn.commit()  # the staging tables outlive this transaction; their rows do not
+        except BaseException:
+            conn.close()
+            raise
+        self._specs = specs
+        self.connects += 1
+        log.info("database connected", tables=",".join(self.columns), connects=self.connects)
+        return conn
+
+    @staticmethod
+    def _prepare(cur: psycopg.Cursor, table: str, cols: tuple[str, ...]) -> _TableSpec:
+        cur.execute(
+            "SELECT attname, atttypid FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (table,),
+        )
+        oids = dict(cur.fetchall())
+        missing = [c for c in cols if c not in oids]
+        if missing:
+            raise WriterError(f"table {table!r} has no column(s) {', '.join(missing)}")
+        target, stage = sql.Identifier(table), sql.Identifier(_staging_name(table))
+        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+                stage, target
+            )
+        )
+        return _TableSpec(
+            copy=sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, col_list),
+            insert=sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                target, col_list, col_list, stage
+            ),
+            types=tuple(oids[c] for c in cols),
+        )
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = self._connect()
+            except psycopg.Error as exc:
+                self._conn = None
+                raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+        return self._conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> CopyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------------
+    def write(self, rows_by_table: Mapping[str, Sequence[tuple]]) -> dict[str, int]:
+        """Write all rows in one transaction; return ``{table: rows inserted}`` (duplicates excluded).
+
+        Raises :class:`DatabaseUnavailable` (retry later) or :class:`RowsRejected` (bad data); either way
+        nothing was committed. ``KeyError`` for a table this writer was not configured with.
+        """
+        work = [(t, rows) for t, rows in rows_by_table.items() if rows]
+        if not work:
+            return {}
+        for table, _ in work:
+            if table not in self.columns:
+                raise KeyError(f"CopyWriter has no table {table!r} (configured: {', '.join(self.columns)})")
+        conn = self._connection()
+        counts: dict[str, int] = {}
+        try:
+            with conn.cursor() as cur:
+                for table, rows in work:
+                    spec = self._specs[table]
+                    with cur.copy(spec.copy) as copy:
+                        copy.set_types(spec.types)
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(spec.insert)
+                    counts[table] = cur.rowcount
+            conn.commit()
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            self._rollback()
+            raise RowsRejected(f"{type(exc).__name__}: {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            # Lost connection, server shutdown, or anything unexpected: start afresh on the next write. The
+            # outcome of a commit that lost its reply is unknown — the retry is safe (ON CONFLICT DO NOTHING).
+            self._drop()
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}".strip()) from exc
+        return counts
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except psycopg.Error:
+            self._drop()

@@ -110,6 +110,8 @@ class Bus:
         earliest: bool = True,
         receiver_queue_size: int = 5000,
         consumer_name: str | None = None,
+        batch_receive: tuple[int, int] | None = None,  # (max messages, timeout ms) for consumer.batch_receive()
+        negative_ack_redelivery_delay_ms: int = 1000,
     ) -> pulsar.Consumer:
         try:
             return self.client.subscribe(
@@ -119,6 +121,10 @@ class Bus:
                 initial_position=pulsar.InitialPosition.Earliest if earliest else pulsar.InitialPosition.Latest,
                 receiver_queue_size=receiver_queue_size,
                 consumer_name=consumer_name,
+                negative_ack_redelivery_delay_ms=negative_ack_redelivery_delay_ms,
+                batch_receive_policy=(
+                    pulsar.ConsumerBatchReceivePolicy(batch_receive[0], -1, batch_receive[1]) if batch_receive else None
+                ),
             )
         except Exception as exc:
             raise BusError(f"cannot subscribe {subscription!r} to {topics}: {exc}") from exc

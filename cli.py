@@ -242,7 +242,7 @@ def sink_run(obj: Ctx, symbols: list[str] | None, venue: str, namespace: str, as
     svc = PostgresSink(s, ep, topics, status_home=s.home)
     svc.run(stop)
     if as_json:
-        emit_json(svc.summary())
+        emit_json(svc.stats.as_dict())
 
 
 # -- demo, bench, status, config -------------------------------------------------------------------------

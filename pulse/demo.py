@@ -178,7 +178,8 @@ def _snapshot(settings: Settings, db_url: str, symbols: list[str], elapsed: floa
     ic: dict[str, Any] = ing.get("counters", {})
     sc: dict[str, Any] = snk.get("counters", {})
     topics: dict[str, int] = ic.get("topics", {})
-    data_topics = {t: n for t, n in topics.items() if "/deadletter/" not in t}
+    # what the sink consumes: every data topic but tickers (their top of book is on the quote topic too)
+    data_topics = {t: n for t, n in topics.items() if "/deadletter/" not in t and not t.endswith(".ticker")}
     rows = _db_counts(db_url, symbols)
     return {
         "elapsed_s": round(elapsed, 1),
@@ -188,6 +189,7 @@ def _snapshot(settings: Settings, db_url: str, symbols: list[str], elapsed: floa
         "rows": rows,
         "sink_received": sc.get("received", 0),
         "sink_stored": sc.get("stored", {}),
+        "stored_this_run": sc.get("stored_total", 0),
         "duplicates": sc.get("duplicates", 0),
         "frames": ic.get("frames", 0),
         "parse_errors": ic.get("parse_errors", 0),

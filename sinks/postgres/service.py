@@ -50,7 +50,8 @@ from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 log = get_logger(__name__)
 
 DEAD_LETTER_SOURCE = "sink.postgres"
-DEFAULT_CHANNELS = ("trade", "quote", "ticker", "book", "status")
+# Not "ticker": the Kraken ingester publishes each ticker's top of book as a Quote on the quote topic already.
+DEFAULT_CHANNELS = ("trade", "quote", "book", "status")
 _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
 _BACKOFF_INITIAL_S = 0.1

@@ -166,5 +166,6 @@ def test_topics_for_builds_the_explicit_topic_list() -> None:
         "persistent://market-data/crypto/kraken.ETH-EUR.trade",
         "persistent://market-data/crypto/kraken.ETH-EUR.book",
     ]
-    default = topics_for(Settings())  # kraken.symbols by trade, quote, ticker, book, status
-    assert len(default) == 10 and default[0] == "persistent://market-data/crypto/kraken.BTC-USD.trade"
+    default = topics_for(Settings())  # kraken.symbols by trade, quote, book, status (tickers are also quotes)
+    assert len(default) == 8 and default[0] == "persistent://market-data/crypto/kraken.BTC-USD.trade"
+    assert not any(t.endswith(".ticker") for t in default)

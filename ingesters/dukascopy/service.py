@@ -1,0 +1,177 @@
+"""``pulse backfill dukascopy``: Dukascopy ticks of one instrument and time range into the ``historical`` namespace.
+
+:func:`run_backfill` wires :func:`~ingesters.dukascopy.backfill.backfill` to the broker: every tick becomes a
+:class:`~pulse.models.Quote` on ``persistent://<tenant>/historical/dukascopy.<SYMBOL>.quote``, published in time
+order. After each hour the producers are flushed and the broker's answers checked; only an hour whose every
+event the broker acknowledged is checkpointed, so a failed run re-publishes at most the hour it was in (the
+events are identical, and the sink's unique keys drop the copies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ingesters.dukascopy.backfill import CheckpointStore, backfill
+from ingesters.dukascopy.downloader import DATAFEED_URL, hours_between
+from ingesters.dukascopy.instruments import lookup
+from pulse.bus import Bus, EventPublisher
+from pulse.errors import BusError, ConfigError
+from pulse.log import get_logger
+from pulse.models import Quote
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+from pulse.topics import topic
+
+__all__ = ["checkpoint_dir", "run_backfill"]
+
+log = get_logger(__name__)
+
+NAMESPACE = "historical"
+PRODUCER_PREFIX = "backfill-dukascopy"
+
+
+def checkpoint_dir(settings: Settings) -> Path:
+    """``dukascopy.checkpoint_dir``, else ``<runtime.home>/checkpoints/dukascopy``."""
+    configured = settings.dukascopy.checkpoint_dir
+    return Path(configured).expanduser() if configured else settings.home / "checkpoints" / "dukascopy"
+
+
+def run_backfill(
+    settings: Settings,
+    endpoints: Endpoints,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    *,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Backfill ``symbol`` (``EURUSD`` or ``EUR/USD``) over ``[start, end)`` (on the hour; naive means UTC).
+
+    Refuses an unknown instrument (:class:`~pulse.errors.SymbolError`) or a bad range
+    (:class:`~pulse.errors.ConfigError`) before connecting to anything. Raises :class:`~pulse.errors.BusError`
+    when the broker fails an event; the hour in progress is then not checkpointed. Returns the
+    :class:`~ingesters.dukascopy.backfill.BackfillReport` fields plus ``ok``, ``published`` (events the broker
+    acknowledged), ``topic`` and ``checkpoint_dir``.
+    """
+    instrument = lookup(symbol)
+    start, end = _on_the_hour(start, "--from"), _on_the_hour(end, "--to")
+    if start >= end:
+        raise ConfigError(f"empty range: --from {start.isoformat()} is not before --to {end.isoformat()}")
+    url = base_url or settings.dukascopy.base_url or DATAFEED_URL
+    directory = checkpoint_dir(settings)
+    target = topic(NAMESPACE, "dukascopy", instrument.symbol, "quote", settings.pulsar.tenant)
+
+    bus = Bus(settings, endpoints.pulsar_url)
+    try:
+        publisher = EventPublisher(bus, NAMESPACE, producer_prefix=PRODUCER_PREFIX)
+        ticks = 0
+
+        def publish(quote: Quote) -> None:
+            nonlocal ticks
+            ticks += 1
+            publisher.publish(quote)
+
+        async def flush() -> None:
+            # Off the event loop, so downloads of the next hours keep going while the broker acknowledges.
+            await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
+
+        with (
+            CheckpointStore(directory) as store,
+            _progress_bar(progress, instrument.code, len(hours_between(start, end))) as bar,
+        ):
+
+            def on_progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=done, total=total, ticks=ticks)
+
+            report = asyncio.run(
+                backfill(
+                    instrument.code,
+                    start,
+                    end,
+                    base_url=url,
+                    publish=publish,
+                    flush=flush,
+                    checkpoint=store,
+                    concurrency=settings.dukascopy.concurrency,
+                    progress=on_progress,
+                )
+            )
+        _flush_and_check(publisher, settings.pulsar.operation_timeout_s)
+        summary = dataclasses.asdict(report)
+        summary.update(
+            ok=report.ok,
+            published=publisher.stats.total_acked,
+            topic=target,
+            checkpoint_dir=str(directory),
+        )
+    finally:
+        bus.close()
+    log.info(
+        "dukascopy backfill done",
+        symbol=instrument.symbol,
+        published=summary["published"],
+        hours=report.hours_downloaded,
+        skipped=report.hours_skipped,
+        failed=report.hours_failed,
+        topic=target,
+    )
+    return summary
+
+
+def _on_the_hour(t: datetime, name: str) -> datetime:
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    if (t.minute, t.second, t.microsecond) != (0, 0, 0):
+        raise ConfigError(f"{name} {t.isoformat()} is not on the hour: Dukascopy files hold whole UTC hours")
+    return t
+
+
+def _flush_and_check(publisher: EventPublisher, timeout_s: float) -> None:
+    """Flush, wait for every send callback, and raise unless the broker acknowledged everything."""
+    publisher.flush()
+    stats = publisher.stats
+    deadline = time.monotonic() + timeout_s
+    # The client's callbacks run on its own thread and may trail flush() by a moment.
+    while stats.pending > 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if stats.total_failed:
+        raise BusError(
+            f"the broker refused {stats.total_failed} backfill event(s) ({stats.last_error}); "
+            "the hour in progress is not checkpointed: re-run the same command to resume"
+        )
+    if stats.pending:
+        raise BusError(
+            f"{stats.pending} backfill event(s) still unacknowledged after {timeout_s:g}s "
+            "(setting pulsar.operation_timeout_s); the hour in progress is not checkpointed: re-run to resume"
+        )
+
+
+@contextmanager
+def _progress_bar(enabled: bool, code: str, hours: int) -> Iterator[Progress | None]:
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn(f"[bold]{code}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("hours"),
+        TextColumn("{task.fields[ticks]:,} ticks"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    bar.add_task("backfill", total=hours, ticks=0)
+    with bar:
+        yield bar

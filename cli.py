@@ -5,8 +5,10 @@ Every command refuses a bad argument or setting with a message naming it, before
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -161,6 +163,54 @@ def ingest_kraken(
         emit_json(summary)
 
 
+def parse_instruments(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    from ingesters.oanda.symbols import parse_instruments as parse
+
+    try:
+        return list(parse(value))
+    except PulseError as exc:
+        raise click.BadParameter(str(exc), param_hint="--instruments") from exc
+
+
+@ingest.command("oanda")
+@click.option("--instruments", callback=parse_instruments, help="OANDA instruments, e.g. EUR_USD,GBP_USD,USD_JPY.")
+@click.option("--api-url", help="Stream host override (default: oanda.environment's practice/live host).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@click.pass_obj
+def ingest_oanda(obj: Ctx, instruments: list[str] | None, api_url: str | None, as_json: bool) -> None:
+    """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed."""
+    s = obj.settings.with_overrides(oanda={"instruments": instruments, "api_url": api_url})
+    if s.oanda.api_url:
+        _check_http_url(s.oanda.api_url, "--api-url / oanda.api_url")
+    token = s.oanda_token()  # a missing or unreadable token file is refused before anything starts
+    from ingesters.base.app import run_ingester
+    from ingesters.oanda.service import OandaIngester
+    from pulse.runtime import resolve_endpoints
+
+    ep = resolve_endpoints(s, need_database=False)
+    o = s.oanda
+    summary = run_ingester(
+        s,
+        ep,
+        venue="oanda",
+        namespace="fx",
+        name="ingest-oanda",
+        build=lambda ctx: OandaIngester(o, ctx, instruments=o.instruments, token=token, api_url=o.api_url or None),
+    )
+    if as_json:
+        emit_json(summary)
+
+
+def _check_http_url(url: str, name: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fail(f"{name}: {url!r} is not an http:// or https:// URL")
+
+
 def _check_ws_url(url: str, name: str) -> None:
     from urllib.parse import urlsplit
 
@@ -211,6 +261,149 @@ def simulate_kraken(
         stall_after=stall_after,
     )
     asyncio.run(run(host=host, port=port, rate=rate, seed=seed, symbols=symbols, faults=faults))
+
+
+@simulate.command("oanda")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="PRICE lines/s.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--heartbeat-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+@click.option("--instruments", callback=parse_instruments, default="EUR_USD,GBP_USD,USD_JPY,AUD_USD", show_default=True)
+@click.option("--disconnect-after", type=click.IntRange(min=1), help="Fault: drop each connection after N lines.")
+@click.option("--stall-after", type=click.IntRange(min=1), help="Fault: go silent after N lines.")
+@click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed line every N lines.")
+@click.option("--chunk-bytes", type=click.IntRange(min=1), help="Write the body in chunks of N bytes.")
+@click.option("--closed", is_flag=True, help="Market closed: non-tradeable prices, then heartbeats only.")
+@click.option("--reject-status", type=click.IntRange(400, 599), help="Answer every request with this status.")
+@click.pass_obj
+def simulate_oanda(
+    obj: Ctx,
+    host: str,
+    port: int,
+    rate: float,
+    seed: int,
+    heartbeat_s: float,
+    instruments: list[str],
+    disconnect_after: int | None,
+    stall_after: int | None,
+    malformed_every: int | None,
+    chunk_bytes: int | None,
+    closed: bool,
+    reject_status: int | None,
+) -> None:
+    """A local OANDA v20 pricing-stream venue (auth check, 400/401, chunked NDJSON, heartbeats, faults)."""
+    import asyncio
+
+    from ingesters.simulators.oanda import OandaFaults, run
+
+    s = obj.settings
+    faults = OandaFaults(
+        disconnect_after=disconnect_after,
+        stall_after=stall_after,
+        malformed_every=malformed_every,
+        chunk_bytes=chunk_bytes,
+        closed=closed,
+        reject_status=reject_status,
+    )
+    asyncio.run(
+        run(
+            host=host,
+            port=port,
+            token=s.oanda_token() or "sim-token",
+            account_id=s.oanda.account_id or "101-004-1234567-001",
+            instruments=instruments,
+            rate=rate,
+            seed=seed,
+            heartbeat_s=heartbeat_s,
+            faults=faults,
+        )
+    )
+
+
+@simulate.command("dukascopy")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8767, show_default=True)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Directory laid out like the datafeed: SYMBOL/YYYY/MM(0-based)/DD/HHh_ticks.bi5",
+)
+@click.pass_obj
+def simulate_dukascopy(obj: Ctx, host: str, port: int, root: str) -> None:
+    """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
+    import asyncio
+
+    from ingesters.simulators.dukascopy import DukascopySimulator
+
+    obj.settings  # noqa: B018 — sets up logging
+
+    async def serve() -> None:
+        sim = DukascopySimulator(Path(root), host=host, port=port)
+        await sim.start()
+        click.echo(f"serving {root} at {sim.base_url}", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+# -- backfill --------------------------------------------------------------------------------------------
+@cli.group()
+def backfill() -> None:
+    """Load historical data through Pulsar (the `historical` namespace)."""
+
+
+@backfill.command("dukascopy")
+@click.argument("symbol")
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    type=click.DateTime(["%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]),
+    help="First hour (UTC), e.g. 2019-02-04T00.",
+)
+@click.option(
+    "--to",
+    "end",
+    required=True,
+    type=click.DateTime(["%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]),
+    help="End hour (UTC, exclusive).",
+)
+@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def backfill_dukascopy(
+    obj: Ctx, symbol: str, start: Any, end: Any, base_url: str | None, no_progress: bool, as_json: bool
+) -> None:
+    """Download hourly tick files, decode them and publish Quotes in time order (resumable, idempotent)."""
+    from ingesters.dukascopy.instruments import lookup
+    from ingesters.dukascopy.service import run_backfill
+    from pulse.runtime import resolve_endpoints
+
+    s = obj.settings
+    lookup(symbol)  # an unknown instrument is refused before anything starts
+    if base_url:
+        _check_http_url(base_url, "--base-url")
+    summary = run_backfill(
+        s,
+        resolve_endpoints(s, need_database=False),
+        symbol,
+        start,
+        end,
+        base_url=base_url,
+        progress=not (no_progress or as_json),
+    )
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+    sys.exit(0 if summary["ok"] else 1)
 
 
 # -- sink ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pulse.bus import EventPublisher
-from pulse.log import get_logger
+from pulse.log import get_logger, mask
 from pulse.models import Event, Status, StatusKind
 from pulse.status import StatusFile
 from pulse.topics import CHANNEL_OF_EVENT, dead_letter_topic, topic
@@ -80,7 +80,7 @@ class IngestContext:
         """Count, log (truncated) and publish a bad frame with its error to the venue's dead-letter topic."""
         data = raw.encode() if isinstance(raw, str) else raw
         self.counters.dead_letters += 1
-        text = data[:RAW_LOG_LIMIT].decode("utf-8", "replace")
+        text = mask(data[:RAW_LOG_LIMIT].decode("utf-8", "replace"))
         log.warning(kind.replace("_", " "), venue=self.venue, error=error, raw=text, raw_bytes=len(data))
         self.publisher.publish_raw(
             self._dlq,

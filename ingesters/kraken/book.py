@@ -162,7 +162,8 @@ class OrderBook:
             top_changed = top_changed or i < CHECKSUM_LEVELS
         if top_changed:
             self._ask_top = None
-        self._truncate()
+        if len(self._bid_p) > self.depth or len(prices) > self.depth:
+            self._truncate()
 
     def _truncate(self) -> None:
         depth = self.depth
@@ -183,6 +184,14 @@ class OrderBook:
 
     def best_ask(self) -> Pair | None:
         return (self._ask_p[0], self._ask_q[0]) if self._ask_p else None
+
+    def top(self) -> tuple[Pair | None, Pair | None]:
+        """(best bid, best ask) in one call."""
+        bids, asks = self._bid_p, self._ask_p
+        return (
+            (bids[-1], self._bid_q[-1]) if bids else None,
+            (asks[0], self._ask_q[0]) if asks else None,
+        )
 
     def bids(self, n: int | None = None) -> list[Pair]:
         """Bid levels, best (highest) first; at most ``n``."""

@@ -389,7 +389,7 @@ class KrakenFeedParser:
         self.checksum_ok += 1
         key = (sym, "book")
         seq = self._seq[key] = self._seq.get(key, 0) + 1
-        best_bid, best_ask = book.best_bid(), book.best_ask()
+        best_bid, best_ask = book.top()
         out.events.append(
             BookDelta(
                 venue=self.venue,

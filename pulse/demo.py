@@ -125,7 +125,7 @@ def run_demo(
     t0 = time.monotonic()
     venue_args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", sym_arg]
     if faults:
-        venue_args += ["--disconnect-after", "3000", "--malformed-every", "1000", "--bad-checksum-every", "700"]
+        venue_args += ["--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400"]
     try:
         venue = _spawn(settings, "venue-kraken", venue_args, config)
         state.children.append(venue)
@@ -185,11 +185,10 @@ def _snapshot(settings: Settings, db_url: str, symbols: list[str], elapsed: floa
         "elapsed_s": round(elapsed, 1),
         "published": ic.get("published", 0),
         "published_data": sum(data_topics.values()),
-        "stored": sum(rows.values()),
-        "rows": rows,
+        "stored": sc.get("stored_total", 0),  # rows this run's sink inserted (duplicates excluded)
+        "rows_in_database": rows,
         "sink_received": sc.get("received", 0),
         "sink_stored": sc.get("stored", {}),
-        "stored_this_run": sc.get("stored_total", 0),
         "duplicates": sc.get("duplicates", 0),
         "frames": ic.get("frames", 0),
         "parse_errors": ic.get("parse_errors", 0),
@@ -241,7 +240,7 @@ class _LiveView:
             table.add_row(t.split("://", 1)[-1], str(n), f"{rates.get(t, 0):.0f}")
         prices = "  ".join(f"{s} {p}" for s, p in sorted(snap["last_price"].items()))
         table.caption = (
-            f"last: {prices}\nstored rows {snap['stored']} {snap['rows']} · reconnects {snap['reconnects']} · "
+            f"last: {prices}\nstored rows {snap['stored']} {snap['sink_stored']} · reconnects {snap['reconnects']} · "
             f"checksum failures {snap['checksum_failures']} · parse errors {snap['parse_errors']} · "
             f"dead letters {snap['dead_letters']}"
         )
@@ -254,6 +253,6 @@ def _print_summary(snap: dict[str, Any]) -> None:
     c = Console()
     c.print(
         f"[bold]summary[/]: published {snap['published']} ({snap['published_data']} data), stored {snap['stored']} "
-        f"rows {snap['rows']}, parse errors {snap['parse_errors']}, checksum failures {snap['checksum_failures']}, "
+        f"{snap['sink_stored']}, parse errors {snap['parse_errors']}, checksum failures {snap['checksum_failures']}, "
         f"reconnects {snap['reconnects']}, gaps {snap['gaps']}, ok={snap['ok']}"
     )

@@ -191,8 +191,7 @@ class PostgresSink:
                 self._bus.close()
             except Exception as exc:
                 log.warning("pulsar client close failed", error=str(exc))
-        if self._status is not None:
-            self._status.remove()
+        self._tick(final=True)  # keep the file: final counters, state "stopped" (a crash leaves no such state)
 
     # -- receive -------------------------------------------------------------------------------------
     def _collect(self, stop: threading.Event) -> list[pulsar.Message]:
@@ -336,11 +335,11 @@ class PostgresSink:
         self._ack(msg)
 
     # -- status --------------------------------------------------------------------------------------
-    def _tick(self) -> None:
+    def _tick(self, final: bool = False) -> None:
         if self._status is None:
             return
         now = time.monotonic()
-        if now - self._status_at < _STATUS_EVERY_S:
+        if now - self._status_at < _STATUS_EVERY_S and not final:
             return
         self._status_at = now
         try:
@@ -349,6 +348,7 @@ class PostgresSink:
                 topics=len(self.topics),
                 subscription=self.settings.sink.subscription,
                 last_event_ns=dict(self.stats.last_event_ns),
+                state="stopped" if final else "running",
             )
         except OSError as exc:
             log.warning("status file write failed", path=str(self._status.path), error=str(exc))

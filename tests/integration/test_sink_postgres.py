@@ -188,7 +188,9 @@ def test_sink_stores_exact_rows_and_ignores_duplicates(
     events = trades + quotes + books + status
     db = endpoints.database_url
 
-    sink = PostgresSink(settings, endpoints, topics_for(settings, symbols=[sym]), status_home=tmp_path)
+    every_channel = ("trade", "quote", "ticker", "book", "status")  # tickers too (not in the default list)
+    sink = PostgresSink(settings, endpoints, topics_for(settings, symbols=[sym], channels=every_channel),
+                        status_home=tmp_path)
     with publisher(settings, endpoints, unique) as pub, running(sink):
         publish_all(pub, events)
         wait_for(lambda: sink.stats.received == len(events) and sink.stats.batches >= 1, "first delivery stored")
@@ -246,7 +248,8 @@ def test_sink_stores_exact_rows_and_ignores_duplicates(
             "book_top": 2,
             "gaps": 1,
         }
-    assert read_status(tmp_path, "sink-postgres") is None  # removed on a clean stop
+    final = read_status(tmp_path, "sink-postgres")  # kept on a clean stop, with the final counters
+    assert final is not None and final["state"] == "stopped" and final["counters"]["stored"]["trades"] == 3
 
 
 def test_poison_messages_are_dead_lettered_and_the_rest_lands(

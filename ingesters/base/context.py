@@ -31,6 +31,7 @@ class Counters:
     parse_errors: int = 0  # malformed or unknown frames (each dead-lettered)
     checksum_failures: int = 0  # book checksum mismatches (each followed by a resync)
     reconnects: int = 0  # sessions started after the first one
+    markers: int = 0  # Status markers published (connected, gap, resync, stale, …), one per topic
     gaps: int = 0  # gap markers published
     stale: int = 0  # watchdog timeouts
     rejected: int = 0  # subscriptions the venue refused (each dead-lettered)
@@ -57,6 +58,8 @@ class IngestContext:
         self._status = StatusFile(status_home, name) if status_home else None
         self._dlq = dead_letter_topic(f"ingest.{venue}", publisher.tenant)
         self.extra: dict[str, Any] = {}
+        #: venue-specific counters merged into every snapshot (e.g. the Kraken parser's verified checksums)
+        self.probes: list[Callable[[], dict[str, int]]] = []
 
     # -- events ---------------------------------------------------------------------------------------
     def publish(self, event: Event) -> None:
@@ -74,6 +77,7 @@ class IngestContext:
         if kind == "gap":
             self.counters.gaps += 1
         for ch in channels or ("status",):
+            self.counters.markers += 1
             self.publisher.publish(ev, topic(self.publisher.namespace, self.venue, symbol, ch, self.publisher.tenant))
 
     def dead_letter(self, raw: bytes | str, error: str, *, kind: str = "parse_error", **props: str) -> None:
@@ -91,9 +95,14 @@ class IngestContext:
     # -- reporting ------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         st = self.publisher.stats
+        probed: dict[str, int] = {}
+        for probe in self.probes:
+            probed.update(probe())
         return {
             **asdict(self.counters),
-            "published": st.total_acked,
+            **probed,
+            "sent": sum(st.sent.values()),  # messages handed to the client (events, markers, dead letters)
+            "published": st.total_acked,  # …of which the broker acknowledged
             "publish_failed": st.total_failed,
             "pending": st.pending,
             "topics": dict(st.acked),

@@ -59,6 +59,7 @@ class KrakenIngester:
         self._need_gap = False
         self._last_msg = time.monotonic()
         self._stop = asyncio.Event()
+        ctx.probes.append(lambda: {"checksum_ok": self.parser.checksum_ok})
 
     # -- public ----------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

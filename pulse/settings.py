@@ -96,6 +96,8 @@ class OandaSettings(_Section):
     connect_timeout_s: PosFloat = 10.0
     backoff_initial_s: PosFloat = 0.5
     backoff_max_s: PosFloat = 30.0
+    # "fx": sleep through OANDA's weekend close; "always": ignore market hours (a local venue streams 24/7)
+    market_hours: Literal["fx", "always"] = "fx"
 
 
 class DukascopySettings(_Section):

@@ -251,6 +251,8 @@ class OandaIngester:
     async def _wait_for_market(self) -> bool:
         """Return at once while the market is open; otherwise mark it closed and sleep until it opens.
         False when ``stop`` was set while waiting."""
+        if self.settings.market_hours == "always":
+            return not self._stop.is_set()
         while not is_open(self.now()):
             if self.market_state != "closed":
                 opens = next_open(self.now())
@@ -267,6 +269,9 @@ class OandaIngester:
         return not self._stop.is_set()
 
     async def _until_weekly_close(self) -> None:
+        if self.settings.market_hours == "always":
+            await self._stop.wait()
+            return
         while True:
             now = self.now()
             if not is_open(now):

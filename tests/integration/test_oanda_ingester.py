@@ -60,10 +60,12 @@ class Harness:
         self.ctx = IngestContext(self.publisher, venue="oanda", name=self.name, status_home=home)
         self.t0 = time.time_ns()
 
-    def ingester(self, sim: OandaSimulator, instruments: list[str] = PAIRS, **kw: Any) -> OandaIngester:
+    def ingester(
+        self, sim: OandaSimulator, instruments: list[str] = PAIRS, settings: OandaSettings = FAST, **kw: Any
+    ) -> OandaIngester:
         kw.setdefault("now", lambda: MONDAY)
         kw.setdefault("token", sim.token)
-        return OandaIngester(FAST, self.ctx, instruments=instruments, api_url=sim.base_url, **kw)
+        return OandaIngester(settings, self.ctx, instruments=instruments, api_url=sim.base_url, **kw)
 
     def flush(self) -> None:
         self.publisher.flush()
@@ -400,3 +402,13 @@ async def test_closed_market_waits_without_connecting_then_opens(harness: Harnes
         ("EUR/USD", "market_closed"),
         ("USD/JPY", "market_closed"),
     }
+
+
+async def test_market_hours_always_streams_on_a_saturday(harness: Harness) -> None:
+    """``oanda.market_hours = "always"`` (the demo's local venue streams 24/7): no weekend sleep."""
+    always = msgspec.structs.replace(FAST, market_hours="always")
+    async with simulator() as sim:
+        ingester = harness.ingester(sim, settings=always, now=lambda: SATURDAY)
+        async with running(ingester) as task:
+            await wait_for(lambda: harness.ctx.counters.events >= 5, "quotes on a Saturday", task)
+    assert ingester.market_state != "closed" and sim_requests(sim) >= 1

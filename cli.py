@@ -413,22 +413,27 @@ def sink() -> None:
 
 
 @sink.command("run")
-@click.option("--symbols", callback=parse_symbols, help="Symbols whose topics to consume (default kraken.symbols).")
-@click.option("--venue", default="kraken", show_default=True)
-@click.option("--namespace", default="crypto", show_default=True)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="NS/VENUE=SYMBOLS",
+    help="Streams to store, e.g. crypto/kraken=BTC/USD,ETH/USD (repeatable; default sink.sources, "
+    "else crypto/kraken with kraken.symbols).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
-def sink_run(obj: Ctx, symbols: list[str] | None, venue: str, namespace: str, as_json: bool) -> None:
-    """Consume venue topics and store trades, quotes and top of book (ack after commit)."""
+def sink_run(obj: Ctx, sources: tuple[str, ...], as_json: bool) -> None:
+    """Consume venue topics and store trades, quotes, top of book and status markers (ack after commit)."""
     import signal
     import threading
 
     from pulse.runtime import resolve_endpoints
-    from sinks.postgres.service import PostgresSink, topics_for
+    from sinks.postgres.service import PostgresSink, topics_for_sources
 
     s = obj.settings
+    topics = topics_for_sources(s, sources)  # a malformed source is refused before anything starts
     ep = resolve_endpoints(s)
-    topics = topics_for(s, namespace=namespace, venue=venue, symbols=symbols or s.kraken.symbols)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -131,7 +131,7 @@ def run_demo(
         state.children.append(venue)
         if not wait_for_port("127.0.0.1", port, 15, pid=venue.proc.pid):
             raise RuntimeError(f"local Kraken venue did not start; see {venue.log_path}")
-        sink = _spawn(settings, "sink", ["sink", "run", "--symbols", sym_arg], config)
+        sink = _spawn(settings, "sink", ["sink", "run", "--source", f"crypto/kraken={sym_arg}"], config)
         ing = _spawn(
             settings,
             "ingester",

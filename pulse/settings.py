@@ -107,6 +107,9 @@ class DukascopySettings(_Section):
 
 
 class SinkSettings(_Section):
+    # Which streams to store, as NAMESPACE/VENUE=SYMBOL,SYMBOL (pulsar-lite has no pattern subscriptions, so
+    # the topic list is explicit). Empty: crypto/kraken with kraken.symbols.
+    sources: list[str] = msgspec.field(default_factory=list)
     namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto"])
     subscription: str = "pulse-sink-postgres"
     batch_size: PosInt = 5000

@@ -73,6 +73,33 @@ def topics_for(
     return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in channels]
 
 
+def parse_source(spec: str) -> tuple[str, str, list[str]]:
+    """``crypto/kraken=BTC/USD,ETH/USD`` → ("crypto", "kraken", ["BTC/USD", "ETH/USD"]), validated."""
+    from pulse.errors import ConfigError
+    from pulse.symbols import parse_symbol_list
+    from pulse.topics import NAMESPACES
+
+    head, sep, syms = spec.partition("=")
+    namespace, slash, venue = head.strip().partition("/")
+    if not sep or not slash or namespace not in NAMESPACES or not venue.isidentifier():
+        raise ConfigError(
+            f"invalid sink source {spec!r}: expected NAMESPACE/VENUE=SYMBOL[,SYMBOL…], e.g. crypto/kraken=BTC/USD"
+        )
+    return namespace, venue, parse_symbol_list(syms)
+
+
+def topics_for_sources(settings: Settings, sources: Sequence[str] | None = None) -> list[str]:
+    """The topic list for ``sources`` (default ``sink.sources``, else crypto/kraken with kraken.symbols)."""
+    specs = list(sources or settings.sink.sources)
+    if not specs:
+        return topics_for(settings)
+    out: list[str] = []
+    for spec in specs:
+        namespace, venue, symbols = parse_source(spec)
+        out += [t for t in topics_for(settings, namespace, venue, symbols) if t not in out]
+    return out
+
+
 @dataclass
 class SinkStats:
     """Live counters (updated by the sink thread only; read them from anywhere)."""

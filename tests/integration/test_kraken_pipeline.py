@@ -127,7 +127,7 @@ def run_pipeline(
     symbols = symbols_for(unique)
     env = {"PULSE_SINK__SUBSCRIPTION": f"sink-{unique}", "PULSE_SINK__MAX_LATENCY_MS": "50"}
     with SimThread(symbols=symbols, rate=400, seed=7, faults=faults, max_trades=max_trades) as sim:
-        sink = pulse_cmd(settings, "sink", "run", "--symbols", ",".join(symbols), "--json", env=env)
+        sink = pulse_cmd(settings, "sink", "run", "--source", f"crypto/kraken={','.join(symbols)}", "--json", env=env)
         ing = pulse_cmd(
             settings,
             "ingest",

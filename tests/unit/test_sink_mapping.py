@@ -169,3 +169,19 @@ def test_topics_for_builds_the_explicit_topic_list() -> None:
     default = topics_for(Settings())  # kraken.symbols by trade, quote, book, status (tickers are also quotes)
     assert len(default) == 8 and default[0] == "persistent://market-data/crypto/kraken.BTC-USD.trade"
     assert not any(t.endswith(".ticker") for t in default)
+
+
+def test_sink_sources_are_validated_and_expand_to_topics() -> None:
+    from pulse.errors import ConfigError, SymbolError
+    from pulse.settings import Settings
+    from sinks.postgres.service import parse_source, topics_for_sources
+
+    assert parse_source("fx/oanda=EUR/USD,usd/jpy") == ("fx", "oanda", ["EUR/USD", "USD/JPY"])
+    topics = topics_for_sources(Settings(), ["fx/oanda=EUR/USD", "historical/dukascopy=EUR/USD"])
+    assert "persistent://market-data/fx/oanda.EUR-USD.quote" in topics
+    assert "persistent://market-data/historical/dukascopy.EUR-USD.quote" in topics
+    for bad in ["fx/oanda", "nope/oanda=EUR/USD", "fx=EUR/USD", "fx/oan da=EUR/USD"]:
+        with pytest.raises(ConfigError, match="invalid sink source"):
+            parse_source(bad)
+    with pytest.raises(SymbolError, match="EUR_USD"):
+        parse_source("fx/oanda=EUR_USD")

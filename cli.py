@@ -450,13 +450,32 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], as_json: bool) -> None:
 @click.option("--rate", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Venue messages/s.")
 @click.option("--faults", is_flag=True, help="Inject a disconnect, malformed frames and bad checksums.")
 @click.option("--symbols", callback=parse_symbols, default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
+@click.option("--fx/--no-fx", default=True, show_default=True, help="Run the local OANDA venue and ingester too.")
+@click.option("--backfill", is_flag=True, help="Also backfill the shipped Dukascopy hours (EURUSD 2019-02-04 00-04).")
 @click.pass_obj
-def demo(obj: Ctx, duration: float | None, as_json: bool, rate: float, faults: bool, symbols: list[str]) -> None:
+def demo(
+    obj: Ctx,
+    duration: float | None,
+    as_json: bool,
+    rate: float,
+    faults: bool,
+    symbols: list[str],
+    fx: bool,
+    backfill: bool,
+) -> None:
     """Run the whole pipeline on the embedded default: local Kraken → ingester → Pulsar → sink → PostgreSQL."""
     from pulse.demo import run_demo
 
     summary = run_demo(
-        obj.settings, duration=duration, rate=rate, faults=faults, symbols=symbols, live=not as_json, config=obj.config
+        obj.settings,
+        duration=duration,
+        rate=rate,
+        faults=faults,
+        symbols=symbols,
+        fx=fx,
+        backfill=backfill,
+        live=not as_json,
+        config=obj.config,
     )
     if as_json:
         emit_json(summary)

@@ -27,8 +27,12 @@ from pulse.status import read_status
 
 log = get_logger(__name__)
 
-INGESTER = "ingest-kraken"
+INGESTERS = ("ingest-kraken", "ingest-oanda")
 SINK = "sink-postgres"
+FX_INSTRUMENTS = ("EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD")
+DEMO_OANDA_TOKEN = "demo-local-venue-token"  # the local venue's token; never a real credential
+SHARED_DUKASCOPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "dukascopy"
+BACKFILL_RANGE = ("2019-02-04T00", "2019-02-04T04")  # the hours shipped in ../shared/data
 
 
 @dataclass
@@ -55,7 +59,9 @@ class DemoState:
     started_runtime: bool = False
 
 
-def _spawn(settings: Settings, name: str, args: list[str], config: str | None) -> Child:
+def _spawn(
+    settings: Settings, name: str, args: list[str], config: str | None, env: dict[str, str] | None = None
+) -> Child:
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     path = logs / f"{name}.log"
@@ -70,23 +76,23 @@ def _spawn(settings: Settings, name: str, args: list[str], config: str | None) -
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     out.close()
     return Child(name, proc, path)
 
 
 def _db_counts(url: str, symbols: list[str]) -> dict[str, int]:
+    """Rows in the database for the demo's symbols (all runs; the summary's ``stored`` is this run's)."""
     import psycopg
+    from psycopg import sql
 
     out: dict[str, int] = {}
     try:
         with psycopg.connect(url, connect_timeout=3) as conn:
             for table in ("trades", "quotes", "book_top"):
-                row = conn.execute(
-                    f"SELECT count(*) FROM {table} WHERE venue = 'kraken' AND symbol = ANY(%s)",
-                    (symbols,),
-                ).fetchone()
+                query = sql.SQL("SELECT count(*) FROM {} WHERE symbol = ANY(%s)").format(sql.Identifier(table))
+                row = conn.execute(query, (symbols,)).fetchone()
                 out[table] = int(row[0]) if row else 0
     except Exception as exc:  # table not created yet, or database busy: the view just shows nothing
         log.debug("count failed", error=str(exc))
@@ -100,6 +106,8 @@ def run_demo(
     rate: float,
     faults: bool,
     symbols: list[str],
+    fx: bool = True,
+    backfill: bool = False,
     live: bool = True,
     config: str | None = None,
 ) -> dict[str, Any]:
@@ -110,9 +118,11 @@ def run_demo(
         state.started_runtime = True
     ep = resolve_endpoints(settings)
     # a fresh run: old status files would mislead the view
-    for name in (INGESTER, SINK):
+    for name in (*INGESTERS, SINK):
         with contextlib.suppress(FileNotFoundError):
             (settings.home / "run" / f"{name}.json").unlink()
+    if backfill and not SHARED_DUKASCOPY.is_dir():
+        raise RuntimeError(f"--backfill needs the shipped Dukascopy files at {SHARED_DUKASCOPY}")
     port = free_port()
     interrupted = False
 
@@ -131,7 +141,14 @@ def run_demo(
         state.children.append(venue)
         if not wait_for_port("127.0.0.1", port, 15, pid=venue.proc.pid):
             raise RuntimeError(f"local Kraken venue did not start; see {venue.log_path}")
-        sink = _spawn(settings, "sink", ["sink", "run", "--source", f"crypto/kraken={sym_arg}"], config)
+        fx_symbols = [i.replace("_", "/") for i in FX_INSTRUMENTS]
+        all_symbols = symbols + (fx_symbols if fx or backfill else [])
+        sources = ["--source", f"crypto/kraken={sym_arg}"]
+        if fx:
+            sources += ["--source", f"fx/oanda={','.join(fx_symbols)}"]
+        if backfill:
+            sources += ["--source", "historical/dukascopy=EUR/USD"]
+        sink = _spawn(settings, "sink", ["sink", "run", *sources], config)
         ing = _spawn(
             settings,
             "ingester",
@@ -139,28 +156,82 @@ def run_demo(
             config,
         )
         state.children += [sink, ing]
+        stages = [venue, sink, ing]
+        ingesters = [ing]
+        if fx:
+            fx_env = {
+                "OANDA_TOKEN": DEMO_OANDA_TOKEN,
+                "PULSE_OANDA__MARKET_HOURS": "always",
+                "PULSE_OANDA__ACCOUNT_ID": "101-004-0000000-001",
+            }
+            fx_port = free_port()
+            fx_venue = _spawn(
+                settings,
+                "venue-oanda",
+                [
+                    "simulate",
+                    "oanda",
+                    "--port",
+                    str(fx_port),
+                    "--rate",
+                    str(max(5.0, rate / 6)),
+                    "--instruments",
+                    ",".join(FX_INSTRUMENTS),
+                ],
+                config,
+                fx_env,
+            )
+            state.children.append(fx_venue)
+            if not wait_for_port("127.0.0.1", fx_port, 15, pid=fx_venue.proc.pid):
+                raise RuntimeError(f"local OANDA venue did not start; see {fx_venue.log_path}")
+            fx_ing = _spawn(
+                settings,
+                "ingester-oanda",
+                [
+                    "ingest",
+                    "oanda",
+                    "--api-url",
+                    f"http://127.0.0.1:{fx_port}",
+                    "--instruments",
+                    ",".join(FX_INSTRUMENTS),
+                ],
+                config,
+                fx_env,
+            )
+            state.children.append(fx_ing)
+            stages += [fx_venue, fx_ing]
+            ingesters.append(fx_ing)
+        backfilled: dict[str, Any] = {}
+        if backfill:
+            backfilled = _backfill(settings, config, state)
         view = _LiveView(enabled=live)
         with view:
             while not interrupted and (duration is None or time.monotonic() - t0 < duration):
-                for c in (venue, sink, ing):
+                for c in stages:
                     if c.proc.poll() is not None:
                         raise RuntimeError(f"{c.name} exited with {c.proc.returncode}; see {c.log_path}")
-                view.update(_snapshot(settings, ep.database_url, symbols, time.monotonic() - t0))
+                view.update(_snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled))
                 time.sleep(0.5)
-            ing_rc = ing.stop()
+            ing_rcs = [i.stop() for i in ingesters]
             # let the sink drain what the ingester published before it stops
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                snap = _snapshot(settings, ep.database_url, symbols, time.monotonic() - t0)
+                snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
                 view.update(snap)
                 if snap["sink_received"] >= snap["published_data"]:
                     break
                 time.sleep(0.3)
             sink_rc = sink.stop()
-            venue.stop()
-        snap = _snapshot(settings, ep.database_url, symbols, time.monotonic() - t0)
-        snap["exit_codes"] = {"ingester": ing_rc, "sink": sink_rc}
-        snap["ok"] = ing_rc == 0 and sink_rc == 0 and snap["sink_received"] >= snap["published_data"]
+            for c in stages:
+                c.stop()
+        snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
+        snap["exit_codes"] = {**{c.name: rc for c, rc in zip(ingesters, ing_rcs, strict=True)}, "sink": sink_rc}
+        snap["ok"] = (
+            all(rc == 0 for rc in ing_rcs)
+            and sink_rc == 0
+            and snap["sink_received"] >= snap["published_data"]
+            and (not backfill or bool(backfilled.get("ok")))
+        )
         if live:
             _print_summary(snap)
         return snap
@@ -172,33 +243,83 @@ def run_demo(
             rt.down()
 
 
-def _snapshot(settings: Settings, db_url: str, symbols: list[str], elapsed: float) -> dict[str, Any]:
-    ing = read_status(settings.home, INGESTER) or {}
+def _snapshot(
+    settings: Settings, db_url: str, symbols: list[str], elapsed: float, backfilled: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    docs = [d for d in (read_status(settings.home, n) for n in INGESTERS) if d]
     snk = read_status(settings.home, SINK) or {}
-    ic: dict[str, Any] = ing.get("counters", {})
     sc: dict[str, Any] = snk.get("counters", {})
-    topics: dict[str, int] = ic.get("topics", {})
+    total: dict[str, int] = {}
+    topics: dict[str, int] = {}
+    last_price: dict[str, str] = {}
+    for d in docs:
+        for k, v in d.get("counters", {}).items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+        topics.update(d.get("counters", {}).get("topics", {}))
+        last_price.update(d.get("last_price", {}))
+    if backfilled and backfilled.get("topic"):
+        topics[backfilled["topic"]] = int(backfilled.get("published", 0))
     # what the sink consumes: every data topic but tickers (their top of book is on the quote topic too)
     data_topics = {t: n for t, n in topics.items() if "/deadletter/" not in t and not t.endswith(".ticker")}
-    rows = _db_counts(db_url, symbols)
     return {
         "elapsed_s": round(elapsed, 1),
-        "published": ic.get("published", 0),
+        "published": total.get("published", 0) + int((backfilled or {}).get("published", 0)),
         "published_data": sum(data_topics.values()),
         "stored": sc.get("stored_total", 0),  # rows this run's sink inserted (duplicates excluded)
-        "rows_in_database": rows,
-        "sink_received": sc.get("received", 0),
         "sink_stored": sc.get("stored", {}),
+        "rows_in_database": _db_counts(db_url, symbols),
+        "sink_received": sc.get("received", 0),
         "duplicates": sc.get("duplicates", 0),
-        "frames": ic.get("frames", 0),
-        "parse_errors": ic.get("parse_errors", 0),
-        "checksum_failures": ic.get("checksum_failures", 0),
-        "reconnects": ic.get("reconnects", 0),
-        "gaps": ic.get("gaps", 0),
-        "dead_letters": ic.get("dead_letters", 0),
+        "frames": total.get("frames", 0),
+        "parse_errors": total.get("parse_errors", 0),
+        "checksum_failures": total.get("checksum_failures", 0),
+        "reconnects": total.get("reconnects", 0),
+        "gaps": total.get("gaps", 0),
+        "dead_letters": total.get("dead_letters", 0),
+        "backfill": {k: v for k, v in (backfilled or {}).items() if not isinstance(v, (list, dict))},
         "topics": topics,
-        "last_price": ing.get("last_price", {}),
+        "last_price": last_price,
     }
+
+
+def _backfill(settings: Settings, config: str | None, state: DemoState) -> dict[str, Any]:
+    """Serve the shipped Dukascopy hours locally and backfill them through Pulsar (historical namespace)."""
+    import json
+
+    port = free_port()
+    server = _spawn(
+        settings,
+        "venue-dukascopy",
+        ["simulate", "dukascopy", "--port", str(port), "--root", str(SHARED_DUKASCOPY)],
+        config,
+    )
+    state.children.append(server)
+    if not wait_for_port("127.0.0.1", port, 15, pid=server.proc.pid):
+        raise RuntimeError(f"local Dukascopy server did not start; see {server.log_path}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli",
+        "--home",
+        str(settings.home),
+        *(["--config", config] if config else []),
+        "backfill",
+        "dukascopy",
+        "EURUSD",
+        "--from",
+        BACKFILL_RANGE[0],
+        "--to",
+        BACKFILL_RANGE[1],
+        "--base-url",
+        f"http://127.0.0.1:{port}/datafeed",
+        "--json",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    server.stop()
+    if res.returncode != 0 and not res.stdout.strip():
+        raise RuntimeError(f"backfill failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
 
 
 class _LiveView:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,17 +70,29 @@ def _spawn(
     if config:
         cmd += ["--config", config]
     out = open(path, "ab")  # noqa: SIM115 — the child owns it for its lifetime
+    # Children run in their own session (the terminal's Ctrl-C reaches only the demo, which stops them in
+    # order), and get SIGTERM from the kernel if the demo itself dies, so none can be orphaned.
     proc = subprocess.Popen(
         cmd + args,
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
         cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     out.close()
     return Child(name, proc, path)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to send SIGTERM when the parent (the demo) exits."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _db_counts(url: str, symbols: list[str]) -> dict[str, int]:
@@ -130,7 +143,8 @@ def run_demo(
         nonlocal interrupted
         interrupted = True
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {sig: signal.signal(sig, on_sigint) for sig in stop_signals}
     sym_arg = ",".join(symbols)
     t0 = time.monotonic()
     venue_args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", sym_arg]
@@ -236,7 +250,8 @@ def run_demo(
             _print_summary(snap)
         return snap
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         for c in reversed(state.children):
             c.stop(5)
         if state.started_runtime:
@@ -323,12 +338,14 @@ def _backfill(settings: Settings, config: str | None, state: DemoState) -> dict[
 
 
 class _LiveView:
-    """A rich live table; a no-op with ``enabled=False`` (``--json``)."""
+    """A rich live table; a no-op with ``enabled=False`` (``--json``). Rates are over the last ~2 s."""
+
+    WINDOW_S = 2.0
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._live: Any = None
-        self._prev: tuple[float, dict[str, int]] | None = None
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
 
     def __enter__(self) -> _LiveView:
         if self.enabled:
@@ -342,38 +359,71 @@ class _LiveView:
         if self._live is not None:
             self._live.__exit__(*exc)
 
+    def _rates(self, topics: dict[str, int]) -> dict[str, float]:
+        now = time.monotonic()
+        self._history.append((now, dict(topics)))
+        while len(self._history) > 2 and now - self._history[1][0] >= self.WINDOW_S:
+            self._history.popleft()
+        t0, old = self._history[0]
+        dt = now - t0
+        return {t: (n - old.get(t, 0)) / dt for t, n in topics.items()} if dt > 0.2 else {}
+
     def update(self, snap: dict[str, Any]) -> None:
         if self._live is None:
             return
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
-        now = time.monotonic()
-        rates: dict[str, float] = {}
-        if self._prev:
-            dt = now - self._prev[0]
-            rates = {t: (n - self._prev[1].get(t, 0)) / dt for t, n in snap["topics"].items()} if dt > 0 else {}
-        self._prev = (now, dict(snap["topics"]))
-        table = Table(title=f"Pulse demo — {snap['elapsed_s']}s (Ctrl-C to stop)")
+        rates = self._rates(snap["topics"])
+        table = Table(title=f"Pulse demo — {snap['elapsed_s']}s (Ctrl-C stops it cleanly)", title_justify="left")
         table.add_column("topic")
         table.add_column("published", justify="right")
         table.add_column("msg/s", justify="right")
+        table.add_column("last price", justify="right")
         for t, n in sorted(snap["topics"].items()):
-            table.add_row(t.split("://", 1)[-1], str(n), f"{rates.get(t, 0):.0f}")
-        prices = "  ".join(f"{s} {p}" for s, p in sorted(snap["last_price"].items()))
-        table.caption = (
-            f"last: {prices}\nstored rows {snap['stored']} {snap['sink_stored']} · reconnects {snap['reconnects']} · "
-            f"checksum failures {snap['checksum_failures']} · parse errors {snap['parse_errors']} · "
-            f"dead letters {snap['dead_letters']}"
-        )
-        self._live.update(table)
+            name = t.split("://", 1)[-1]
+            sym = _symbol_of(name)
+            price = snap["last_price"].get(sym, "") if name.endswith((".trade", ".quote")) else ""
+            table.add_row(name, f"{n:,}", f"{rates.get(t, 0):,.0f}", price)
+        stored = ", ".join(f"{k} {v:,}" for k, v in sorted(snap["sink_stored"].items()))
+        lines = [
+            f"stored this run: {snap['stored']:,} rows ({stored or 'nothing yet'}) · duplicates skipped "
+            f"{snap['duplicates']:,}",
+            f"reconnects {snap['reconnects']} · gaps marked {snap['gaps']} · checksum failures "
+            f"{snap['checksum_failures']} · parse errors {snap['parse_errors']} · dead letters {snap['dead_letters']}",
+        ]
+        if snap["backfill"]:
+            b = snap["backfill"]
+            lines.append(
+                f"backfill {b.get('code')}: {b.get('ticks_published', 0):,} ticks published, "
+                f"{b.get('hours_downloaded', 0)} hours downloaded, {b.get('hours_skipped', 0)} already done"
+            )
+        self._live.update(Group(table, Text("\n".join(lines))))
+
+
+def _symbol_of(topic_local: str) -> str:
+    """``market-data/crypto/kraken.BTC-USD.trade`` → ``BTC/USD``."""
+    parts = topic_local.rsplit("/", 1)[-1].split(".")
+    return parts[1].replace("-", "/") if len(parts) == 3 else ""
 
 
 def _print_summary(snap: dict[str, Any]) -> None:
     from rich.console import Console
 
     c = Console()
+    verdict = "[green]ok[/]" if snap["ok"] else "[red]NOT OK[/] (see .pulse/logs/)"
+    stored = ", ".join(f"{k} {v:,}" for k, v in sorted(snap["sink_stored"].items()))
+    c.print(f"[bold]summary[/] after {snap['elapsed_s']}s: {verdict}")
+    c.print(f"  published  {snap['published']:,} messages ({snap['published_data']:,} on topics the sink stores)")
+    c.print(f"  stored     {snap['stored']:,} rows ({stored}); {snap['duplicates']:,} redelivered duplicates skipped")
     c.print(
-        f"[bold]summary[/]: published {snap['published']} ({snap['published_data']} data), stored {snap['stored']} "
-        f"{snap['sink_stored']}, parse errors {snap['parse_errors']}, checksum failures {snap['checksum_failures']}, "
-        f"reconnects {snap['reconnects']}, gaps {snap['gaps']}, ok={snap['ok']}"
+        f"  faults     reconnects {snap['reconnects']}, gaps marked {snap['gaps']}, checksum failures "
+        f"{snap['checksum_failures']}, parse errors {snap['parse_errors']}, dead letters {snap['dead_letters']}"
     )
+    if snap["backfill"]:
+        b = snap["backfill"]
+        c.print(
+            f"  backfill   {b.get('code')}: {b.get('ticks_published', 0):,} ticks, {b.get('hours_skipped', 0)} "
+            "hours already done"
+        )

@@ -13,11 +13,17 @@ from pulse.status import list_status
 
 
 def _broker_ok(url: str, timeout: float = 5.0) -> tuple[bool, str]:
+    import logging
+
     import pulsar
 
     client = None
+    quiet = logging.getLogger("pulsar")
+    quiet.setLevel(logging.WARNING)
     try:
-        client = pulsar.Client(url, operation_timeout_seconds=int(timeout), connection_timeout_ms=int(timeout * 1000))
+        client = pulsar.Client(
+            url, operation_timeout_seconds=int(timeout), connection_timeout_ms=int(timeout * 1000), logger=quiet
+        )
         client.get_topic_partitions("persistent://market-data/control/health")
         return True, "connected"
     except Exception as exc:

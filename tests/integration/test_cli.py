@@ -1,0 +1,137 @@
+"""The `pulse` command as a user runs it: runtime lifecycle, health, refusals, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pulse.runtime.procs import free_port, pid_alive
+from pulse.settings import Settings
+from tests.conftest import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pulse(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def port_env() -> dict[str, str]:
+    return {
+        "PULSE_RUNTIME__BROKER_PORT": str(free_port()),
+        "PULSE_RUNTIME__BROKER_METRICS_PORT": str(free_port()),
+        "PULSE_RUNTIME__POSTGRES_PORT": str(free_port()),
+    }
+
+
+def test_up_status_down(tmp_path: Path) -> None:
+    env = port_env()
+    home = str(tmp_path / "home")
+    st = pulse("--home", home, "up", "--status", env=env)
+    assert st.returncode == 1 and "stopped" in st.stdout
+    up = pulse("--home", home, "up", "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    doc = json.loads(up.stdout)
+    pids = [doc["broker"]["pid"], doc["postgres"]["pid"]]
+    try:
+        assert doc["running"] and doc["broker"]["url"].endswith(env["PULSE_RUNTIME__BROKER_PORT"])
+        again = pulse("--home", home, "up", "--json", env=env)  # idempotent: same processes
+        assert [json.loads(again.stdout)["broker"]["pid"], json.loads(again.stdout)["postgres"]["pid"]] == pids
+        health = pulse("--home", home, "status", "--json", env=env)
+        assert health.returncode == 0, health.stdout + health.stderr
+        report = json.loads(health.stdout)
+        assert report["healthy"] and report["broker"]["ok"] and report["database"]["mode"] == "postgresql"
+        assert pulse("--home", home, "up", "--status", env=env).returncode == 0
+    finally:
+        down = pulse("--home", home, "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not any(pid_alive(p) for p in pids)
+    health = pulse("--home", home, "status", env=env)
+    assert health.returncode == 1 and "pulse up" in health.stdout
+
+
+def test_dead_service_makes_status_unhealthy(runtime_settings: Settings) -> None:
+    run = runtime_settings.home / "run"
+    run.mkdir(exist_ok=True)
+    dead = run / "ingest-ghost.json"
+    dead.write_text(
+        json.dumps(
+            {"name": "ingest-ghost", "pid": 999_999_999, "started": 0, "updated": 0, "counters": {}, "last_tick": {}}
+        )
+    )
+    try:
+        res = pulse("--home", str(runtime_settings.home), "status")
+        assert res.returncode == 1 and "ingest-ghost DEAD" in res.stdout
+    finally:
+        dead.unlink()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["ingest", "kraken", "--symbols", "BTC/USD,BTCUSD"], "--symbols"),
+        (["ingest", "kraken", "--depth", "7"], "--depth"),
+        (["ingest", "kraken", "--url", "http://example.invalid"], "--url"),
+        (["ingest", "oanda", "--instruments", "EUR/USD"], "--instruments"),
+        (["backfill", "dukascopy", "NOPE", "--from", "2019-02-04T00", "--to", "2019-02-04T01"], "unknown Dukascopy"),
+        (["sink", "run", "--source", "crypto/kraken"], "invalid sink source"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_starts(tmp_path: Path, args: list[str], needle: str) -> None:
+    res = pulse("--home", str(tmp_path), *args, env=port_env())
+    assert res.returncode == 2 and needle in (res.stderr + res.stdout)
+    assert not (tmp_path / "runtime.json").exists() and not (tmp_path / "run").exists()
+
+
+def test_bad_settings_file_is_refused_naming_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "pulse.toml"
+    cfg.write_text("[kraken]\nstale_after = 3\n")
+    res = pulse("--config", str(cfg), "--home", str(tmp_path), "up")
+    assert res.returncode == 2 and "stale_after" in res.stderr
+    assert not (tmp_path / "runtime.json").exists()
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    env = {
+        "PULSE_PULSAR__AUTH_TOKEN": "tok-abcdef123",
+        "OANDA_TOKEN": "oanda-secret-999",
+        "PULSE_DATABASE__URL": "postgresql://u:pw-s3cret@db/x",
+    }
+    res = pulse("--home", str(tmp_path), "config", "show", env=env)
+    assert res.returncode == 0
+    for secret in ("tok-abcdef123", "pw-s3cret"):
+        assert secret not in res.stdout
+    assert json.loads(res.stdout)["pulsar"]["auth_token"] == "***"
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
+    backfill = (SHARED_DATA / "dukascopy").is_dir()
+    args = ["--home", str(tmp_path / "home"), "demo", "--duration", "6", "--json", "--faults"]
+    res = pulse(*args, *(["--backfill"] if backfill else []), env=port_env(), timeout=240)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    doc = json.loads(res.stdout)
+    assert doc["ok"] and doc["exit_codes"] == {"ingester": 0, "ingester-oanda": 0, "sink": 0}
+    for key in ("published", "stored", "parse_errors", "checksum_failures", "reconnects", "topics"):
+        assert key in doc
+    assert doc["published"] > 0 and doc["stored"] > 0
+    assert doc["sink_received"] >= doc["published_data"]  # the sink drained what the ingesters published
+    assert doc["parse_errors"] >= 1 and doc["parse_errors"] == doc["dead_letters"]  # --faults injected some
+    assert any(t.endswith("kraken.BTC-USD.trade") for t in doc["topics"])
+    assert any(t.endswith("oanda.EUR-USD.quote") for t in doc["topics"])
+    if backfill:
+        assert doc["backfill"]["ticks_published"] == 12_000 and doc["backfill"]["ok"]
+    # the demo started its own runtime and stopped it again
+    assert not (tmp_path / "home" / "runtime.json").exists()

@@ -175,7 +175,8 @@ class KrakenIngester:
             if ack.success:
                 healthy = healthy or ack.method == "subscribe"
                 continue
-            if ack.method == "subscribe" and ack.symbol and "already subscribed" not in (ack.error or "").lower():
+            refused = ack.method == "subscribe" and ack.symbol and "already subscribed" not in (ack.error or "").lower()
+            if refused and ack.symbol not in self.rejected:  # once per symbol, whichever channel said it first
                 ctx.counters.rejected += 1
                 self.rejected[ack.symbol] = ack.error or "rejected"
                 ctx.extra["rejected"] = dict(self.rejected)

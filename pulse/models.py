@@ -94,6 +94,8 @@ class BookDelta(_Event, frozen=True, tag="book_delta"):
 
 
 class Candle(_Event, frozen=True, tag="candle"):
+    """OHLCV over ``[ts_event, ts_event + interval_s)``; ``side`` says which price series it summarises."""
+
     interval_s: int
     open: Decimal
     high: Decimal
@@ -101,6 +103,7 @@ class Candle(_Event, frozen=True, tag="candle"):
     close: Decimal
     volume: Decimal
     ticks: int = 0
+    side: Literal["bid", "ask", "mid", "trade"] | None = None
 
 
 StatusKind = Literal[

@@ -45,29 +45,37 @@ def _pulsar_logger() -> logging.Logger:
     return lg
 
 
+def client_options(settings: Settings, url: str) -> dict[str, object]:
+    """``pulsar.Client`` keyword arguments for ``url``: token auth and TLS when the settings ask for them."""
+    ps = settings.pulsar
+    if not url.startswith(("pulsar://", "pulsar+ssl://")):
+        raise BusError(f"pulsar.url {url!r} must start with pulsar:// or pulsar+ssl://")
+    kwargs: dict[str, object] = {
+        "operation_timeout_seconds": ps.operation_timeout_s,
+        "logger": _pulsar_logger(),
+        "io_threads": 1,
+    }
+    token = settings.pulsar_token()
+    if token:
+        kwargs["authentication"] = pulsar.AuthenticationToken(token)
+    if url.startswith("pulsar+ssl://"):
+        kwargs["use_tls"] = True
+        kwargs["tls_allow_insecure_connection"] = ps.tls_allow_insecure_connection
+        kwargs["tls_validate_hostname"] = ps.tls_validate_hostname
+        if ps.tls_trust_certs_file:
+            kwargs["tls_trust_certs_file_path"] = ps.tls_trust_certs_file
+    return kwargs
+
+
 class Bus:
     """A connected Pulsar client with Pulse's producer/consumer defaults. Close it when done."""
 
     def __init__(self, settings: Settings, url: str) -> None:
-        ps = settings.pulsar
         self.settings = settings
         self.url = url
-        kwargs: dict[str, object] = {
-            "operation_timeout_seconds": ps.operation_timeout_s,
-            "logger": _pulsar_logger(),
-            "io_threads": 1,
-        }
-        token = settings.pulsar_token()
-        if token:
-            kwargs["authentication"] = pulsar.AuthenticationToken(token)
-        if url.startswith("pulsar+ssl://"):
-            kwargs["use_tls"] = True
-            kwargs["tls_allow_insecure_connection"] = ps.tls_allow_insecure_connection
-            kwargs["tls_validate_hostname"] = ps.tls_validate_hostname
-            if ps.tls_trust_certs_file:
-                kwargs["tls_trust_certs_file_path"] = ps.tls_trust_certs_file
+        options = client_options(settings, url)
         try:
-            self.client = pulsar.Client(url, **kwargs)  # type: ignore[arg-type]
+            self.client = pulsar.Client(url, **options)  # type: ignore[arg-type]
         except Exception as exc:  # the C++ client raises its own types
             raise BusError(f"cannot create Pulsar client for {url}: {exc}") from exc
         self._producers: dict[str, pulsar.Producer] = {}

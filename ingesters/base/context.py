@@ -7,8 +7,9 @@ Venue packages own the transport and the parsing; they hand events and bad frame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,18 @@ class IngestContext:
         while True:
             self.write_status()
             await asyncio.sleep(interval)
+
+    @contextlib.asynccontextmanager
+    async def reporting(self, interval: float = 0.5) -> AsyncIterator[None]:
+        """Write the status file every ``interval`` s while the body runs, and once more at the end."""
+        task = asyncio.create_task(self.status_loop(interval))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.write_status()
 
 
 def channel_of(event: Event) -> str:

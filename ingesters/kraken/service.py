@@ -66,15 +66,8 @@ class KrakenIngester:
         """Run until ``stop`` is set; reconnects with capped, jittered backoff on any transport failure."""
         self._stop = stop
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        status_task = asyncio.create_task(self.ctx.status_loop())
-        try:
+        async with self.ctx.reporting():
             await reconnect_loop(self._session, ctx=self.ctx, stop=stop, backoff=backoff)
-        finally:
-            status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status_task
-            self.ctx.extra["rejected"] = dict(self.rejected)
-            self.ctx.write_status()
 
     @property
     def active_symbols(self) -> list[str]:

@@ -114,18 +114,14 @@ class OandaIngester:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set. Raises :class:`FatalVenueError` when retrying cannot help."""
         self._stop = stop
-        status_task = asyncio.create_task(self.ctx.status_loop())
-        try:
-            await reconnect_loop(self._session, ctx=self.ctx, stop=stop, backoff=self._backoff)
-        except FatalVenueError as exc:
-            log.error("OANDA ingester stopped", venue=self.venue, error=str(exc))
-            raise
-        finally:
-            status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status_task
-            self.ctx.extra["rejected"] = dict(self.rejected)
-            self.ctx.write_status()
+        async with self.ctx.reporting():
+            try:
+                await reconnect_loop(self._session, ctx=self.ctx, stop=stop, backoff=self._backoff)
+            except FatalVenueError as exc:
+                log.error("OANDA ingester stopped", venue=self.venue, error=str(exc))
+                raise
+            finally:
+                self.ctx.extra["rejected"] = dict(self.rejected)
 
     # -- one session: wait for the market, connect, read until the stream ends --------------------------
     async def _session(self) -> bool:

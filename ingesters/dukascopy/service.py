@@ -5,6 +5,10 @@
 order. After each hour the producers are flushed and the broker's answers checked; only an hour whose every
 event the broker acknowledged is checkpointed, so a failed run re-publishes at most the hour it was in (the
 events are identical, and the sink's unique keys drop the copies).
+
+:func:`run_candle_backfill` does the same with Dukascopy's own candle files (``--candles 1m|1h|1d``, the fast
+path for long ranges, see :mod:`~ingesters.dukascopy.candles`): :class:`~pulse.models.Candle` events on
+``…/historical/dukascopy.<SYMBOL>.candle``, each file checkpointed only after the broker acknowledged it.
 """
 
 from __future__ import annotations
@@ -22,17 +26,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingesters.dukascopy.backfill import CheckpointStore, backfill
+from ingesters.dukascopy.candles import CandleSide, Timeframe, backfill_candles, candle_periods, check_request
 from ingesters.dukascopy.downloader import DATAFEED_URL, hours_between
 from ingesters.dukascopy.instruments import lookup
 from pulse.bus import Bus, EventPublisher
 from pulse.errors import BusError, ConfigError
 from pulse.log import get_logger
-from pulse.models import Quote
+from pulse.models import Candle, Quote
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.topics import topic
 
-__all__ = ["checkpoint_dir", "run_backfill"]
+__all__ = ["checkpoint_dir", "run_backfill", "run_candle_backfill"]
 
 log = get_logger(__name__)
 
@@ -130,6 +135,96 @@ def run_backfill(
     return summary
 
 
+def run_candle_backfill(
+    settings: Settings,
+    endpoints: Endpoints,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    *,
+    timeframe: Timeframe,
+    side: CandleSide,
+    base_url: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Backfill Dukascopy's ``timeframe`` (``1m``/``1h``/``1d``) ``side`` (``bid``/``ask``) candles of ``symbol``
+    over ``[start, end)`` (on the timeframe's boundaries; naive means UTC) as :class:`~pulse.models.Candle`
+    events on ``persistent://<tenant>/historical/dukascopy.<SYMBOL>.candle``.
+
+    Refuses an unknown instrument, a bad timeframe, side or range, or an instrument whose volume unit is
+    unverified, before connecting to anything. Like :func:`run_backfill`, a file is checkpointed only after
+    the broker acknowledged every candle of it (else :class:`~pulse.errors.BusError`). Returns the
+    :class:`~ingesters.dukascopy.candles.CandleReport` fields plus ``ok``, ``published``, ``topic`` and
+    ``checkpoint_dir``.
+    """
+    instrument, start, end = check_request(symbol, start, end, timeframe, side, names=("--from", "--to"))
+    url = base_url or settings.dukascopy.base_url or DATAFEED_URL
+    directory = checkpoint_dir(settings)
+    target = topic(NAMESPACE, "dukascopy", instrument.symbol, "candle", settings.pulsar.tenant)
+    files = len(candle_periods(start, end, timeframe))
+
+    bus = Bus(settings, endpoints.pulsar_url)
+    try:
+        # One producer name per (timeframe, side): bid and ask runs may share the topic at the same time.
+        publisher = EventPublisher(bus, NAMESPACE, producer_prefix=f"{PRODUCER_PREFIX}-candles-{timeframe}-{side}")
+        count = 0
+
+        def publish(candle: Candle) -> None:
+            nonlocal count
+            count += 1
+            publisher.publish(candle)
+
+        async def flush() -> None:
+            await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
+
+        with (
+            CheckpointStore(directory) as store,
+            _progress_bar(progress, f"{instrument.code} {timeframe} {side}", files, "files", "candles") as bar,
+        ):
+
+            def on_progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=done, total=total, ticks=count)
+
+            report = asyncio.run(
+                backfill_candles(
+                    instrument.code,
+                    start,
+                    end,
+                    timeframe=timeframe,
+                    side=side,
+                    base_url=url,
+                    publish=publish,
+                    flush=flush,
+                    checkpoint=store,
+                    concurrency=settings.dukascopy.concurrency,
+                    progress=on_progress,
+                )
+            )
+        _flush_and_check(publisher, settings.pulsar.operation_timeout_s)
+        summary = dataclasses.asdict(report)
+        summary.update(
+            ok=report.ok,
+            published=publisher.stats.total_acked,
+            topic=target,
+            checkpoint_dir=str(directory),
+        )
+    finally:
+        bus.close()
+    log.info(
+        "dukascopy candle backfill done",
+        symbol=instrument.symbol,
+        timeframe=timeframe,
+        side=side,
+        published=summary["published"],
+        files=report.files_downloaded,
+        skipped=report.files_skipped,
+        failed=report.files_failed,
+        topic=target,
+    )
+    return summary
+
+
 def _on_the_hour(t: datetime, name: str) -> datetime:
     t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     if (t.minute, t.second, t.microsecond) != (0, 0, 0):
@@ -148,17 +243,20 @@ def _flush_and_check(publisher: EventPublisher, timeout_s: float) -> None:
     if stats.total_failed:
         raise BusError(
             f"the broker refused {stats.total_failed} backfill event(s) ({stats.last_error}); "
-            "the hour in progress is not checkpointed: re-run the same command to resume"
+            "the hour or candle file in progress is not checkpointed: re-run the same command to resume"
         )
     if stats.pending:
         raise BusError(
             f"{stats.pending} backfill event(s) still unacknowledged after {timeout_s:g}s "
-            "(setting pulsar.operation_timeout_s); the hour in progress is not checkpointed: re-run to resume"
+            "(setting pulsar.operation_timeout_s); the hour or candle file in progress is not checkpointed: "
+            "re-run to resume"
         )
 
 
 @contextmanager
-def _progress_bar(enabled: bool, code: str, hours: int) -> Iterator[Progress | None]:
+def _progress_bar(
+    enabled: bool, code: str, total: int, unit: str = "hours", events: str = "ticks"
+) -> Iterator[Progress | None]:
     if not enabled:
         yield None
         return
@@ -166,12 +264,12 @@ def _progress_bar(enabled: bool, code: str, hours: int) -> Iterator[Progress | N
         TextColumn(f"[bold]{code}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("hours"),
-        TextColumn("{task.fields[ticks]:,} ticks"),
+        TextColumn(unit),
+        TextColumn(f"{{task.fields[ticks]:,}} {events}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=False,
     )
-    bar.add_task("backfill", total=hours, ticks=0)
+    bar.add_task("backfill", total=total, ticks=0)
     with bar:
         yield bar

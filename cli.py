@@ -375,30 +375,46 @@ def backfill() -> None:
     help="End hour (UTC, exclusive).",
 )
 @click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option(
+    "--candles",
+    "timeframe",
+    type=click.Choice(["1m", "1h", "1d"]),
+    help="Publish Dukascopy's candle files of this timeframe (fast path for long ranges) instead of ticks.",
+)
+@click.option("--side", type=click.Choice(["bid", "ask"]), help="Candle price series (with --candles; default bid).")
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def backfill_dukascopy(
-    obj: Ctx, symbol: str, start: Any, end: Any, base_url: str | None, no_progress: bool, as_json: bool
+    obj: Ctx,
+    symbol: str,
+    start: Any,
+    end: Any,
+    base_url: str | None,
+    timeframe: str | None,
+    side: str | None,
+    no_progress: bool,
+    as_json: bool,
 ) -> None:
-    """Download hourly tick files, decode them and publish Quotes in time order (resumable, idempotent)."""
+    """Download hourly tick files (or candle files), decode and publish them in time order (resumable, idempotent)."""
     from ingesters.dukascopy.instruments import lookup
-    from ingesters.dukascopy.service import run_backfill
+    from ingesters.dukascopy.service import run_backfill, run_candle_backfill
     from pulse.runtime import resolve_endpoints
 
     s = obj.settings
     lookup(symbol)  # an unknown instrument is refused before anything starts
     if base_url:
         _check_http_url(base_url, "--base-url")
-    summary = run_backfill(
-        s,
-        resolve_endpoints(s, need_database=False),
-        symbol,
-        start,
-        end,
-        base_url=base_url,
-        progress=not (no_progress or as_json),
-    )
+    if side and not timeframe:
+        raise click.UsageError("--side needs --candles")
+    ep = resolve_endpoints(s, need_database=False)
+    progress = not (no_progress or as_json)
+    if timeframe:
+        summary = run_candle_backfill(
+            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
+        )
+    else:
+        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress)
     if as_json:
         emit_json(summary)
     else:

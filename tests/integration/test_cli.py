@@ -135,3 +135,57 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
         assert doc["backfill"]["ticks_published"] == 12_000 and doc["backfill"]["ok"]
     # the demo started its own runtime and stopped it again
     assert not (tmp_path / "home" / "runtime.json").exists()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "dukascopy").is_dir(), reason="shared Dukascopy files not present")
+def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, tmp_path: Path) -> None:
+    """`pulse simulate dukascopy` serves the shipped files; `pulse backfill dukascopy` publishes them."""
+    home = str(runtime_settings.home)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--home",
+            home,
+            "simulate",
+            "dukascopy",
+            "--port",
+            str(port),
+            "--root",
+            str(SHARED_DATA / "dukascopy"),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {"PULSE_DUKASCOPY__CHECKPOINT_DIR": str(tmp_path / "ckpt")}
+    base = [
+        "--home",
+        home,
+        "backfill",
+        "dukascopy",
+        "EURUSD",
+        "--base-url",
+        f"http://127.0.0.1:{port}/datafeed",
+        "--json",
+    ]
+    try:
+        from pulse.runtime.procs import wait_for_port
+
+        assert wait_for_port("127.0.0.1", port, 15, pid=server.pid)
+        ticks = pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env)
+        assert ticks.returncode == 0, ticks.stderr[-2000:]
+        doc = json.loads(ticks.stdout)
+        assert doc["ok"] and doc["hours_downloaded"] == 2 and doc["published"] == doc["ticks_published"] > 0
+        candles = pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-05T00", "--candles", "1m", env=env)
+        assert candles.returncode == 0, candles.stderr[-2000:]
+        doc = json.loads(candles.stdout)
+        assert doc["ok"] and doc["published"] == 1440 and doc["topic"].endswith("dukascopy.EUR-USD.candle")
+        again = json.loads(pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env).stdout)
+        assert again["published"] == 0 and again["hours_skipped"] == 2  # resumed from the checkpoints
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert not pid_alive(server.pid)

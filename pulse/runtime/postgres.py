@@ -87,7 +87,14 @@ def _pg(binary: Path, args: list[str], **kwargs: object) -> subprocess.Completed
 
 
 def start_postgres(
-    home: Path, *, host: str, port: int, database: str, bin_path: str = "", timeout: float = 60.0
+    home: Path,
+    *,
+    host: str,
+    port: int,
+    database: str,
+    bin_path: str = "",
+    options: list[str] | None = None,
+    timeout: float = 60.0,
 ) -> PostgresInfo:
     require_port_free("runtime.postgres_port", host, port)
     bins = bin_dir(bin_path)
@@ -116,6 +123,11 @@ def start_postgres(
         f"-p {port} -h {host} -k {sock} -c max_connections=100 -c shared_buffers=256MB "
         "-c synchronous_commit=on -c max_wal_size=2GB -c checkpoint_timeout=15min"
     )
+    for opt in options or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key.replace("_", "").replace(".", "").isalnum() or any(c in value for c in "'\"\\ "):
+            raise RuntimeStateError(f"runtime.postgres_options: {opt!r} is not KEY=VALUE (no spaces or quotes)")
+        opts += f" -c {key}={value}"
     res = _pg(bins / "pg_ctl", ["-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)), "start"])
     if res.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]

@@ -172,6 +172,17 @@ _MAPPERS: dict[type, Callable[[Any], tuple[str, Row] | None]] = {
 #: The tables :func:`to_row` can name.
 TABLES: frozenset[str] = frozenset({"trades", "quotes", "book_top", "gaps"})
 
+#: Event type (the ``type`` tag) → the table :func:`to_row` names for it, whose columns its rows follow.
+#: ``candle`` is absent: candles are derived and have their own pipeline.
+EVENT_TABLES: dict[str, str] = {
+    "trade": "trades",
+    "quote": "quotes",
+    "ticker": "quotes",
+    "book_snapshot": "book_top",
+    "book_delta": "book_top",
+    "status": "gaps",
+}
+
 
 def to_row(event: Event) -> tuple[str, Row] | None:
     """``(table, row)`` for an event the sink stores, ``None`` for one it ignores; :class:`MappingError` if invalid."""

@@ -1,21 +1,20 @@
-"""The sink's tables, declared once with SQLAlchemy Core, and :func:`ensure_schema` that creates what is missing.
+"""The sink's tables, declared once with SQLAlchemy Core: the *current* shape of the schema.
 
 Every table starts with the same six columns — ``venue, symbol, time, ts_event_ns, ts_recv_ns, seq`` — where
 ``time`` is ``ts_event`` truncated to microseconds (``timestamptz`` resolution) and ``ts_event_ns`` keeps the
 exact nanoseconds. Unique keys include ``time`` because a TimescaleDB hypertable partitioned on ``time`` only
-accepts unique keys that contain it; they are also what makes the sink idempotent (``ON CONFLICT DO NOTHING``).
+accepts unique keys that contain it; they are also what makes the sink idempotent (``ON CONFLICT``).
 
 Prices and sizes are unconstrained ``numeric``: a :class:`~decimal.Decimal` goes in and the same digits and scale
 come back (``45283.50000001`` stays ``45283.50000001``, ``1.50`` stays ``1.50``).
 
-:func:`ensure_schema` is the one place DDL runs. It is idempotent and serialised by an advisory lock, and records
-:data:`SCHEMA_VERSION` in ``pulse_schema_version``; a migration tool (Alembic) can take its place later by
-reading the same :data:`metadata`.
+Nothing here runs DDL: :mod:`sinks.postgres.migrations` gets a database of any earlier version to this one
+(``SCHEMA_VERSION``), and a test checks that a migrated database matches this metadata. Change a table here
+*and* add the migration step that gets there.
 """
 
 from __future__ import annotations
 
-import psycopg
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -28,22 +27,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
     func,
-    select,
 )
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.pool import NullPool
 
 from pulse.log import get_logger
 
 log = get_logger(__name__)
 
 #: Bump with every change to the tables below (and write the migration that gets there).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Any fixed 64-bit number: serialises concurrent ensure_schema() calls (two sinks starting at once).
-_DDL_LOCK_KEY = 0x50554C534501
 
 metadata = MetaData()
 
@@ -74,7 +67,6 @@ trades = Table(
     Column("side", Text),  # buy / sell (aggressor), when the venue says
     Column("ord_type", Text),  # market / limit, when the venue says
     UniqueConstraint("venue", "symbol", "trade_id", "time", name="trades_natural_key"),
-    Index("trades_symbol_time_idx", "symbol", "time"),
 )
 
 quotes = Table(
@@ -90,7 +82,6 @@ quotes = Table(
     Column("ask_size", _price()),
     Column("tradeable", Boolean, nullable=False),
     UniqueConstraint("venue", "symbol", "time", "ts_event_ns", "seq", "channel", name="quotes_natural_key"),
-    Index("quotes_symbol_time_idx", "symbol", "time"),
 )
 
 book_top = Table(
@@ -102,7 +93,6 @@ book_top = Table(
     Column("ask", _price()),
     Column("ask_size", _price()),
     UniqueConstraint("venue", "symbol", "time", "ts_event_ns", "seq", name="book_top_natural_key"),
-    Index("book_top_symbol_time_idx", "symbol", "time"),
 )
 
 gaps = Table(
@@ -112,8 +102,12 @@ gaps = Table(
     Column("kind", Text, nullable=False),  # a pulse.models.StatusKind
     Column("detail", Text, nullable=False),
     UniqueConstraint("venue", "symbol", "time", "ts_event_ns", "seq", "kind", name="gaps_natural_key"),
-    Index("gaps_symbol_time_idx", "symbol", "time"),
 )
+
+# Per-instrument time-range reads (candles, replays): (venue, symbol, time DESC) — the same order as the
+# TimescaleDB compression segment-by/order-by, so a compressed chunk is read in index order. (Schema v2.)
+for _t in (trades, quotes, book_top, gaps):
+    Index(f"{_t.name}_instrument_time_idx", _t.c.venue, _t.c.symbol, _t.c.time.desc())
 
 schema_version = Table(
     "pulse_schema_version",
@@ -130,24 +124,9 @@ DATA_TABLES: tuple[Table, ...] = (trades, quotes, book_top, gaps)
 COLUMNS: dict[str, tuple[str, ...]] = {t.name: tuple(c.name for c in t.columns) for t in DATA_TABLES}
 
 
-def ensure_schema(url: str) -> None:
-    """Create whatever tables and indexes are missing and record the schema version. Safe to run concurrently.
+def ensure_schema(url: str) -> str:
+    """Migrate the database at ``url`` to :data:`SCHEMA_VERSION` and, on TimescaleDB, make the tables hypertables
+    with the default policies (:func:`sinks.postgres.migrations.prepare`). Returns the mode's name."""
+    from sinks.postgres.migrations import prepare
 
-    ``url`` is a libpq connection string. SQLAlchemy errors propagate (``OperationalError``: not reachable).
-    """
-    # libpq parses ``url`` (a postgresql:// URL or a key=value DSN), exactly as the writer's connection does.
-    engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.execute(select(func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
-            metadata.create_all(conn, checkfirst=True)
-            conn.execute(
-                insert(schema_version)
-                .values(version=SCHEMA_VERSION, description="trades, quotes, book_top, gaps")
-                .on_conflict_do_nothing(index_elements=["version"])
-            )
-            newest = conn.execute(select(func.max(schema_version.c.version))).scalar_one()
-    finally:
-        engine.dispose()
-    if newest > SCHEMA_VERSION:
-        log.warning("database schema is newer than this sink", database_version=newest, sink_version=SCHEMA_VERSION)
+    return prepare(url).name

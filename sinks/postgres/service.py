@@ -1,22 +1,27 @@
-"""The Pulsar → PostgreSQL sink service: batches messages, writes them in one transaction, acks after commit.
+"""The Pulsar → PostgreSQL/TimescaleDB sink service: batches in, one transaction per batch, acks after commit.
 
-Loop (one thread, blocking — run it in its own process)::
+Two threads, so the database write of batch *n* overlaps receiving and decoding batch *n+1*::
 
-    receive until batch_size messages or max_latency_ms after the first one
-      → decode (format from the message properties) → map to (table, row)
-      → CopyWriter.write: one transaction, ON CONFLICT DO NOTHING
-      → on commit: acknowledge every message of the batch
+    receiver (caller's thread)                    writer thread
+    consumer.batch_receive()  ─ batch_size or     take a batch from a queue of one
+      max_latency_ms, whichever first             → CopyWriter.write: COPY to staging, INSERT … ON CONFLICT,
+    → decode (format sniffed) → map → table       commit
+    → hand the batch over (blocks while the       → on commit, and only then: acknowledge every message
+      writer still holds two: bounded)
 
-- A message that cannot be decoded or mapped goes, raw, to ``deadletter/sink.postgres`` with the properties
+- A message that cannot be decoded or mapped goes, raw, to the config's dead-letter topic with the properties
   ``error``, ``source_topic`` and ``message_id``, and is acknowledged; the rest of the batch still lands.
   If the database refuses a row anyway (``RowsRejected``), the batch is halved until the offending message is
   isolated and dead-lettered, each committed part being acknowledged.
-- Database unavailable: the batch is kept and retried with capped, jittered exponential backoff
-  (``sink.retry_max_s``); nothing is acknowledged meanwhile and nothing new is received.
+- Database unavailable: the writer keeps its batch and retries with capped, jittered exponential backoff
+  (``retry_max_s``); nothing is acknowledged meanwhile and, the hand-over queue being full, nothing more is
+  received beyond one waiting batch.
 - Broker errors (receive, ack) are logged and counted; a lost ack only means a redelivery, which the unique
   keys absorb.
-- ``stop`` set: the current batch is committed and acknowledged, the consumer closed, and ``run`` returns. If
-  the database is down at that moment the batch is left unacknowledged (it is redelivered on the next start).
+- ``stop`` set: the batches in hand are committed and acknowledged, the consumer closed, and ``run`` returns.
+  If the database is down at that moment they are left unacknowledged (redelivered on the next start).
+- At start: schema migrations (:mod:`sinks.postgres.migrations`), mode detection (:mod:`sinks.postgres.mode`),
+  and on TimescaleDB the hypertables and policies of the config; the log line ``sink started`` names the mode.
 
 pulsar-lite: subscriptions are Shared over an explicit topic list (no regex subscriptions; unbatched sends to
 Exclusive/Failover subscriptions may be delivered many times there).
@@ -24,6 +29,7 @@ Exclusive/Failover subscriptions may be delivered many times there).
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -33,29 +39,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import psycopg
 import pulsar
 import sqlalchemy.exc
 
 from pulse.bus import Bus
-from pulse.codec import decode_any
+from pulse.errors import CodecError
 from pulse.log import get_logger
+from pulse.models import Event
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
-from pulse.topics import dead_letter_topic, topic
+from pulse.topics import topic
+from sinks.postgres.config import DEFAULT_CHANNELS, SinkConfig, default_config
 from sinks.postgres.mapping import Row, to_row
-from sinks.postgres.schema import ensure_schema
+from sinks.postgres.migrations import prepare
+from sinks.postgres.mode import DbMode
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 
 log = get_logger(__name__)
 
-DEAD_LETTER_SOURCE = "sink.postgres"
-# Not "ticker": the Kraken ingester publishes each ticker's top of book as a Quote on the quote topic already.
-DEFAULT_CHANNELS = ("trade", "quote", "book", "status")
 _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
 _BACKOFF_INITIAL_S = 0.1
 _LATENCY_WINDOW = 1024
+_json_dec = msgspec.json.Decoder(Event)
+_mp_dec = msgspec.msgpack.Decoder(Event)
+
+
+def decode_payload(data: bytes) -> Event:
+    """Decode a JSON or MessagePack event, telling them apart by the first byte (a JSON event is an object,
+    ``{``; a MessagePack one a map, 0x80-0x8f/0xde/0xdf) — cheaper than reading the ``format`` property."""
+    try:
+        if data[:1] == b"{":
+            return _json_dec.decode(data)
+        return _mp_dec.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CodecError(f"cannot decode event: {exc}") from exc
 
 
 def topics_for(
@@ -114,12 +135,18 @@ class SinkStats:
     broker_errors: int = 0
     last_event_ns: dict[str, int] = field(default_factory=dict)  # "venue:symbol" → newest stored ts_event
     commit_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
+    # first receive of a batch → its commit: what a reader waits for a received message to become visible
+    visible_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
+    mode: str = ""  # postgresql | timescaledb | timescaledb+toolkit, once detected
+
+    def _q(self, data: deque[float], q: float) -> float | None:
+        ordered = sorted(data)
+        if not ordered:
+            return None
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
     def latency_ms(self, q: float) -> float | None:
-        data = sorted(self.commit_latencies_s)
-        if not data:
-            return None
-        return round(data[min(len(data) - 1, int(q * len(data)))] * 1000, 3)
+        return self._q(self.commit_latencies_s, q)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,10 +161,12 @@ class SinkStats:
             "broker_errors": self.broker_errors,
             "commit_p50_ms": self.latency_ms(0.50),
             "commit_p99_ms": self.latency_ms(0.99),
+            "visible_p99_ms": self._q(self.visible_latencies_s, 0.99),
+            "mode": self.mode,
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     msg: pulsar.Message
     table: str
@@ -146,64 +175,111 @@ class _Item:
     ts_event: int
 
 
+@dataclass(slots=True)
+class _Batch:
+    items: list[_Item]
+    first_at: float  # monotonic time the batch's receive started
+
+
 class _Stopped(Exception):
     """Stop was requested while the database was unavailable: leave the batch unacknowledged."""
 
 
+_DONE = object()  # end-of-stream marker for the writer thread
+
+
 class PostgresSink:
-    """Consumes ``topics`` (an explicit list; see :func:`topics_for`) into PostgreSQL. Call :meth:`run`."""
+    """Consumes topics into PostgreSQL/TimescaleDB as ``config`` says. Call :meth:`run`.
+
+    ``config`` defaults to :func:`~sinks.postgres.config.default_config` over ``topics`` (settings' [sink]
+    values). ``topics`` defaults to the config's sources.
+    """
 
     def __init__(
         self,
         settings: Settings,
         endpoints: Endpoints,
-        topics: list[str],
+        topics: list[str] | None = None,
         *,
+        config: SinkConfig | None = None,
         name: str = "sink-postgres",
         status_home: Path | None = None,
     ) -> None:
-        if not topics:
-            raise ValueError("PostgresSink needs at least one topic")
+        tenant = settings.pulsar.tenant
+        if config is None:
+            if not topics:
+                raise ValueError("PostgresSink needs a config or at least one topic")
+            config = default_config(settings, topics)
         self.settings = settings
+        self.config = config
         self.endpoints = endpoints
-        self.topics = list(topics)
+        self.topics = list(topics) if topics else config.topic_list(tenant)
         self.name = name
         self.stats = SinkStats()
-        self.dead_letter_topic = dead_letter_topic(DEAD_LETTER_SOURCE, settings.pulsar.tenant)
+        self.mode: DbMode | None = None
+        self.dead_letter_topic = config.dead_letter(tenant)
         self._status = StatusFile(status_home, name) if status_home is not None else None
         self._status_at = 0.0
         self._bus: Bus | None = None
         self._consumer: pulsar.Consumer | None = None
         self._writer: CopyWriter | None = None
+        # the mapper's table → the config's table, per event type
+        self._target = {ev: t.table for ev, t in config.tables.items()}
+        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._writer_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Consume until ``stop`` is set; commit and acknowledge the batch in hand, then close and return."""
-        cfg = self.settings.sink
+        """Consume until ``stop`` is set; commit and acknowledge the batches in hand, then close and return."""
+        cfg = self.config
+        writer_thread: threading.Thread | None = None
         try:
-            self._retrying("ensure schema", self._ensure_schema, stop)
+            self.mode = self._retrying("prepare database", self._prepare_database, stop)
+            self.stats.mode = self.mode.name
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
             self._consumer = self._bus.subscribe(
-                self.topics, cfg.subscription, sub_type="shared", consumer_name=self.name
+                self.topics,
+                cfg.subscription,
+                sub_type="shared",
+                consumer_name=self.name,
+                receiver_queue_size=min(max(2 * cfg.batch_size, 5000), 50_000),
+                batch_receive=(cfg.batch_size, min(cfg.max_latency_ms, _IDLE_RECEIVE_MS)),
             )
-            self._writer = CopyWriter(self.endpoints.database_url, application_name=self.name)
-            log.info("sink started", topics=len(self.topics), subscription=cfg.subscription, batch_size=cfg.batch_size)
-            while not stop.is_set():
-                msgs = self._collect(stop)
-                if msgs:
-                    self._process(msgs, stop)
+            columns = {t.table: _columns_for(ev) for ev, t in cfg.tables.items()}
+            self._writer = CopyWriter(
+                self.endpoints.database_url, columns, modes=cfg.table_modes(), application_name=self.name
+            )
+            writer_thread = threading.Thread(target=self._write_loop, args=(stop,), name=f"{self.name}-writer")
+            writer_thread.start()
+            log.info(
+                "sink started",
+                mode=self.mode.name,
+                timescaledb=self.mode.version or "-",
+                topics=len(self.topics),
+                subscription=cfg.subscription,
+                batch_size=cfg.batch_size,
+            )
+            while not stop.is_set() and self._writer_error is None:
+                batch = self._collect(stop)
+                if batch is not None:
+                    self._hand_over(batch, stop)
                 self._tick()
         except _Stopped:
             log.warning("stopped with the database unavailable; the batch in hand will be redelivered")
         finally:
+            if writer_thread is not None:
+                self._hand_over(_DONE, stop, final=True)
+                writer_thread.join()
             self._close()
         log.info("sink stopped", **self.stats.as_dict())
+        if self._writer_error is not None:
+            raise self._writer_error
 
-    def _ensure_schema(self) -> None:
+    def _prepare_database(self) -> DbMode:
         try:
-            ensure_schema(self.endpoints.database_url)
-        except sqlalchemy.exc.OperationalError as exc:  # not reachable (yet): retried like a write
-            raise DatabaseUnavailable(f"cannot create the schema: {exc.orig or exc}") from exc
+            return prepare(self.endpoints.database_url, self.config)
+        except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:  # not reachable (yet): retried
+            raise DatabaseUnavailable(f"cannot prepare the database: {exc}") from exc
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -220,56 +296,79 @@ class PostgresSink:
                 log.warning("pulsar client close failed", error=str(exc))
         self._tick(final=True)  # keep the file: final counters, state "stopped" (a crash leaves no such state)
 
-    # -- receive -------------------------------------------------------------------------------------
-    def _collect(self, stop: threading.Event) -> list[pulsar.Message]:
-        """Up to batch_size messages, returned at most max_latency_ms after the first one arrived."""
-        cfg = self.settings.sink
+    # -- receive (caller's thread) -------------------------------------------------------------------
+    def _collect(self, stop: threading.Event) -> _Batch | None:
+        """One batch_receive (≤ batch_size messages, ≤ max_latency_ms), decoded and mapped; None when idle."""
         assert self._consumer is not None
-        msgs: list[pulsar.Message] = []
-        deadline: float | None = None
-        while len(msgs) < cfg.batch_size:
-            if msgs and stop.is_set():
-                break  # commit what we hold now rather than wait out max_latency_ms
-            timeout_ms = _IDLE_RECEIVE_MS  # bounded, so stop and the status file stay responsive
-            if deadline is not None:
-                timeout_ms = min(timeout_ms, int((deadline - time.monotonic()) * 1000))
-                if timeout_ms <= 0:
-                    break
-            try:
-                msg = self._consumer.receive(timeout_millis=timeout_ms)
-            except pulsar.Timeout:
-                if deadline is None and stop.is_set():
-                    break
-                self._tick()
-                continue
-            except Exception as exc:
-                self.stats.broker_errors += 1
-                log.warning("receive failed", error=str(exc))
-                stop.wait(0.5)
-                break
-            msgs.append(msg)
-            self.stats.received += 1
-            if deadline is None:
-                deadline = time.monotonic() + cfg.max_latency_ms / 1000
-        return msgs
-
-    # -- process -------------------------------------------------------------------------------------
-    def _process(self, msgs: list[pulsar.Message], stop: threading.Event) -> None:
+        t0 = time.monotonic()
+        try:
+            msgs = self._consumer.batch_receive()
+        except Exception as exc:
+            self.stats.broker_errors += 1
+            log.warning("receive failed", error=str(exc))
+            stop.wait(0.5)
+            return None
+        if not msgs:
+            return None
+        self.stats.received += len(msgs)
         items: list[_Item] = []
+        target = self._target
+        ignored: list[pulsar.Message] = []
         for msg in msgs:
             try:
-                event = decode_any(msg.data(), msg.properties())
+                event = decode_payload(msg.data())
                 mapped = to_row(event)
             except Exception as exc:  # CodecError, MappingError — or a bug; either way the message is bad here
                 self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
                 continue
             if mapped is None:
-                self.stats.ignored += 1
-                self._ack(msg)
+                ignored.append(msg)
                 continue
-            table, row = mapped
-            items.append(_Item(msg, table, row, f"{event.venue}:{event.symbol}", event.ts_event))
-        self._store(items, stop)
+            table = target.get(event.__struct_config__.tag, mapped[0])  # type: ignore[attr-defined]
+            items.append(_Item(msg, table, mapped[1], f"{event.venue}:{event.symbol}", event.ts_event))
+        if ignored:
+            self.stats.ignored += len(ignored)
+            for msg in ignored:
+                self._ack(msg)
+        return _Batch(items, t0) if items else None
+
+    def _hand_over(self, batch: object, stop: threading.Event, final: bool = False) -> None:
+        """Queue ``batch`` for the writer, waiting while it is busy (the bound that keeps memory flat)."""
+        while True:
+            if self._writer_error is not None:
+                return
+            try:
+                self._handoff.put(batch, timeout=_STATUS_EVERY_S)
+                return
+            except queue.Full:
+                self._tick()
+
+    # -- write (writer thread) -----------------------------------------------------------------------
+    def _write_loop(self, stop: threading.Event) -> None:
+        try:
+            while True:
+                batch = self._handoff.get()
+                if batch is _DONE:
+                    return
+                self._store(batch.items, stop)
+                self.stats.visible_latencies_s.append(time.monotonic() - batch.first_at)
+        except _Stopped:
+            log.warning("stopped with the database unavailable; the batch in hand will be redelivered")
+            self._drain()
+        except BaseException as exc:
+            log.error("sink writer failed", error=f"{type(exc).__name__}: {exc}")
+            self._writer_error = exc
+            self._drain()
+            stop.set()
+
+    def _drain(self) -> None:
+        """Empty the hand-over queue (unacknowledged: redelivered later) so the receiver never blocks on it."""
+        while True:
+            try:
+                if self._handoff.get(timeout=5) is _DONE:
+                    return
+            except queue.Empty:
+                return
 
     def _store(self, items: list[_Item], stop: threading.Event) -> None:
         """Write ``items`` and ack them; on RowsRejected, halve until the bad message is isolated."""
@@ -304,17 +403,18 @@ class PostgresSink:
 
     def _committed(self, group: list[_Item], counts: dict[str, int]) -> None:
         st = self.stats
-        st.batches += 1
         inserted = 0
         for table, n in counts.items():
             st.stored[table] += n
             inserted += n
-        st.duplicates += len(group) - inserted
+        st.duplicates += max(0, len(group) - inserted)
         last = st.last_event_ns
+        ack = self._ack
         for it in group:
             if it.ts_event > last.get(it.key, -1):
                 last[it.key] = it.ts_event
-            self._ack(it.msg)
+            ack(it.msg)
+        st.batches += 1  # after the acks: a reader seeing the count sees the batch acknowledged
 
     # -- retry / ack / dead letters --------------------------------------------------------------------
     def _retrying(self, what: str, fn: Any, stop: threading.Event) -> Any:
@@ -330,13 +430,12 @@ class PostgresSink:
                 wait = random.uniform(delay / 2, delay)
                 log.warning("database unavailable, retrying", action=what, retry_in_s=round(wait, 2), error=str(exc))
                 self._sleep(wait, stop)
-                delay = min(delay * 2, self.settings.sink.retry_max_s)
+                delay = min(delay * 2, self.config.retry_max_s)
 
     def _sleep(self, seconds: float, stop: threading.Event) -> None:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0 and not stop.is_set():
             stop.wait(min(left, _STATUS_EVERY_S))
-            self._tick()
 
     def _ack(self, msg: pulsar.Message) -> None:
         assert self._consumer is not None
@@ -373,9 +472,17 @@ class PostgresSink:
             self._status.write(
                 self.stats.as_dict(),
                 topics=len(self.topics),
-                subscription=self.settings.sink.subscription,
+                subscription=self.config.subscription,
+                database_mode=self.stats.mode,
                 last_event_ns=dict(self.stats.last_event_ns),
                 state="stopped" if final else "running",
             )
         except OSError as exc:
             log.warning("status file write failed", path=str(self._status.path), error=str(exc))
+
+
+def _columns_for(event_type: str) -> tuple[str, ...]:
+    from sinks.postgres.mapping import EVENT_TABLES
+    from sinks.postgres.schema import COLUMNS
+
+    return COLUMNS[EVENT_TABLES[event_type]]

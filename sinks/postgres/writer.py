@@ -7,6 +7,11 @@ ON COMMIT DELETE ROWS``); one :meth:`CopyWriter.write` is one transaction that C
 its twin and moves them over, skipping rows whose unique key already exists. ``rowcount`` of each
 ``INSERT … SELECT`` is the number of new rows; the difference to the rows given is the duplicates.
 
+Per table the conflict rule is ``insert`` (``ON CONFLICT (key) DO NOTHING``: the stored row wins) or ``upsert``
+(``ON CONFLICT (key) DO UPDATE SET`` every non-key column ``= EXCLUDED``: the newest row wins). An upsert
+batch is de-duplicated on the key first, last row winning, because PostgreSQL refuses to update one row twice
+in one statement.
+
 Binary COPY applies no casts, so the column types are read from the catalogue on connect and passed to
 ``Copy.set_types``: ``int`` goes as ``int8``, ``Decimal`` as ``numeric`` (exact digits and scale).
 
@@ -54,6 +59,11 @@ class _TableSpec:
     copy: sql.Composed
     insert: sql.Composed
     types: tuple[int, ...]  # type oids for Copy.set_types, in column order
+    dedupe_key: tuple[int, ...] | None  # upsert: row positions of the key columns
+
+
+#: Per table: ("insert" | "upsert", key columns). Absent table: insert, ``ON CONFLICT DO NOTHING`` on any key.
+Modes = Mapping[str, tuple[str, Sequence[str]]]
 
 
 def _staging_name(table: str) -> str:
@@ -72,11 +82,16 @@ class CopyWriter:
         url: str,
         columns: Mapping[str, Sequence[str]] = COLUMNS,
         *,
+        modes: Modes | None = None,
         connect_timeout_s: int = 10,
         application_name: str = "pulse-sink-postgres",
     ) -> None:
         self.url = url
         self.columns = {t: tuple(cols) for t, cols in columns.items()}
+        self.modes = {t: (m, tuple(k)) for t, (m, k) in (modes or {}).items()}
+        for t, (m, k) in self.modes.items():
+            if m not in ("insert", "upsert") or not set(k) <= set(self.columns.get(t, ())):
+                raise WriterError(f"table {t!r}: bad mode {m!r} or key {k!r}")
         self._connect_timeout_s = connect_timeout_s
         self._application_name = application_name
         self._conn: psycopg.Connection | None = None
@@ -95,7 +110,7 @@ class CopyWriter:
             specs = {}
             with conn.cursor() as cur:
                 for table, cols in self.columns.items():
-                    specs[table] = self._prepare(cur, table, cols)
+                    specs[table] = self._prepare(cur, table, cols, self.modes.get(table))
             conn.commit()  # the staging tables outlive this transaction; their rows do not
         except BaseException:
             conn.close()
@@ -106,7 +121,9 @@ class CopyWriter:
         return conn
 
     @staticmethod
-    def _prepare(cur: psycopg.Cursor, table: str, cols: tuple[str, ...]) -> _TableSpec:
+    def _prepare(
+        cur: psycopg.Cursor, table: str, cols: tuple[str, ...], mode: tuple[str, tuple[str, ...]] | None
+    ) -> _TableSpec:
         cur.execute(
             "SELECT attname, atttypid FROM pg_attribute"
             " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
@@ -123,12 +140,24 @@ class CopyWriter:
                 stage, target
             )
         )
+        ident = sql.Identifier
+        if mode is None:
+            conflict = sql.SQL("ON CONFLICT DO NOTHING")
+        elif mode[0] == "insert":
+            conflict = sql.SQL("ON CONFLICT ({}) DO NOTHING").format(sql.SQL(", ").join(map(ident, mode[1])))
+        else:
+            rest = [c for c in cols if c not in mode[1]]
+            conflict = sql.SQL("ON CONFLICT ({}) DO UPDATE SET {}").format(
+                sql.SQL(", ").join(map(ident, mode[1])),
+                sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in rest),
+            )
         return _TableSpec(
             copy=sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, col_list),
-            insert=sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
-                target, col_list, col_list, stage
+            insert=sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} {}").format(
+                target, col_list, col_list, stage, conflict
             ),
             types=tuple(oids[c] for c in cols),
+            dedupe_key=tuple(cols.index(k) for k in mode[1]) if mode and mode[0] == "upsert" else None,
         )
 
     def _connection(self) -> psycopg.Connection:
@@ -174,6 +203,8 @@ class CopyWriter:
             with conn.cursor() as cur:
                 for table, rows in work:
                     spec = self._specs[table]
+                    if spec.dedupe_key is not None:
+                        rows = _last_per_key(rows, spec.dedupe_key)
                     with cur.copy(spec.copy) as copy:
                         copy.set_types(spec.types)
                         for row in rows:
@@ -197,3 +228,11 @@ class CopyWriter:
                 self._conn.rollback()
         except psycopg.Error:
             self._drop()
+
+
+def _last_per_key(rows: Sequence[tuple], key: tuple[int, ...]) -> list[tuple]:
+    """``rows`` with one row per key — the last one given — in first-seen key order."""
+    last: dict[tuple, tuple] = {}
+    for row in rows:
+        last[tuple(row[i] for i in key)] = row
+    return list(last.values())

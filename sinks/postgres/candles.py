@@ -55,6 +55,9 @@ SIDES: tuple[str, ...] = ("bid", "ask", "mid")
 
 #: How the plain-SQL query picks a bucket's open and close. ``minmax`` (the default) is one streaming pass;
 #: ``array_agg`` sorts each group; both give the same rows (the unit and integration tests check that).
+#: Measured (PostgreSQL 18, 100,000 trades over one day, best of 5, end to end incl. decoding): 1m 151 vs
+#: 175 ms, 1h 167 vs 138 ms, 1s (86,400 buckets) 866 vs 1,376 ms; DISTINCT ON for open and close joined to a
+#: GROUP BY was 245 / 160 / 765 ms. minmax is never far from the best and keeps one simple query.
 OPEN_CLOSE_METHODS = ("minmax", "array_agg")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

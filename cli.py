@@ -437,23 +437,35 @@ def sink() -> None:
     help="Streams to store, e.g. crypto/kraken=BTC/USD,ETH/USD (repeatable; default sink.sources, "
     "else crypto/kraken with kraken.symbols).",
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Sink config (YAML: sources, tables, keys, insert|upsert, batching, TimescaleDB policies); "
+    "see sinks/postgres/sinks.example.yaml.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
-def sink_run(obj: Ctx, sources: tuple[str, ...], as_json: bool) -> None:
+def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
     """Consume venue topics and store trades, quotes, top of book and status markers (ack after commit)."""
     import signal
     import threading
 
     from pulse.runtime import resolve_endpoints
+    from sinks.postgres.config import load_sink_config
     from sinks.postgres.service import PostgresSink, topics_for_sources
 
     s = obj.settings
-    topics = topics_for_sources(s, sources)  # a malformed source is refused before anything starts
+    if config_path and sources:
+        raise click.UsageError("--source and --config are exclusive: put the sources in the config file")
+    # a malformed source or config is refused before anything starts
+    cfg = load_sink_config(config_path, s) if config_path else None
+    topics = None if cfg else topics_for_sources(s, sources)
     ep = resolve_endpoints(s)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    svc = PostgresSink(s, ep, topics, status_home=s.home)
+    svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home)
     svc.run(stop)
     if as_json:
         emit_json(svc.stats.as_dict())
@@ -496,6 +508,64 @@ def demo(
     if as_json:
         emit_json(summary)
     sys.exit(0 if summary["ok"] else 1)
+
+
+@cli.command()
+@click.argument("symbol")
+@click.option("--interval", type=click.Choice(["1s", "1m", "5m", "1h", "1d"]), default="1m", show_default=True)
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"]),
+    help="Start (UTC), e.g. 2019-02-04T00:00.",
+)
+@click.option(
+    "--to",
+    "end",
+    required=True,
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"]),
+    help="End (UTC, exclusive).",
+)
+@click.option(
+    "--side", type=click.Choice(["bid", "ask", "mid"]), help="Quote side (FX); default: trades if any, else bid."
+)
+@click.option("--venue", help="Venue, when several have data for the symbol.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def candles(
+    obj: Ctx, symbol: str, interval: str, start: Any, end: Any, side: str | None, venue: str | None, as_json: bool
+) -> None:
+    """OHLCV candles from the database, in whichever mode is active (TimescaleDB aggregates or plain SQL)."""
+    import psycopg
+
+    from pulse.runtime import resolve_endpoints
+    from pulse.symbols import canonical
+    from sinks.postgres.candles import CandleError
+    from sinks.postgres.candles import candles as query
+    from sinks.postgres.mode import detect_mode
+
+    sym = canonical(symbol)
+    if end <= start:
+        raise click.BadParameter("--to must be after --from", param_hint="--to")
+    ep = resolve_endpoints(obj.settings, need_pulsar=False)
+    with psycopg.connect(ep.database_url) as conn:
+        mode = detect_mode(conn, create=False)
+        row = conn.execute("SELECT to_regclass('pulse_candles_bid_1s')").fetchone()
+        kwargs = {"mode": mode} if mode.timescaledb and row and row[0] is not None else {}
+        try:
+            rows = query(conn, sym, interval=interval, start=start, end=end, side=side, venue=venue, **kwargs)
+        except CandleError as exc:
+            fail(str(exc))
+    if as_json:
+        emit_json([r.as_dict() for r in rows])
+        return
+    click.echo(f"# {sym} {interval} {side or ''} ({'timescaledb aggregates' if kwargs else 'SQL on the tables'})")
+    for r in rows:
+        vol = r.volume if r.volume is not None else "-"
+        click.echo(
+            f"{r.bucket:%Y-%m-%dT%H:%M:%SZ}  O {r.open}  H {r.high}  L {r.low}  C {r.close}  V {vol}  n {r.ticks}"
+        )
 
 
 @cli.command()

@@ -34,14 +34,16 @@ def _broker_ok(url: str, timeout: float = 5.0) -> tuple[bool, str]:
 
 
 def database_mode(url: str) -> str:
-    """``timescaledb+toolkit``, ``timescaledb`` or ``postgresql`` — what the sink can use."""
+    """The active mode: ``timescaledb+toolkit``, ``timescaledb`` or ``postgresql`` (installed extensions), with
+    ``(timescaledb available)`` when the server has the extension but the sink has not installed it yet."""
     import psycopg
 
     with psycopg.connect(url, connect_timeout=5) as conn:
-        names = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
-    if "timescaledb" in names:
-        return "timescaledb+toolkit" if "timescaledb_toolkit" in names else "timescaledb"
-    return "postgresql"
+        installed = {r[0] for r in conn.execute("SELECT extname FROM pg_extension").fetchall()}
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+    if "timescaledb" in installed:
+        return "timescaledb+toolkit" if "timescaledb_toolkit" in installed else "timescaledb"
+    return "postgresql (timescaledb available)" if "timescaledb" in available else "postgresql"
 
 
 def collect_health(settings: Settings) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,71 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         server.terminate()
         server.wait(10)
     assert not pid_alive(server.pid)
+
+    # a sink process stores the two hours; `pulse candles` then matches Dukascopy's own minute file
+    sub_env = {"PULSE_SINK__SUBSCRIPTION": f"cli-candles-{tmp_path.name[-12:]}"}
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "cli", "--home", home, "sink", "run", "--source", "historical/dukascopy=EUR/USD"],
+        cwd=REPO,
+        env={**os.environ, **sub_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    args = [
+        "--home",
+        home,
+        "candles",
+        "EUR/USD",
+        "--interval",
+        "1m",
+        "--from",
+        "2019-02-04T00:00",
+        "--to",
+        "2019-02-04T02:00",
+        "--side",
+        "bid",
+        "--venue",
+        "dukascopy",
+        "--json",
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        rows: list[dict[str, str]] = []
+        while time.monotonic() < deadline:
+            res = pulse(*args)
+            rows = json.loads(res.stdout) if res.returncode == 0 else []
+            if len(rows) == 120 and sum(int(r["ticks"]) for r in rows) == doc_ticks(home):
+                break
+            time.sleep(0.5)
+    finally:
+        sink.terminate()
+        assert sink.wait(30) == 0
+    from ingesters.dukascopy.bi5 import decode_candles
+
+    day = (SHARED_DATA / "dukascopy" / "EURUSD" / "2019" / "01" / "04" / "BID_candles_min_1.bi5").read_bytes()
+    ref = decode_candles(day, period_start_ns=1549238400 * 10**9, divisor=100_000, symbol="EUR/USD")[:120]
+    assert [(r["open"], r["high"], r["low"], r["close"]) for r in rows] == [
+        (str(c.open), str(c.high), str(c.low), str(c.close)) for c in ref
+    ]
+
+
+def doc_ticks(home: str) -> int:
+    """Ticks in the shipped 00h and 01h files (decoded independently of the database)."""
+    from ingesters.dukascopy.bi5 import decode_ticks
+
+    base = SHARED_DATA / "dukascopy" / "EURUSD" / "2019" / "01" / "04"
+    total = 0
+    for hour in (0, 1):
+        data = (base / f"{hour:02d}h_ticks.bi5").read_bytes()
+        total += len(
+            decode_ticks(data, hour_start_ns=(1549238400 + 3600 * hour) * 10**9, divisor=100_000, symbol="EUR/USD")
+        )
+    return total
+
+
+def test_sink_config_is_refused_naming_the_problem(tmp_path: Path) -> None:
+    cfg = tmp_path / "sinks.yaml"
+    cfg.write_text("sources:\n  - {venue: dukascopy, symbols: [EUR/USD]}\ntables:\n  quote: {table: quotez}\n")
+    res = pulse("--home", str(tmp_path), "sink", "run", "--config", str(cfg), env=port_env())
+    assert res.returncode == 2 and "quotez" in res.stderr
+    assert not (tmp_path / "run").exists()

@@ -4,10 +4,11 @@ Dukascopy
     *decode only* — :func:`~ingesters.dukascopy.bi5.decode_ticks` + :func:`~ingesters.dukascopy.bi5.to_quotes` over
     the real hour files in ``../shared/data/dukascopy/EURUSD/2019/01/04/`` (LZMA, records, exact Decimals, Quote
     events), in this process.
-    *end to end* — ``pulse simulate dukascopy`` (its own process) serves those files, symlinked into every hour of
+    *end to end* — ``pulse simulate dukascopy`` (its own process) serves those files, copied into every hour of
     a range of weekdays; a child process runs :func:`~ingesters.dukascopy.service.run_backfill` as ``pulse backfill
-    dukascopy`` does: download (8 concurrent), decode, publish each Quote, flush and wait for every ack per hour,
-    checkpoint. Ticks/s from call to return, after a warm-up backfill; fresh checkpoints per run.
+    dukascopy`` does: download (8 concurrent), decode, publish (however ``run_backfill`` packs ticks into broker
+    messages; the figure line says how many per message), flush and wait for every ack per hour, checkpoint.
+    Ticks/s from call to return, after a warm-up backfill; fresh checkpoints per run.
 
 OANDA
     :mod:`bench.oanda_venue` (its own process) replays price lines recorded from the local OANDA venue over the
@@ -63,7 +64,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    decode_passes=10, backfill_hours=24, reps=3, oanda_lines=200_000, oanda_warmup=8_000, oanda_record=20_000,
+    decode_passes=10, backfill_hours=48, reps=3, oanda_lines=200_000, oanda_warmup=8_000, oanda_record=20_000,
     measure_s=6.0,
 )  # fmt: skip
 QUICK = Sizes(
@@ -165,6 +166,7 @@ def _backfill(
             "hours": size.backfill_hours,
             "warmup_hours": warmup_hours,
             "reps": size.reps,
+            "max_total_s": size.measure_s * 3,
             "work": str(work / "checkpoints"),
             "pids": {"broker": broker_pid(settings), "simulator": sim.pid},
         }
@@ -178,12 +180,14 @@ def _backfill(
     share = ratio(rate, ceiling)
     r0 = runs[0]
     cores = ", ".join(f"{k} {v:.2f}" for k, v in r0["cpu_cores"].items())
+    per_msg = r0["ticks"] / max(r0["messages"], 1)
     report.add(
         "dukascopy_backfill_ticks_per_s",
         rate,
         f"dukascopy end to end (run_backfill: HTTP from the local datafeed, decode, publish, per-hour flush + ack "
-        f"check, checkpoint), {r0['hours']} hours = {r0['ticks']:,} ticks per run: {fmt_rate(rate)} ticks/s  "
-        f"(median; runs {fmt_runs(rates)}) = {share:.0%} of the raw ceiling; CPU cores: {cores}",
+        f"check, checkpoint), {r0['hours']} hours = {r0['ticks']:,} ticks in {r0['messages']:,} broker messages "
+        f"({per_msg:,.0f} ticks/message) per run: {fmt_rate(rate)} ticks/s  (median; runs {fmt_runs(rates)}) = "
+        f"{share:.2f}x the raw ceiling's msgs/s; CPU cores: {cores}",
     )
     report.add("dukascopy_backfill_ceiling_share", share, f"dukascopy backfill ticks/s ÷ ceiling msgs/s: {share:.2f}")
     report.target("dukascopy backfill ticks/s", rate, ">=", TARGET_DUKASCOPY_TICKS_PER_S, " ticks/s")

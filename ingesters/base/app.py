@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,6 +56,9 @@ def run_ingester(
                 t.cancel()
             await asyncio.gather(*aux, return_exceptions=True)
 
+    # The Pulsar client's I/O thread needs the GIL for every ack; a shorter switch interval than the default
+    # 5 ms lets it in promptly while the event loop parses, which cuts venue-to-ack tail latency (bench/).
+    sys.setswitchinterval(0.0005)
     try:
         asyncio.run(main())
     finally:

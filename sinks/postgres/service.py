@@ -22,6 +22,8 @@ Two threads, so the database write of batch *n* overlaps receiving and decoding 
   If the database is down at that moment they are left unacknowledged (redelivered on the next start).
 - At start: schema migrations (:mod:`sinks.postgres.migrations`), mode detection (:mod:`sinks.postgres.mode`),
   and on TimescaleDB the hypertables and policies of the config; the log line ``sink started`` names the mode.
+- TimescaleDB: the candle aggregates are created at start, and the time range of committed ``historical`` rows
+  is refreshed bottom-up when the sink goes idle or every so often while busy (:mod:`sinks.postgres.aggregates`).
 
 pulsar-lite: subscriptions are Shared over an explicit topic list (no regex subscriptions; unbatched sends to
 Exclusive/Failover subscriptions may be delivered many times there).
@@ -52,6 +54,7 @@ from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
 from pulse.topics import topic
+from sinks.postgres import aggregates
 from sinks.postgres.config import DEFAULT_CHANNELS, SinkConfig, default_config
 from sinks.postgres.mapping import Row, to_row
 from sinks.postgres.migrations import prepare
@@ -138,6 +141,8 @@ class SinkStats:
     # first receive of a batch → its commit: what a reader waits for a received message to become visible
     visible_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
     mode: str = ""  # postgresql | timescaledb | timescaledb+toolkit, once detected
+    cagg_refreshes: int = 0  # TimescaleDB: coalesced bottom-up refreshes of backfilled ranges (aggregates.py)
+    cagg_refresh_errors: int = 0
 
     def _q(self, data: deque[float], q: float) -> float | None:
         ordered = sorted(data)
@@ -163,6 +168,8 @@ class SinkStats:
             "commit_p99_ms": self.latency_ms(0.99),
             "visible_p99_ms": self._q(self.visible_latencies_s, 0.99),
             "mode": self.mode,
+            "cagg_refreshes": self.cagg_refreshes,
+            "cagg_refresh_errors": self.cagg_refresh_errors,
         }
 
 
@@ -227,6 +234,7 @@ class PostgresSink:
         self._target = {ev: t.table for ev, t in config.tables.items()}
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
+        self._caggs: aggregates.AggregateRefresher | None = None  # TimescaleDB only
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -236,6 +244,8 @@ class PostgresSink:
         try:
             self.mode = self._retrying("prepare database", self._prepare_database, stop)
             self.stats.mode = self.mode.name
+            if self.mode.timescaledb and cfg.timescale.enabled != "off":
+                self._caggs = self._retrying("create candle aggregates", self._prepare_aggregates, stop)
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
             self._consumer = self._bus.subscribe(
                 self.topics,
@@ -270,6 +280,8 @@ class PostgresSink:
             if writer_thread is not None:
                 self._hand_over(_DONE, stop, final=True)
                 writer_thread.join()
+            if self._caggs is not None:
+                self._caggs.stop()
             self._close()
         log.info("sink stopped", **self.stats.as_dict())
         if self._writer_error is not None:
@@ -280,6 +292,18 @@ class PostgresSink:
             return prepare(self.endpoints.database_url, self.config)
         except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:  # not reachable (yet): retried
             raise DatabaseUnavailable(f"cannot prepare the database: {exc}") from exc
+
+    def _prepare_aggregates(self) -> aggregates.AggregateRefresher:
+        assert self.mode is not None
+        try:
+            aggregates.ensure(self.endpoints.database_url, toolkit=self.mode.toolkit)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot create the candle aggregates: {exc}") from exc
+        refresher = aggregates.AggregateRefresher(
+            self.endpoints.database_url, self.topics, name=self.name, stats=self.stats
+        )
+        refresher.start()
+        return refresher
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -414,6 +438,8 @@ class PostgresSink:
             if it.ts_event > last.get(it.key, -1):
                 last[it.key] = it.ts_event
             ack(it.msg)
+        if self._caggs is not None:
+            self._caggs.committed(group, counts)  # TimescaleDB: note the historical range to refresh
         st.batches += 1  # after the acks: a reader seeing the count sees the batch acknowledged
 
     # -- retry / ack / dead letters --------------------------------------------------------------------

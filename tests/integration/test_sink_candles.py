@@ -239,7 +239,9 @@ def test_timescale_aggregates_equal_plain_sql(timescale: tuple[str, bool], inter
 @pytest.mark.timescale
 def test_timescale_real_time_aggregation_sees_unmaterialized_rows(timescale: tuple[str, bool]) -> None:
     url, toolkit = timescale
-    later = T0 + timedelta(days=1)  # no refresh covers this day: only real-time aggregation can show it
+    # Above every watermark (the sink's policies and backfill refreshes move it up to now): no refresh covers
+    # this day, only real-time aggregation can show it.
+    later = datetime(2100, 1, 4, tzinfo=UTC)
     start_ns = int(later.timestamp()) * 10**9
     from pulse.models import Quote
 
@@ -280,3 +282,105 @@ def test_plain_mode_never_touches_timescale(backfilled: str, tmp_path: Path) -> 
     with psycopg.connect(backfilled) as conn:
         assert conn.execute("SELECT to_regclass('pulse_candles_bid_1m')").fetchone() == (None,)
         assert candles(conn, "EUR/USD", interval="1h", start=T0, end=T4)
+
+
+SYMBOL = "EUR/XTS"
+
+
+@pytest.mark.timescale
+def test_timescale_sink_creates_aggregates_and_refreshes_backfilled_range(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    """The sink on TimescaleDB: creates the aggregates and their policies at start, and after historical quotes
+    for a past hour are committed, refreshes that range (once, when idle) — so candles read from the aggregates,
+    whose watermark is already past that hour (materialized rows only there), equal the plain SQL ones."""
+    if not TIMESCALE_URL:
+        pytest.skip("PULSE_TEST_TIMESCALE_URL is not set (a TimescaleDB 2.9+ database to test against)")
+    import dataclasses
+
+    from pulse.bus import Bus, EventPublisher
+    from pulse.topics import topic
+    from sinks.postgres.timescale_caggs import INTERVALS, SOURCES, refresh_after_backfill, view_name
+
+    venue = f"tsbf{unique}"  # this test's rows only (another symbol: the tests above see one EUR/USD venue)
+    t1 = T0 + timedelta(hours=1)
+    start_ns = int(T0.timestamp()) * 10**9
+    ticks = decode_ticks((DAY / "00h_ticks.bi5").read_bytes(), hour_start_ns=start_ns, divisor=100_000,
+                         symbol="EURUSD")  # fmt: skip
+    quotes = to_quotes(ticks, symbol=SYMBOL, first_seq=seq_base(start_ns), volume_multiplier=MILLION,
+                       venue=venue)  # fmt: skip
+    n = len(quotes)
+    ts_endpoints = dataclasses.replace(endpoints, database_url=TIMESCALE_URL)
+    sink_settings = runtime_settings.with_overrides(
+        sink={"subscription": f"sink-ts-{unique}", "batch_size": 500, "max_latency_ms": 50}
+    )
+    hist_topic = topic("historical", venue, SYMBOL, "quote", runtime_settings.pulsar.tenant)
+    sink = PostgresSink(sink_settings, ts_endpoints, [hist_topic], name="sink-ts-test")
+
+    def count(conn: psycopg.Connection) -> int:
+        row = conn.execute(
+            "SELECT count(*) FROM quotes WHERE venue = %s AND time >= %s AND time < %s", (venue, T0, t1)
+        ).fetchone()
+        return row[0] if row else 0
+
+    with running(sink), psycopg.connect(TIMESCALE_URL, autocommit=True) as conn:
+        end = time.monotonic() + DEADLINE_S
+        while sink._caggs is None:  # created after the migrations and hypertables
+            assert time.monotonic() < end, "sink did not create the candle aggregates"
+            time.sleep(0.1)
+        assert sink.stats.mode.startswith("timescaledb")
+        # Move every watermark to now: 2019 is then below it, where only materialized buckets are seen.
+        now = datetime.now(UTC)
+        ts_ns = int(now.timestamp()) * 10**9 - 30 * 10**9
+        from pulse.models import Quote
+
+        sentinel = Quote(venue=venue, symbol=SYMBOL, ts_event=ts_ns, ts_recv=ts_ns, seq=1, bid=Decimal("1.1"),
+                         bid_size=Decimal(1), ask=Decimal("1.2"), ask_size=Decimal(1))  # fmt: skip
+        with CopyWriter(TIMESCALE_URL, application_name="ts-sentinel") as writer:
+            writer.write({"quotes": [to_row(sentinel)[1]]})  # type: ignore[index]
+        refresh_after_backfill(conn, now - timedelta(minutes=2), now)
+        mark = conn.execute(
+            "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))"
+            " FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'pulse_candles_bid_1d'"
+        ).fetchone()
+        assert mark and mark[0] > t1, mark
+
+        bus = Bus(runtime_settings, endpoints.pulsar_url)
+        try:
+            pub = EventPublisher(bus, "historical", producer_prefix=f"ts-{unique}")
+            for q in quotes:
+                pub.publish(q)
+            pub.flush()
+        finally:
+            bus.close()
+        while count(conn) < n or sink.stats.cagg_refreshes < 1:
+            assert time.monotonic() < end, (count(conn), n, sink.stats.as_dict())
+            time.sleep(0.1)
+        assert sink.stats.batches > 1 and sink.stats.cagg_refreshes < sink.stats.batches  # coalesced, not per batch
+        time.sleep(1.5)  # the refresh in progress (if any) finishes; nothing new comes
+        assert sink._caggs.pending() is None and sink.stats.cagg_refresh_errors == 0
+
+    assert sink.stats.cagg_refreshes <= 2, sink.stats.as_dict()
+    mode = CandleMode(timescaledb=True, toolkit=sink.mode is not None and sink.mode.toolkit)
+    with psycopg.connect(TIMESCALE_URL) as conn:
+        for interval in INTERVALS:
+            stop_at = T0 + timedelta(minutes=10) if interval == "1s" else t1
+            for side in ("bid", "ask"):
+                cagg = candles(conn, SYMBOL, interval=interval, start=T0, end=stop_at, side=side, venue=venue,
+                               mode=mode)  # fmt: skip
+                raw = candles(conn, SYMBOL, interval=interval, start=T0, end=stop_at, side=side, venue=venue)
+                assert cagg == raw and cagg, (interval, side, len(cagg), len(raw))
+        got = candles(conn, SYMBOL, interval="1m", start=T0, end=t1, side="bid", venue=venue, mode=mode)
+        assert as_reference(got) == expected(reference("BID"))[:60]
+        jobs = {
+            r[0]
+            for r in conn.execute(
+                "SELECT hypertable_name FROM timescaledb_information.jobs"  # a cagg's job names the cagg
+                " WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_schema = current_schema()"
+            ).fetchall()
+        }
+    assert {view_name(s, i) for s in SOURCES for i in INTERVALS} <= jobs
+    with psycopg.connect(TIMESCALE_URL, autocommit=True) as conn:  # leave the shared database as it was
+        conn.execute("DELETE FROM quotes WHERE venue = %s", (venue,))
+        refresh_after_backfill(conn, T0, t1)
+        refresh_after_backfill(conn, now - timedelta(minutes=2), now)

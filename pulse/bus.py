@@ -19,7 +19,7 @@ import pulsar
 from pulse.codec import Codec
 from pulse.errors import BusError
 from pulse.log import get_logger
-from pulse.models import Event
+from pulse.models import Event, QuoteBatch
 from pulse.settings import Settings
 from pulse.topics import CHANNEL_OF_EVENT, topic
 
@@ -166,6 +166,7 @@ class PublishStats:
         self.sent: dict[str, int] = defaultdict(int)
         self.acked: dict[str, int] = defaultdict(int)
         self.failed: dict[str, int] = defaultdict(int)
+        self.events_acked: int = 0  # events in acknowledged messages (a QuoteBatch counts its ticks)
         self.last_error: str = ""
 
     @property
@@ -215,11 +216,15 @@ class EventPublisher:
         stats = self.stats
         stats.sent[t] += 1
         on_ack = self._on_ack
-        ts_event = event.ts_event
+        if isinstance(event, QuoteBatch):
+            n, ts_event = len(event.ticks), (event.ticks[-1].ts_event if event.ticks else event.ts_event)
+        else:
+            n, ts_event = 1, event.ts_event
 
         def done(res: pulsar.Result, _msg_id: object) -> None:
             if res == pulsar.Result.Ok:
                 stats.acked[t] += 1
+                stats.events_acked += n
                 if on_ack:
                     on_ack(t, ts_event)
             else:

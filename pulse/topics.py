@@ -95,4 +95,5 @@ CHANNEL_OF_EVENT = {
     "book_delta": "book",
     "candle": "candle",
     "status": "status",
+    "quote_batch": "quote",  # same topic as single quotes: per-instrument order holds across both
 }

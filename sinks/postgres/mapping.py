@@ -14,12 +14,16 @@ event              table        row
 ``Status``         gaps         every marker (gap, resync, stale, disconnected, connected, market_*, …); a query
                                 for holes filters on ``kind``
 ``Candle``         —            ignored (``None``): candles are derived and have their own pipeline
+``QuoteBatch``     quotes       one row per tick, exactly the rows its :meth:`~QuoteBatch.quotes` would give
+                                (:func:`to_rows` only; the whole batch is refused if any tick is invalid)
 =================  ===========  ============================================================================
 
 :func:`to_row` returns ``None`` for events the sink does not store, and raises :class:`MappingError` for an
 event it cannot store (a non-canonical symbol, a non-finite price, a NUL character in text, a timestamp or
 sequence outside PostgreSQL's range) — the service dead-letters those. Rows are tuples in the column order of
-:data:`sinks.postgres.schema.COLUMNS`.
+:data:`sinks.postgres.schema.COLUMNS`. :func:`to_rows` is the sink's entry point: the same for single events,
+plus many rows for a :class:`~pulse.models.QuoteBatch` built in one tight loop (venue, symbol and ``ts_recv``
+checked once per batch; int64 ranges checked by the decoder; prices checked in bulk).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from pulse.errors import PulseError, SymbolError
-from pulse.models import BookDelta, BookSnapshot, Candle, Event, Level, Quote, Status, Ticker, Trade
+from pulse.models import BookDelta, BookSnapshot, Candle, Event, Level, Quote, QuoteBatch, Status, Ticker, Trade
 from pulse.symbols import canonical
 
 Row = tuple[Any, ...]
@@ -77,7 +82,7 @@ def _opt_num(name: str, value: Decimal | None) -> Decimal | None:
     return None if value is None else _num(name, value)
 
 
-def _head(e: Event) -> Row:
+def _head(e: Event | QuoteBatch) -> Row:
     """venue, symbol, time, ts_event_ns, ts_recv_ns, seq — the columns every table starts with."""
     if not e.venue:
         raise MappingError("empty venue")
@@ -190,3 +195,47 @@ def to_row(event: Event) -> tuple[str, Row] | None:
     if mapper is None:
         return None
     return mapper(event)
+
+
+#: Event types carried in batches → the type of their elements (whose table config they follow).
+ELEMENT_TYPE: dict[str, str] = {"quote_batch": "quote"}
+
+_TICK = attrgetter("ts_event", "seq", "bid", "bid_size", "ask", "ask_size")
+_PRICES = attrgetter("bid", "bid_size", "ask", "ask_size")
+
+
+def _quote_batch(e: QuoteBatch) -> list[Row]:
+    venue, symbol, _time, _ts, ts_recv, _seq = _head(e)  # checked once for the whole batch
+    tradeable = e.tradeable
+    ticks = e.ticks
+    if not ticks:
+        return []
+    # time = ts_event floored to µs, as ns_to_time; as an offset from the first tick's µs (positional small
+    # timedeltas are the cheapest exact way). int64 ranges of ts_event/seq are enforced by the decoder.
+    td = timedelta
+    us0 = ticks[0].ts_event // 1000
+    base = _EPOCH + td(0, 0, us0)
+    rows = [
+        (venue, symbol, base + td(0, 0, ts // 1000 - us0), ts, ts_recv, seq, "quote", bid, bsz, ask, asz, tradeable)
+        for ts, seq, bid, bsz, ask, asz in map(_TICK, ticks)
+    ]
+    # Non-finite prices are rare enough to look for only among the distinct values (ticks repeat them a lot).
+    try:
+        values = {v for t in map(_PRICES, e.ticks) for v in t}
+    except TypeError as exc:  # Decimal('sNaN') cannot be hashed
+        raise MappingError(f"a tick holds a signalling NaN: {exc}") from exc
+    values.discard(None)
+    for v in values:
+        if not v.is_finite():
+            i = next(i for i, t in enumerate(e.ticks) if v in _PRICES(t))
+            raise MappingError(f"ticks[{i}]: {v} is not a finite number")
+    return rows
+
+
+def to_rows(event: Event) -> tuple[str, list[Row]] | None:
+    """Like :func:`to_row`, but as a list of rows: one for a single event, one per tick for a
+    :class:`~pulse.models.QuoteBatch` (``MappingError`` for the whole batch if any tick is invalid)."""
+    if type(event) is QuoteBatch:
+        return "quotes", _quote_batch(event)
+    mapped = to_row(event)
+    return None if mapped is None else (mapped[0], [mapped[1]])

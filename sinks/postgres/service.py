@@ -9,10 +9,13 @@ Two threads, so the database write of batch *n* overlaps receiving and decoding 
     → hand the batch over (blocks while the       → on commit, and only then: acknowledge every message
       writer still holds two: bounded)
 
+- A message may carry many events (:class:`~pulse.models.QuoteBatch`, the historical path): it becomes many
+  rows, and is acknowledged once they are all committed. Received messages are handed to the writer in groups
+  of about ``batch_size`` *rows* (at message boundaries), so a batch of batches stays bounded.
 - A message that cannot be decoded or mapped goes, raw, to the config's dead-letter topic with the properties
   ``error``, ``source_topic`` and ``message_id``, and is acknowledged; the rest of the batch still lands.
   If the database refuses a row anyway (``RowsRejected``), the batch is halved until the offending message is
-  isolated and dead-lettered, each committed part being acknowledged.
+  isolated and dead-lettered, each committed part being acknowledged. A QuoteBatch is dead-lettered whole.
 - Database unavailable: the writer keeps its batch and retries with capped, jittered exponential backoff
   (``retry_max_s``); nothing is acknowledged meanwhile and, the hand-over queue being full, nothing more is
   received beyond one waiting batch.
@@ -56,7 +59,7 @@ from pulse.status import StatusFile
 from pulse.topics import topic
 from sinks.postgres import aggregates
 from sinks.postgres.config import DEFAULT_CHANNELS, SinkConfig, default_config
-from sinks.postgres.mapping import Row, to_row
+from sinks.postgres.mapping import ELEMENT_TYPE, Row, to_rows
 from sinks.postgres.migrations import prepare
 from sinks.postgres.mode import DbMode
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
@@ -177,9 +180,9 @@ class SinkStats:
 class _Item:
     msg: pulsar.Message
     table: str
-    row: Row
+    rows: list[Row]  # one per event the message carries (many for a QuoteBatch)
     key: str  # venue:symbol
-    ts_event: int
+    ts_event: int  # the newest event's
 
 
 @dataclass(slots=True)
@@ -270,8 +273,7 @@ class PostgresSink:
                 batch_size=cfg.batch_size,
             )
             while not stop.is_set() and self._writer_error is None:
-                batch = self._collect(stop)
-                if batch is not None:
+                for batch in self._collect(stop):
                     self._hand_over(batch, stop)
                 self._tick()
         except _Stopped:
@@ -321,8 +323,9 @@ class PostgresSink:
         self._tick(final=True)  # keep the file: final counters, state "stopped" (a crash leaves no such state)
 
     # -- receive (caller's thread) -------------------------------------------------------------------
-    def _collect(self, stop: threading.Event) -> _Batch | None:
-        """One batch_receive (≤ batch_size messages, ≤ max_latency_ms), decoded and mapped; None when idle."""
+    def _collect(self, stop: threading.Event) -> list[_Batch]:
+        """One batch_receive (≤ batch_size messages, ≤ max_latency_ms), decoded and mapped, cut into groups of
+        about batch_size rows at message boundaries; empty when idle."""
         assert self._consumer is not None
         t0 = time.monotonic()
         try:
@@ -331,30 +334,41 @@ class PostgresSink:
             self.stats.broker_errors += 1
             log.warning("receive failed", error=str(exc))
             stop.wait(0.5)
-            return None
+            return []
         if not msgs:
-            return None
+            return []
         self.stats.received += len(msgs)
+        out: list[_Batch] = []
         items: list[_Item] = []
+        nrows = 0
+        limit = self.config.batch_size
         target = self._target
         ignored: list[pulsar.Message] = []
         for msg in msgs:
             try:
                 event = decode_payload(msg.data())
-                mapped = to_row(event)
+                mapped = to_rows(event)
             except Exception as exc:  # CodecError, MappingError — or a bug; either way the message is bad here
                 self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
                 continue
-            if mapped is None:
+            if mapped is None or not mapped[1]:
                 ignored.append(msg)
                 continue
-            table = target.get(event.__struct_config__.tag, mapped[0])  # type: ignore[attr-defined]
-            items.append(_Item(msg, table, mapped[1], f"{event.venue}:{event.symbol}", event.ts_event))
+            tag = event.__struct_config__.tag  # type: ignore[attr-defined]
+            table = target.get(ELEMENT_TYPE.get(tag, tag), mapped[0])
+            rows = mapped[1]
+            items.append(_Item(msg, table, rows, f"{event.venue}:{event.symbol}", rows[-1][3]))
+            nrows += len(rows)
+            if nrows >= limit:
+                out.append(_Batch(items, t0))
+                items, nrows = [], 0
         if ignored:
             self.stats.ignored += len(ignored)
             for msg in ignored:
                 self._ack(msg)
-        return _Batch(items, t0) if items else None
+        if items:
+            out.append(_Batch(items, t0))
+        return out
 
     def _hand_over(self, batch: object, stop: threading.Event, final: bool = False) -> None:
         """Queue ``batch`` for the writer, waiting while it is busy (the bound that keeps memory flat)."""
@@ -413,7 +427,7 @@ class PostgresSink:
     def _write(self, group: list[_Item], stop: threading.Event) -> dict[str, int]:
         rows: dict[str, list[Row]] = defaultdict(list)
         for it in group:
-            rows[it.table].append(it.row)
+            rows[it.table].extend(it.rows)
         assert self._writer is not None
         writer = self._writer
 
@@ -431,7 +445,7 @@ class PostgresSink:
         for table, n in counts.items():
             st.stored[table] += n
             inserted += n
-        st.duplicates += max(0, len(group) - inserted)
+        st.duplicates += max(0, sum(len(it.rows) for it in group) - inserted)
         last = st.last_event_ns
         ack = self._ack
         for it in group:

@@ -24,7 +24,7 @@ from ingesters.simulators.dukascopy import DukascopySimulator
 from pulse.bus import Bus
 from pulse.codec import decode_any
 from pulse.errors import SymbolError
-from pulse.models import Quote
+from pulse.models import Quote, QuoteBatch, unbatched
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from tests.conftest import SHARED_DATA
@@ -50,9 +50,11 @@ def file_ticks() -> int:
 
 
 def read_topic(settings: Settings, endpoints: Endpoints, sub: str, since_ns: int, until_ns: int, expected: int):
-    """Quotes of TOPIC stamped in [since_ns, until_ns], in delivery order, from a new Earliest subscription."""
+    """Quotes of TOPIC stamped in [since_ns, until_ns], in delivery order, from a new Earliest subscription
+    (a QuoteBatch message counts as its quotes; ``read_topic.messages`` is how many messages they took)."""
     bus = Bus(settings, endpoints.pulsar_url)
     out: list[Quote] = []
+    read_topic.messages = 0  # type: ignore[attr-defined]
     try:
         consumer = bus.subscribe(TOPIC, sub, receiver_queue_size=5000)
         end = time.monotonic() + DEADLINE_S
@@ -65,8 +67,9 @@ def read_topic(settings: Settings, endpoints: Endpoints, sub: str, since_ns: int
                 continue
             consumer.acknowledge(msg)
             ev = decode_any(msg.data(), msg.properties())
-            if isinstance(ev, Quote) and since_ns <= ev.ts_recv <= until_ns:
-                out.append(ev)
+            if isinstance(ev, Quote | QuoteBatch) and since_ns <= ev.ts_recv <= until_ns:
+                out += unbatched(ev)  # type: ignore[arg-type]
+                read_topic.messages += 1  # type: ignore[attr-defined]
         consumer.close()
     finally:
         bus.close()
@@ -123,6 +126,8 @@ async def test_backfill_publishes_exactly_once_per_checkpoint_in_time_order(
 
     got = await asyncio.to_thread(read_topic, runtime_settings, endpoints, f"test-duka-{unique}-a", a0, a1, expected)
     assert len(got) == expected, "exactly one event per tick on the broker"
+    assert read_topic.messages == 4 + 3 + 3 + 3, "≤ 1,000 ticks per message, hour by hour: 4+3+3+3 batches"  # type: ignore[attr-defined]
+    assert first["messages"] == read_topic.messages  # type: ignore[attr-defined]
     assert all(a.ts_event < b.ts_event for a, b in pairwise(got)), "strictly time-ordered on the topic"
     first_tick = got[0]
     # From /work/shared/data/README.md: 2019-02-04T00:00:00.994Z, ask 1.14545, bid 1.14543, volumes 1.0 / 2.06 M.

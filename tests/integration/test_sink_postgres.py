@@ -164,6 +164,38 @@ def test_writer_counts_new_rows_and_reconnects(endpoints: Endpoints, unique: str
     assert count(endpoints.database_url, "trades", sym) == 61
 
 
+def test_writer_direct_copy_falls_back_to_staging_on_a_duplicate_and_stays_atomic(
+    endpoints: Endpoints, unique: str
+) -> None:
+    from sinks.postgres.writer import STAGING_AFTER_DUPLICATE
+
+    sym = f"D{unique[:6].upper()}/USD"
+    rows = [to_row(trade(sym, i))[1] for i in range(100)]  # type: ignore[index]
+    with CopyWriter(endpoints.database_url, application_name=f"direct-{unique}") as writer:
+        assert writer.write({"trades": rows[:40]}) == {"trades": 40}
+        assert (writer.direct_writes, writer.direct_fallbacks) == (1, 0)
+        # one duplicate among new rows, next to another table: the direct COPY is rolled back to its savepoint,
+        # the rows go through staging, and the other table's rows commit in the same transaction
+        gap = Status(venue="kraken", symbol=sym, ts_event=T0, ts_recv=T0, seq=1, kind="gap", detail="x")
+        assert writer.write({"gaps": [to_row(gap)[1]], "trades": rows[39:60]}) == {"gaps": 1, "trades": 20}  # type: ignore[index]
+        assert (writer.direct_writes, writer.direct_fallbacks) == (2, 1)
+        for k in range(STAGING_AFTER_DUPLICATE):  # staging for a while (redeliveries come in runs) …
+            assert writer.write({"trades": [rows[60 + k]]}) == {"trades": 1}
+        assert writer.direct_writes == 2
+        assert writer.write({"trades": rows[60 + STAGING_AFTER_DUPLICATE :]}) == {
+            "trades": 40 - STAGING_AFTER_DUPLICATE
+        }
+        assert writer.direct_writes == 3  # … then direct again
+        bad = to_row(trade(sym, 999, price="1E+131072"))[1]  # type: ignore[index]
+        with pytest.raises(RowsRejected, match="numeric"):
+            writer.write({"trades": [to_row(trade(sym, 1000))[1], bad]})  # type: ignore[index]
+    assert count(endpoints.database_url, "trades", sym) == 100
+    assert count(endpoints.database_url, "gaps", sym) == 1
+    with CopyWriter(endpoints.database_url, direct=False) as staged:
+        assert staged.write({"trades": rows[:10]}) == {"trades": 0}
+        assert staged.direct_writes == staged.direct_fallbacks == 0
+
+
 # -- the service ----------------------------------------------------------------------------------------
 def test_sink_stores_exact_rows_and_ignores_duplicates(
     runtime_settings: Settings, endpoints: Endpoints, unique: str, tmp_path: Path
@@ -189,8 +221,9 @@ def test_sink_stores_exact_rows_and_ignores_duplicates(
     db = endpoints.database_url
 
     every_channel = ("trade", "quote", "ticker", "book", "status")  # tickers too (not in the default list)
-    sink = PostgresSink(settings, endpoints, topics_for(settings, symbols=[sym], channels=every_channel),
-                        status_home=tmp_path)
+    sink = PostgresSink(
+        settings, endpoints, topics_for(settings, symbols=[sym], channels=every_channel), status_home=tmp_path
+    )
     with publisher(settings, endpoints, unique) as pub, running(sink):
         publish_all(pub, events)
         wait_for(lambda: sink.stats.received == len(events) and sink.stats.batches >= 1, "first delivery stored")

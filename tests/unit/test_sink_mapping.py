@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from pulse.models import BookDelta, BookSnapshot, Candle, Level, Quote, Status, Ticker, Trade
@@ -185,3 +186,85 @@ def test_sink_sources_are_validated_and_expand_to_topics() -> None:
             parse_source(bad)
     with pytest.raises(SymbolError, match="EUR_USD"):
         parse_source("fx/oanda=EUR_USD")
+
+
+# -- QuoteBatch: many ticks of one instrument in one message (the historical path) ----------------------------
+
+
+def _quotes(n: int, **over: object) -> list[Quote]:
+    base = {"venue": "dukascopy", "symbol": "EUR/USD", "ts_recv": TS + 5}
+    return [
+        Quote(
+            **{**base, **over},
+            ts_event=TS + i * 1_000_000,
+            seq=100 + i,
+            bid=D("1.14543") + i,
+            bid_size=D("2060000"),
+            ask=D("1.14545"),
+            ask_size=None if i % 2 else D("1000000"),
+        )
+        for i in range(n)
+    ]
+
+
+def test_quote_batch_rows_equal_the_single_quotes_rows() -> None:
+    from pulse.codec import Codec, decode_any
+    from pulse.models import QuoteBatch, unbatched
+    from sinks.postgres.mapping import to_rows
+
+    quotes = _quotes(2_500)
+    batches = list(QuoteBatch.chunks(quotes, 1_000))
+    assert [len(b.ticks) for b in batches] == [1_000, 1_000, 500]
+    assert batches == list(QuoteBatch.chunks(quotes, 1_000)), "deterministic: a re-run sends the same batches"
+    assert (batches[1].ts_event, batches[1].seq) == (quotes[1_000].ts_event, quotes[1_000].seq)
+    codec = Codec("json")
+    decoded = [decode_any(codec.encode(b)) for b in batches]
+    assert decoded == batches and codec.properties(batches[0])["type"] == "quote_batch"
+    assert [q for b in decoded for q in unbatched(b)] == quotes
+    rows = [r for b in decoded for r in to_rows(b)[1]]  # type: ignore[index]
+    assert rows == [to_row(q)[1] for q in quotes]  # type: ignore[index]
+    assert to_rows(quotes[0]) == ("quotes", [to_row(quotes[0])[1]])  # type: ignore[index]
+
+
+def test_quote_batch_splits_on_a_change_of_head_and_refuses_ladders() -> None:
+    from pulse.models import QuoteBatch
+
+    mixed = _quotes(3) + _quotes(2, ts_recv=TS + 9)
+    assert [len(b.ticks) for b in QuoteBatch.chunks(mixed, 1_000)] == [3, 2]
+    with pytest.raises(ValueError, match="ladder"):
+        list(QuoteBatch.chunks([Quote(**COMMON, bid=D(1), bid_size=None, ask=None, ask_size=None,
+                                      bids=(Level(D(1), D(1)),))]))  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [D("NaN"), D("Infinity"), D("sNaN")])
+def test_quote_batch_with_one_bad_tick_is_refused_whole(bad: Decimal) -> None:
+    from pulse.models import QuoteBatch
+    from sinks.postgres.mapping import to_rows
+
+    quotes = _quotes(10)
+    quotes[7] = msgspec.structs.replace(quotes[7], ask=bad)
+    (batch,) = QuoteBatch.chunks(quotes)
+    with pytest.raises(MappingError):
+        to_rows(batch)
+    with pytest.raises(MappingError, match="symbol"):
+        to_rows(msgspec.structs.replace(batch, symbol="EURUSD"))
+
+
+def test_quote_batch_int64_ranges_are_enforced_by_the_decoder() -> None:
+    from pulse.errors import CodecError
+    from sinks.postgres.service import decode_payload
+
+    doc = b'{"type":"quote_batch","venue":"dukascopy","symbol":"EUR/USD","ts_event":1,"ts_recv":1,"seq":0,'
+    with pytest.raises(CodecError):
+        decode_payload(doc + b'"ticks":[[1,9223372036854775808,"1.1",null,"1.2",null]]}')
+    assert len(decode_payload(doc + b'"ticks":[[1,9223372036854775807,"1.1",null,"1.2",null]]}').ticks) == 1
+
+
+def test_quote_batch_time_is_floored_to_microseconds_like_single_quotes() -> None:
+    from pulse.models import QuoteBatch
+    from sinks.postgres.mapping import to_rows
+
+    odd = [-1_999, -1, 0, 999, 1_000, 5_000_000_001, TS, 3, 2**63 - 1, -(2**63)]
+    quotes = [msgspec.structs.replace(q, ts_event=ts) for q, ts in zip(_quotes(len(odd)), odd, strict=True)]
+    (batch,) = QuoteBatch.chunks(quotes)
+    assert to_rows(batch)[1] == [to_row(q)[1] for q in quotes]  # type: ignore[index]

@@ -146,16 +146,20 @@ class NullPublisher(EventPublisher):
 
     def publish(self, event: Event, topic_name: str | None = None) -> None:
         t = topic_name or self.topic_for(event)
-        self.stats.sent[t] += 1
         self.codec.encode(event)
         self.codec.properties(event)
-        self.stats.acked[t] += 1
+        self._ack_now(t)
         if self._on_ack:
             self._on_ack(t, event.ts_event)
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
-        self.stats.sent[topic_name] += 1
-        self.stats.acked[topic_name] += 1
+        self._ack_now(topic_name)
+
+    def _ack_now(self, t: str) -> None:
+        st = self.stats.of(t)
+        st.sent += 1
+        st.sent_events += 1
+        st.settle(True, st.sent, st.sent_events)
 
 
 def _finish(publisher: EventPublisher, timeout_s: float) -> None:

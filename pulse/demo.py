@@ -274,12 +274,13 @@ def _snapshot(
         topics.update(d.get("counters", {}).get("topics", {}))
         last_price.update(d.get("last_price", {}))
     if backfilled and backfilled.get("topic"):
-        topics[backfilled["topic"]] = int(backfilled.get("published", 0))
+        # broker messages (each carries up to 1,000 ticks); the tick count is on the backfill line
+        topics[backfilled["topic"]] = int(backfilled.get("messages", backfilled.get("published", 0)))
     # what the sink consumes: every data topic but tickers (their top of book is on the quote topic too)
     data_topics = {t: n for t, n in topics.items() if "/deadletter/" not in t and not t.endswith(".ticker")}
     return {
         "elapsed_s": round(elapsed, 1),
-        "published": total.get("published", 0) + int((backfilled or {}).get("published", 0)),
+        "published": total.get("published", 0) + int((backfilled or {}).get("messages", 0)),
         "published_data": sum(data_topics.values()),
         "stored": sc.get("stored_total", 0),  # rows this run's sink inserted (duplicates excluded)
         "sink_stored": sc.get("stored", {}),

@@ -218,7 +218,12 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         "--json",
     ]
     try:
+        from pulse.status import read_status
+
         deadline = time.monotonic() + 60
+        while (doc := read_status(Path(home), "sink-postgres")) is None or doc.get("pid") != sink.pid:
+            assert time.monotonic() < deadline and sink.poll() is None, "the sink did not start"
+            time.sleep(0.2)  # running (signal handlers installed) once it writes its status file
         rows: list[dict[str, str]] = []
         while time.monotonic() < deadline:
             res = pulse(*args)

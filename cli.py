@@ -571,9 +571,17 @@ def candles(
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
+@click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
 @click.pass_obj
-def bench(obj: Ctx, as_json: bool, quick: bool) -> None:
-    """Measure publish ceiling vs the ingesters (starts its own runtime)."""
+def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool) -> None:
+    """Measure the raw publish ceiling vs the ingesters, or (--sink) raw COPY vs the sink; own runtime."""
+    if sink_only:
+        from bench.harness import bench_runtime
+        from bench.sink import run as run_sink
+
+        with bench_runtime(obj.settings) as (s, ep):
+            emit_json(run_sink(s, ep, quick=quick))
+        return
     from bench.run import run_benchmarks
 
     run_benchmarks(obj.settings, as_json=as_json, quick=quick)

@@ -39,6 +39,7 @@ def runtime_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
     try:
         yield settings
     finally:
+        pids += [p["pid"] for p in [rt.status().postgres] if p]  # tests may restart PostgreSQL: a new pid
         rt.down()
         for pid in pids:
             assert not pid_alive(pid), f"runtime process {pid} still alive after `down`"

@@ -16,7 +16,7 @@ from typing import Any
 
 from pulse.errors import RuntimeStateError
 from pulse.runtime.broker import BrokerInfo, start_broker
-from pulse.runtime.postgres import PostgresInfo, start_postgres, stop_postgres
+from pulse.runtime.postgres import PostgresInfo, postmaster_pid, start_postgres, stop_postgres
 from pulse.runtime.procs import pid_alive, terminate
 from pulse.settings import Settings
 
@@ -71,6 +71,7 @@ class Runtime:
             st.broker = b
             st.broker_running = pid_alive(b["pid"])
         if p := state.get("postgres"):
+            p = {**p, "pid": postmaster_pid(p["data_dir"]) or p["pid"]}  # a restart changes the pid
             st.postgres = p
             st.postgres_running = pid_alive(p["pid"])
         return st
@@ -110,9 +111,11 @@ class Runtime:
         state = self._read_state()
         if not state:
             raise RuntimeStateError(f"no embedded runtime under {self.home} (nothing to stop)")
-        p = state.get("postgres")
-        if p and pid_alive(p["pid"]) and not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir):
-            terminate(p["pid"])
+        if p := state.get("postgres"):
+            # stop by data directory: the server may have been restarted since `up` recorded its pid
+            pid = postmaster_pid(p["data_dir"]) or p["pid"]
+            if not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir) and pid_alive(pid):
+                terminate(pid)
         if b := state.get("broker"):
             terminate(b["pid"])
         st = self.status()

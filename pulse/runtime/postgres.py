@@ -157,6 +157,14 @@ def _ensure_database(host: str, port: int, database: str) -> None:
             time.sleep(0.2)
 
 
+def postmaster_pid(data_dir: str) -> int | None:
+    """The running server's pid from ``postmaster.pid`` (None when there is no such file)."""
+    try:
+        return int((Path(data_dir) / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def stop_postgres(data_dir: str, bin_path: str = "", timeout: float = 30.0) -> bool:
     bins = bin_dir(bin_path)
     if not (Path(data_dir) / "postmaster.pid").exists():

@@ -256,7 +256,7 @@ class PostgresSink:
                 sub_type="shared",
                 consumer_name=self.name,
                 receiver_queue_size=min(max(2 * cfg.batch_size, 5000), 50_000),
-                batch_receive=(cfg.batch_size, min(cfg.max_latency_ms, _IDLE_RECEIVE_MS)),
+                batch_receive=(cfg.batch_size, min(cfg.max_latency_ms, _IDLE_RECEIVE_MS)),  # stays responsive
             )
             columns = {t.table: _columns_for(ev) for ev, t in cfg.tables.items()}
             self._writer = CopyWriter(
@@ -272,10 +272,25 @@ class PostgresSink:
                 subscription=cfg.subscription,
                 batch_size=cfg.batch_size,
             )
+            # JDBC-sink semantics: a batch is written when it holds batch_size rows or when max_latency_ms has
+            # passed since its first message arrived, whichever comes first; stop writes what is in hand.
+            items: list[_Item] = []
+            nrows, first_at = 0, 0.0
             while not stop.is_set() and self._writer_error is None:
-                for batch in self._collect(stop):
-                    self._hand_over(batch, stop)
+                for item in self._collect(stop):
+                    if not items:
+                        first_at = time.monotonic()
+                    items.append(item)
+                    nrows += len(item.rows)
+                    if nrows >= cfg.batch_size:
+                        self._hand_over(_Batch(items, first_at), stop)
+                        items, nrows = [], 0
+                if items and (time.monotonic() - first_at) * 1000 >= cfg.max_latency_ms:
+                    self._hand_over(_Batch(items, first_at), stop)
+                    items, nrows = [], 0
                 self._tick()
+            if items and self._writer_error is None:
+                self._hand_over(_Batch(items, first_at), stop, final=True)
         except _Stopped:
             log.warning("stopped with the database unavailable; the batch in hand will be redelivered")
         finally:
@@ -323,11 +338,9 @@ class PostgresSink:
         self._tick(final=True)  # keep the file: final counters, state "stopped" (a crash leaves no such state)
 
     # -- receive (caller's thread) -------------------------------------------------------------------
-    def _collect(self, stop: threading.Event) -> list[_Batch]:
-        """One batch_receive (≤ batch_size messages, ≤ max_latency_ms), decoded and mapped, cut into groups of
-        about batch_size rows at message boundaries; empty when idle."""
+    def _collect(self, stop: threading.Event) -> list[_Item]:
+        """One batch_receive (≤ batch_size messages, ≤ 250 ms), decoded and mapped; empty when idle."""
         assert self._consumer is not None
-        t0 = time.monotonic()
         try:
             msgs = self._consumer.batch_receive()
         except Exception as exc:
@@ -338,10 +351,7 @@ class PostgresSink:
         if not msgs:
             return []
         self.stats.received += len(msgs)
-        out: list[_Batch] = []
         items: list[_Item] = []
-        nrows = 0
-        limit = self.config.batch_size
         target = self._target
         ignored: list[pulsar.Message] = []
         for msg in msgs:
@@ -358,17 +368,11 @@ class PostgresSink:
             table = target.get(ELEMENT_TYPE.get(tag, tag), mapped[0])
             rows = mapped[1]
             items.append(_Item(msg, table, rows, f"{event.venue}:{event.symbol}", rows[-1][3]))
-            nrows += len(rows)
-            if nrows >= limit:
-                out.append(_Batch(items, t0))
-                items, nrows = [], 0
         if ignored:
             self.stats.ignored += len(ignored)
             for msg in ignored:
                 self._ack(msg)
-        if items:
-            out.append(_Batch(items, t0))
-        return out
+        return items
 
     def _hand_over(self, batch: object, stop: threading.Event, final: bool = False) -> None:
         """Queue ``batch`` for the writer, waiting while it is busy (the bound that keeps memory flat)."""

@@ -12,17 +12,18 @@ from pulse.settings import Settings
 from pulse.status import list_status
 
 
-def _broker_ok(url: str, timeout: float = 5.0) -> tuple[bool, str]:
-    import logging
-
+def _broker_ok(settings: Settings, url: str, timeout: float = 5.0) -> tuple[bool, str]:
     import pulsar
 
+    from pulse.bus import client_logger
+
     client = None
-    quiet = logging.getLogger("pulsar")
-    quiet.setLevel(logging.WARNING)
     try:
         client = pulsar.Client(
-            url, operation_timeout_seconds=int(timeout), connection_timeout_ms=int(timeout * 1000), logger=quiet
+            url,
+            operation_timeout_seconds=int(timeout),
+            connection_timeout_ms=int(timeout * 1000),
+            logger=client_logger(settings),
         )
         client.get_topic_partitions("persistent://market-data/control/health")
         return True, "connected"
@@ -57,7 +58,7 @@ def collect_health(settings: Settings) -> dict[str, Any]:
         report["healthy"] = False
         lines.append(f"UNHEALTHY  {exc}")
         return report
-    ok, detail = _broker_ok(ep.pulsar_url)
+    ok, detail = _broker_ok(settings, ep.pulsar_url)
     report["broker"] = {"url": ep.pulsar_url, "ok": ok, "detail": detail}
     if ok and ep.broker_metrics_url:
         try:

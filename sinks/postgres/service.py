@@ -256,7 +256,6 @@ class PostgresSink:
                 sub_type="shared",
                 consumer_name=self.name,
                 receiver_queue_size=min(max(2 * cfg.batch_size, 5000), 50_000),
-                batch_receive=(cfg.batch_size, min(cfg.max_latency_ms, _IDLE_RECEIVE_MS)),  # stays responsive
             )
             columns = {t.table: _columns_for(ev) for ev, t in cfg.tables.items()}
             self._writer = CopyWriter(
@@ -338,11 +337,30 @@ class PostgresSink:
         self._tick(final=True)  # keep the file: final counters, state "stopped" (a crash leaves no such state)
 
     # -- receive (caller's thread) -------------------------------------------------------------------
-    def _collect(self, stop: threading.Event) -> list[_Item]:
-        """One batch_receive (≤ batch_size messages, ≤ 250 ms), decoded and mapped; empty when idle."""
-        assert self._consumer is not None
+    def _receive(self, limit: int) -> list[pulsar.Message]:
+        """Up to ``limit`` messages: wait ≤ 250 ms for the first, then take what the client already holds.
+
+        Plain ``receive`` calls rather than ``batch_receive``: with a multi-topic consumer against pulsar-lite,
+        ``batch_receive`` was seen to stop one topic's flow permits (the broker kept a backlog and dispatched
+        nothing more), stalling the sink; ``receive`` never did.
+        """
+        consumer = self._consumer
+        assert consumer is not None
         try:
-            msgs = self._consumer.batch_receive()
+            msgs = [consumer.receive(timeout_millis=_IDLE_RECEIVE_MS)]
+        except pulsar.Timeout:
+            return []
+        try:
+            while len(msgs) < limit:
+                msgs.append(consumer.receive(timeout_millis=1))
+        except pulsar.Timeout:
+            pass
+        return msgs
+
+    def _collect(self, stop: threading.Event) -> list[_Item]:
+        """Received messages (≤ batch_size), decoded and mapped; empty when idle."""
+        try:
+            msgs = self._receive(self.config.batch_size)
         except Exception as exc:
             self.stats.broker_errors += 1
             log.warning("receive failed", error=str(exc))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,36 +112,25 @@ def run_backfill(
             # Off the event loop, so downloads of the next hours keep going while the broker acknowledges.
             await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
 
-        with (
-            CheckpointStore(directory) as store,
-            _progress_bar(progress, instrument.code, len(hours_between(start, end))) as bar,
-        ):
-
-            def on_progress(done: int, total: int) -> None:
-                if bar is not None:
-                    bar.update(bar.task_ids[0], completed=done, total=total, ticks=ticks)
-
-            report = asyncio.run(
-                backfill(
-                    instrument.code,
-                    start,
-                    end,
-                    base_url=url,
-                    publish=publish,
-                    flush=flush,
-                    checkpoint=store,
-                    concurrency=settings.dukascopy.concurrency,
-                    progress=on_progress,
-                )
-            )
-        _flush_and_check(publisher, settings.pulsar.operation_timeout_s)
-        summary = dataclasses.asdict(report)
-        summary.update(
-            ok=report.ok,
-            published=publisher.stats.events_acked,
-            messages=publisher.stats.total_acked,
-            topic=target,
-            checkpoint_dir=str(directory),
+        report, summary = _run_checkpointed(
+            settings,
+            publisher,
+            directory,
+            target,
+            progress=progress,
+            bar=(instrument.code, len(hours_between(start, end)), "hours", "ticks"),
+            done=lambda: ticks,
+            run=lambda store, on_progress: backfill(
+                instrument.code,
+                start,
+                end,
+                base_url=url,
+                publish=publish,
+                flush=flush,
+                checkpoint=store,
+                concurrency=settings.dukascopy.concurrency,
+                progress=on_progress,
+            ),
         )
     finally:
         bus.close()
@@ -199,38 +188,27 @@ def run_candle_backfill(
         async def flush() -> None:
             await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
 
-        with (
-            CheckpointStore(directory) as store,
-            _progress_bar(progress, f"{instrument.code} {timeframe} {side}", files, "files", "candles") as bar,
-        ):
-
-            def on_progress(done: int, total: int) -> None:
-                if bar is not None:
-                    bar.update(bar.task_ids[0], completed=done, total=total, ticks=count)
-
-            report = asyncio.run(
-                backfill_candles(
-                    instrument.code,
-                    start,
-                    end,
-                    timeframe=timeframe,
-                    side=side,
-                    base_url=url,
-                    publish=publish,
-                    flush=flush,
-                    checkpoint=store,
-                    concurrency=settings.dukascopy.concurrency,
-                    progress=on_progress,
-                )
-            )
-        _flush_and_check(publisher, settings.pulsar.operation_timeout_s)
-        summary = dataclasses.asdict(report)
-        summary.update(
-            ok=report.ok,
-            published=publisher.stats.events_acked,
-            messages=publisher.stats.total_acked,
-            topic=target,
-            checkpoint_dir=str(directory),
+        report, summary = _run_checkpointed(
+            settings,
+            publisher,
+            directory,
+            target,
+            progress=progress,
+            bar=(f"{instrument.code} {timeframe} {side}", files, "files", "candles"),
+            done=lambda: count,
+            run=lambda store, on_progress: backfill_candles(
+                instrument.code,
+                start,
+                end,
+                timeframe=timeframe,
+                side=side,
+                base_url=url,
+                publish=publish,
+                flush=flush,
+                checkpoint=store,
+                concurrency=settings.dukascopy.concurrency,
+                progress=on_progress,
+            ),
         )
     finally:
         bus.close()
@@ -253,6 +231,38 @@ def _on_the_hour(t: datetime, name: str) -> datetime:
     if (t.minute, t.second, t.microsecond) != (0, 0, 0):
         raise ConfigError(f"{name} {t.isoformat()} is not on the hour: Dukascopy files hold whole UTC hours")
     return t
+
+
+def _run_checkpointed(
+    settings: Settings,
+    publisher: EventPublisher,
+    directory: Path,
+    target: str,
+    *,
+    progress: bool,
+    bar: tuple[str, int, str, str],
+    done: Callable[[], int],
+    run: Callable[[CheckpointStore, Callable[[int, int], None]], Coroutine[Any, Any, Any]],
+) -> tuple[Any, dict[str, Any]]:
+    """Run one backfill coroutine with its checkpoint store and progress bar, flush, and build the summary."""
+    label, total, unit, item = bar
+    with CheckpointStore(directory) as store, _progress_bar(progress, label, total, unit, item) as pbar:
+
+        def on_progress(completed: int, total: int) -> None:
+            if pbar is not None:
+                pbar.update(pbar.task_ids[0], completed=completed, total=total, ticks=done())
+
+        report = asyncio.run(run(store, on_progress))
+    _flush_and_check(publisher, settings.pulsar.operation_timeout_s)
+    summary = dataclasses.asdict(report)
+    summary.update(
+        ok=report.ok,
+        published=publisher.stats.events_acked,
+        messages=publisher.stats.total_acked,
+        topic=target,
+        checkpoint_dir=str(directory),
+    )
+    return report, summary
 
 
 def _flush_and_check(publisher: EventPublisher, timeout_s: float) -> None:

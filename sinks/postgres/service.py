@@ -50,7 +50,7 @@ import pulsar
 import sqlalchemy.exc
 
 from pulse.bus import Bus
-from pulse.errors import CodecError
+from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
 from pulse.runtime import Endpoints
@@ -250,13 +250,19 @@ class PostgresSink:
             if self.mode.timescaledb and cfg.timescale.enabled != "off":
                 self._caggs = self._retrying("create candle aggregates", self._prepare_aggregates, stop)
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
-            self._consumer = self._bus.subscribe(
-                self.topics,
-                cfg.subscription,
-                sub_type="shared",
-                consumer_name=self.name,
-                receiver_queue_size=min(max(2 * cfg.batch_size, 5000), 50_000),
-            )
+            bus = self._bus
+
+            def subscribe() -> pulsar.Consumer:
+                return bus.subscribe(
+                    self.topics,
+                    cfg.subscription,
+                    sub_type="shared",
+                    consumer_name=self.name,
+                    receiver_queue_size=min(max(2 * cfg.batch_size, 5000), 50_000),
+                )
+
+            # the broker may be down or slow (pulsar-lite once took > 30 s after a consumer was SIGKILLed): retry
+            self._consumer = self._retrying("subscribe", subscribe, stop, broker=True)
             columns = {t.table: _columns_for(ev) for ev, t in cfg.tables.items()}
             self._writer = CopyWriter(
                 self.endpoints.database_url, columns, modes=cfg.table_modes(), application_name=self.name
@@ -479,18 +485,28 @@ class PostgresSink:
         st.batches += 1  # after the acks: a reader seeing the count sees the batch acknowledged
 
     # -- retry / ack / dead letters --------------------------------------------------------------------
-    def _retrying(self, what: str, fn: Any, stop: threading.Event) -> Any:
-        """Call ``fn`` until it stops raising DatabaseUnavailable (capped, jittered backoff; stop-aware)."""
+    def _retrying(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False) -> Any:
+        """Call ``fn`` until it stops raising DatabaseUnavailable (or BusError with ``broker``): capped, jittered
+        backoff, stop-aware."""
+        errors: tuple[type[Exception], ...] = (BusError,) if broker else (DatabaseUnavailable,)
         delay = _BACKOFF_INITIAL_S
         while True:
             try:
                 return fn()
-            except DatabaseUnavailable as exc:
-                self.stats.db_errors += 1
+            except errors as exc:
+                if broker:
+                    self.stats.broker_errors += 1
+                else:
+                    self.stats.db_errors += 1
                 if stop.is_set():
                     raise _Stopped from exc
                 wait = random.uniform(delay / 2, delay)
-                log.warning("database unavailable, retrying", action=what, retry_in_s=round(wait, 2), error=str(exc))
+                log.warning(
+                    f"{'broker' if broker else 'database'} unavailable, retrying",
+                    action=what,
+                    retry_in_s=round(wait, 2),
+                    error=str(exc),
+                )
                 self._sleep(wait, stop)
                 delay = min(delay * 2, self.config.retry_max_s)
 

@@ -105,7 +105,9 @@ def test_sigkill_mid_batch_then_restart_stores_exactly_the_set(
     th = threading.Thread(target=second.run, args=(stop,), daemon=True)
     th.start()
     try:
-        wait_for(lambda: len(trade_ids(endpoints.database_url, venue)) >= n, "every trade after the restart")
+        wait_for(
+            lambda: len(trade_ids(endpoints.database_url, venue)) >= n, "every trade after the restart", timeout=90
+        )  # pulsar-lite can stall a subscribe for ~30 s after a SIGKILL
         time.sleep(0.3)  # let redeliveries of unacked messages land (as duplicates)
     finally:
         stop.set()

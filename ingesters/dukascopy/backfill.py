@@ -25,12 +25,11 @@ Guarantees:
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import inspect
 import logging
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,10 +38,10 @@ from pathlib import Path
 from ingesters.dukascopy.bi5 import Bi5Error, decode_ticks, seq_base, to_quotes
 from ingesters.dukascopy.downloader import (
     DATAFEED_URL,
-    DownloadError,
     DukascopyDownloader,
     HourFetch,
     RetryPolicy,
+    fetch_ahead,
     hours_between,
 )
 from ingesters.dukascopy.instruments import Instrument, lookup
@@ -192,35 +191,18 @@ async def backfill(
         progress(finished, len(hours))
 
     async with DukascopyDownloader(base_url, concurrency=concurrency, retry=retry) as downloader:
-        pending: deque[tuple[datetime, asyncio.Task[HourFetch]]] = deque()
-        upcoming = iter(todo)
-        window = 2 * concurrency
-
-        def refill() -> None:
-            while len(pending) < window:
-                hour = next(upcoming, None)
-                if hour is None:
-                    return
-                task = asyncio.create_task(downloader.fetch_hour(instrument, hour, skip_closed=skip_closed))
-                pending.append((hour, task))
-
+        hours_ahead = fetch_ahead(
+            todo, lambda hour: downloader.fetch_hour(instrument, hour, skip_closed=skip_closed), 2 * concurrency
+        )
         try:
-            refill()
-            while pending:
-                hour, task = pending.popleft()
-                fetched: HourFetch | None = None
-                try:
-                    fetched = await task
-                except DownloadError as exc:
-                    _fail(report, hour, exc, fail_fast)
-                refill()  # keep downloading while this hour is decoded and published
-                if fetched is not None:
-                    await _publish_hour(instrument, fetched, report, publish, flush, checkpoint, clock, fail_fast)
-                tick_progress()
+            async with contextlib.aclosing(hours_ahead) as results:
+                async for hour, fetched, error in results:
+                    if error is not None:
+                        _fail(report, hour, error, fail_fast)
+                    if fetched is not None:
+                        await _publish_hour(instrument, fetched, report, publish, flush, checkpoint, clock, fail_fast)
+                    tick_progress()
         finally:
-            for _, task in pending:
-                task.cancel()
-            await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
             report.requests = downloader.stats.requests
             report.retries = downloader.stats.retries
             report.elapsed_s = time.monotonic() - began

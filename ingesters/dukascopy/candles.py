@@ -49,10 +49,10 @@ Guarantees (as in :mod:`.backfill`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,10 +63,10 @@ from ingesters.dukascopy.backfill import CheckpointStore
 from ingesters.dukascopy.bi5 import VENUE, Bi5Error, CandleRecord, decode_candles
 from ingesters.dukascopy.downloader import (
     DATAFEED_URL,
-    DownloadError,
     DukascopyDownloader,
     RetryPolicy,
     candle_url,
+    fetch_ahead,
     hours_between,
 )
 from ingesters.dukascopy.instruments import Instrument, lookup
@@ -311,38 +311,22 @@ async def backfill_candles(
         progress(finished, len(files))
 
     async with DukascopyDownloader(base_url, concurrency=concurrency, retry=retry) as downloader:
-        pending: deque[tuple[_File, asyncio.Task[tuple[FileStatus, bytes]]]] = deque()
-        upcoming = iter(todo)
-
-        def refill() -> None:
-            while len(pending) < 2 * concurrency:
-                f = next(upcoming, None)
-                if f is None:
-                    return
-                closed = skip_closed and _closed(instrument, f)
-                pending.append((f, asyncio.create_task(_fetch(downloader, f.url, closed))))
-
+        files_ahead = fetch_ahead(
+            todo, lambda f: _fetch(downloader, f.url, skip_closed and _closed(instrument, f)), 2 * concurrency
+        )
         try:
-            refill()
-            while pending:
-                f, task = pending.popleft()
-                got: tuple[FileStatus, bytes] | None = None
-                try:
-                    got = await task
-                except DownloadError as exc:
-                    _fail(report, f, exc, fail_fast)
-                refill()  # keep downloading while this file is decoded and published
-                if got is not None:
-                    await _publish_file(
-                        instrument, f, step, side, got, report, publish, flush, checkpoint, clock, fail_fast
-                    )
-                finished += 1
-                if progress is not None:
-                    progress(finished, len(files))
+            async with contextlib.aclosing(files_ahead) as results:
+                async for f, got, error in results:
+                    if error is not None:
+                        _fail(report, f, error, fail_fast)
+                    if got is not None:
+                        await _publish_file(
+                            instrument, f, step, side, got, report, publish, flush, checkpoint, clock, fail_fast
+                        )
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, len(files))
         finally:
-            for _, task in pending:
-                task.cancel()
-            await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
             report.requests = downloader.stats.requests
             report.retries = downloader.stats.retries
             report.elapsed_s = time.monotonic() - began

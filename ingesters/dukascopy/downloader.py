@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -287,3 +289,42 @@ class DukascopyDownloader:
                 raise _Retryable(f"timed out after {self.retry.timeout_s:g} s") from exc
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+async def fetch_ahead(
+    items: Iterable[_T], fetch: Callable[[_T], Awaitable[_R]], window: int
+) -> AsyncIterator[tuple[_T, _R | None, DownloadError | None]]:
+    """Yield ``(item, result, error)`` in the order of ``items`` while up to ``window`` later fetches run.
+
+    The next fetches start before each result is handed over, so downloads continue while the caller decodes and
+    publishes. A :class:`DownloadError` comes back as ``error`` (result None); anything else propagates. Use it
+    under ``contextlib.aclosing`` so fetches still in flight are cancelled when the caller stops early.
+    """
+    pending: deque[tuple[_T, asyncio.Task[_R]]] = deque()
+    upcoming = iter(items)
+
+    def refill() -> None:
+        while len(pending) < window:
+            item = next(upcoming, None)
+            if item is None:
+                return
+            pending.append((item, asyncio.ensure_future(fetch(item))))
+
+    try:
+        refill()
+        while pending:
+            item, task = pending.popleft()
+            try:
+                result, error = await task, None
+            except DownloadError as exc:
+                result, error = None, exc
+            refill()
+            yield item, result, error
+    finally:
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)

@@ -38,6 +38,10 @@ class Ctx:
         return self._settings
 
 
+#: Times on the command line are UTC: 2019-02-04T00, 2019-02-04T00:30, 2019-02-04T00:30:15 or 2019-02-04.
+UTC_TIME = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"])
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
@@ -364,14 +368,14 @@ def backfill() -> None:
     "--from",
     "start",
     required=True,
-    type=click.DateTime(["%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]),
+    type=UTC_TIME,
     help="First hour (UTC), e.g. 2019-02-04T00.",
 )
 @click.option(
     "--to",
     "end",
     required=True,
-    type=click.DateTime(["%Y-%m-%dT%H", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]),
+    type=UTC_TIME,
     help="End hour (UTC, exclusive).",
 )
 @click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
@@ -517,14 +521,14 @@ def demo(
     "--from",
     "start",
     required=True,
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"]),
+    type=UTC_TIME,
     help="Start (UTC), e.g. 2019-02-04T00:00.",
 )
 @click.option(
     "--to",
     "end",
     required=True,
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"]),
+    type=UTC_TIME,
     help="End (UTC, exclusive).",
 )
 @click.option(

@@ -121,6 +121,30 @@ class SinkSettings(_Section):
     retry_max_s: PosFloat = 10.0
 
 
+class MatchingSettings(_Section):
+    """The paper-trading matching service (``pulse consumers matching run``)."""
+
+    subscription: str = "pulse-matching"
+    orders_topic: str = "orders"  # in the trading namespace
+    fills_topic: str = "fills"  # executions, in the trading namespace
+    state_dir: str = ""  # snapshots; empty: <runtime.home>/state/matching
+    snapshot_interval_s: PosFloat = 5.0
+    default_account: str = "paper"
+
+
+class AlertingSettings(_Section):
+    """The alerting service (``pulse consumers alerting run``). The webhook secret signs every payload."""
+
+    subscription: str = "pulse-alerting"
+    alerts_topic: str = "events"  # in the alerts namespace
+    webhooks: list[str] = msgspec.field(default_factory=list)  # https://hooks.example.com/pulse …
+    webhook_allowed_hosts: list[str] = msgspec.field(default_factory=list)  # a webhook host must be listed
+    webhook_secret: str = ""  # secret (HMAC-SHA256 key); or webhook_secret_file
+    webhook_secret_file: str = ""
+    webhook_timeout_s: PosFloat = 5.0
+    webhook_max_attempts: PosInt = 5
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "text"
@@ -134,6 +158,8 @@ class Settings(_Section):
     oanda: OandaSettings = msgspec.field(default_factory=OandaSettings)
     dukascopy: DukascopySettings = msgspec.field(default_factory=DukascopySettings)
     sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
+    matching: MatchingSettings = msgspec.field(default_factory=MatchingSettings)
+    alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     # -- derived -------------------------------------------------------------------------------------
@@ -156,9 +182,14 @@ class Settings(_Section):
             return _read_secret_file("database.url_file", self.database.url_file)
         return self.database.url
 
+    def webhook_secret(self) -> str:
+        if self.alerting.webhook_secret_file:
+            return _read_secret_file("alerting.webhook_secret_file", self.alerting.webhook_secret_file)
+        return self.alerting.webhook_secret
+
     def secrets(self) -> list[str]:
         """Every secret value in effect, so log formatters can mask them."""
-        out = [self.pulsar_token(), self.oanda_token()]
+        out = [self.pulsar_token(), self.oanda_token(), self.webhook_secret()]
         pw = urlsplit(self.database_url()).password if self.database_url() else None
         out.append(pw or "")
         return [s for s in out if s]
@@ -169,6 +200,8 @@ class Settings(_Section):
             data["pulsar"]["auth_token"] = "***"
         if data["oanda"]["token"]:
             data["oanda"]["token"] = "***"
+        if data["alerting"]["webhook_secret"]:
+            data["alerting"]["webhook_secret"] = "***"
         if data["database"]["url"]:
             data["database"]["url"] = redact_url(data["database"]["url"])
         return data

@@ -82,8 +82,20 @@ def dead_letter_topic(source: str, tenant: str = DEFAULT_TENANT) -> str:
     return f"persistent://{_check('tenant', tenant)}/deadletter/{source}"
 
 
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z0-9][a-z0-9_-]{0,31}){0,3}$")
+
+
+def service_topic(namespace: str, name: str, tenant: str = DEFAULT_TENANT) -> str:
+    """A service's own topic (not a venue stream), e.g. ``…/trading/orders``, ``…/alerts/events``."""
+    if namespace not in NAMESPACES:
+        raise TopicError(f"unknown namespace {namespace!r}: expected one of {', '.join(NAMESPACES)}")
+    if not _SERVICE_NAME.match(name):
+        raise TopicError(f"invalid topic name {name!r}: lower-case dot-separated words, e.g. orders or fills.paper")
+    return f"persistent://{_check('tenant', tenant)}/{namespace}/{name}"
+
+
 def control_topic(name: str = "instruments", tenant: str = DEFAULT_TENANT) -> str:
-    return f"persistent://{_check('tenant', tenant)}/control/{_check('control topic', name)}"
+    return service_topic("control", name, tenant)
 
 
 #: Which channel each event type is published on.

@@ -143,6 +143,11 @@ class AlertingSettings(_Section):
     webhook_secret_file: str = ""
     webhook_timeout_s: PosFloat = 5.0
     webhook_max_attempts: PosInt = 5
+    webhook_backoff_max_s: PosFloat = 30.0  # cap of the exponential backoff between delivery attempts
+    # rule state (windows, EMAs, cooldowns) is snapshotted to the database this often; messages are acknowledged
+    # only after the snapshot covering them commits, so a restart replays exactly what the snapshot lacks
+    snapshot_interval_s: PosFloat = 1.0
+    timer_interval_s: PosFloat = 1.0  # how often stale-feed rules are checked (engine.on_timer)
 
 
 class LoggingSettings(_Section):

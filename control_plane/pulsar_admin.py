@@ -83,6 +83,7 @@ class AdminError(PulseError):
         self.step = step
         self.status = status
         self.message = message
+        self.completed: list[Any] = []  # provisioning steps done before this failure (control_plane.provision)
         where = f"HTTP {status}" if status else "no response"
         super().__init__(f"{step} failed: {where}: {message}")
 

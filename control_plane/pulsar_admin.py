@@ -538,7 +538,13 @@ def _reason(status: int, body: Any) -> str:
     if isinstance(body, dict) and body.get("reason"):
         return mask(str(body["reason"]))
     if isinstance(body, str) and body.strip():
-        return mask(body.strip()[:300])
+        text = body.strip()
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        if title:  # a servlet container's HTML error page (e.g. Jetty's 401 from the authentication filter)
+            return mask(" ".join(title.group(1).split()))
+        if text.startswith("<"):
+            text = re.sub(r"<[^>]+>", " ", text)
+        return mask(" ".join(text.split())[:300])
     try:
         from http import HTTPStatus
 

@@ -1,0 +1,222 @@
+"""One instrument's resting paper orders, in price-time priority.
+
+Each side is a dict ``price → deque[Order]`` (time order within a level) plus a sorted list of the prices that
+have a level (``bisect``: best bid is the last, best ask the first). An order is found by id through the
+engine's dict. Cancelling is O(1): the order is marked dead and its level's live count decremented; dead
+orders are dropped when they reach the front of their deque, and a level whose live count reaches zero is
+removed at once, so a best price is always live. Time priority is the engine's sequence number (``seq``), never
+a clock, so replaying the same input yields the same queues.
+
+Untriggered stop orders wait in a separate sorted list per side keyed by ``(stop_price, seq)``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterator
+from decimal import Decimal
+
+ZERO = Decimal(0)
+
+
+class Order:
+    """A live (or finished) paper order. Mutable and slotted: the hot path touches these fields directly."""
+
+    __slots__ = (
+        "account",
+        "alive",
+        "expire_at",
+        "filled",
+        "n_exec",
+        "order_id",
+        "order_type",
+        "price",
+        "quantity",
+        "request_id",
+        "seq",
+        "side",
+        "stop_price",
+        "symbol",
+        "tif",
+        "triggered",
+        "ts",
+        "venue",
+    )
+
+    def __init__(
+        self,
+        order_id: str,
+        request_id: str,
+        account: str,
+        venue: str,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: Decimal,
+        price: Decimal | None,
+        stop_price: Decimal | None,
+        tif: str,
+        ts: int,
+        seq: int,
+        expire_at: int = 0,
+    ) -> None:
+        self.order_id = order_id
+        self.request_id = request_id
+        self.account = account
+        self.venue = venue
+        self.symbol = symbol
+        self.side = side
+        self.order_type = order_type
+        self.quantity = quantity
+        self.price = price
+        self.stop_price = stop_price
+        self.tif = tif
+        self.ts = ts
+        self.seq = seq
+        self.expire_at = expire_at  # DAY orders: the next UTC midnight after acceptance (ns); else 0
+        self.filled = ZERO
+        self.n_exec = 0  # executions emitted for this order (the suffix of the next exec_id)
+        self.alive = True  # resting in a book or waiting as a stop
+        self.triggered = False
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled
+
+    def as_tuple(self) -> tuple:
+        return (
+            self.order_id, self.request_id, self.account, self.venue, self.symbol, self.side, self.order_type,
+            self.quantity, self.price, self.stop_price, self.tif, self.ts, self.seq, self.expire_at, self.filled,
+            self.n_exec, self.alive, self.triggered,
+        )  # fmt: skip
+
+    @classmethod
+    def from_tuple(cls, t: list | tuple) -> Order:
+        o = cls(t[0], t[1], t[2], t[3], t[4], t[5], t[6], Decimal(t[7]), _dec(t[8]), _dec(t[9]), t[10], t[11], t[12],
+                t[13])  # fmt: skip
+        o.filled, o.n_exec, o.alive, o.triggered = Decimal(t[14]), t[15], t[16], t[17]
+        return o
+
+
+def _dec(v: object) -> Decimal | None:
+    return None if v is None else Decimal(v)  # type: ignore[arg-type]
+
+
+class Side:
+    """One side of a book: levels by price, prices sorted ascending."""
+
+    __slots__ = ("is_bid", "levels", "live", "prices")
+
+    def __init__(self, is_bid: bool) -> None:
+        self.is_bid = is_bid
+        self.levels: dict[Decimal, deque[Order]] = {}
+        self.live: dict[Decimal, int] = {}  # live orders per level
+        self.prices: list[Decimal] = []
+
+    def add(self, order: Order) -> None:
+        price = order.price
+        level = self.levels.get(price)  # type: ignore[arg-type]
+        if level is None:
+            level = self.levels[price] = deque()  # type: ignore[index]
+            self.live[price] = 0  # type: ignore[index]
+            insort(self.prices, price)
+        level.append(order)
+        self.live[price] += 1  # type: ignore[index]
+
+    def remove(self, order: Order) -> None:
+        """Take a live order out (cancel, fill, expiry): O(1) unless its level empties."""
+        price = order.price
+        n = self.live[price] - 1  # type: ignore[index]
+        if n:
+            self.live[price] = n  # type: ignore[index]
+            level = self.levels[price]  # type: ignore[index]
+            while level and not level[0].alive:
+                level.popleft()
+        else:
+            del self.live[price], self.levels[price]  # type: ignore[arg-type]
+            del self.prices[bisect_left(self.prices, price)]  # type: ignore[arg-type]
+
+    def best(self) -> Decimal | None:
+        if not self.prices:
+            return None
+        return self.prices[-1] if self.is_bid else self.prices[0]
+
+    def head(self, price: Decimal) -> Order:
+        """The first live order at ``price`` (the level exists, so one does)."""
+        level = self.levels[price]
+        while not level[0].alive:
+            level.popleft()
+        return level[0]
+
+    def prices_from_best(self) -> Iterator[Decimal]:
+        """Prices best first (a copy: the caller may remove levels while iterating)."""
+        return reversed(self.prices.copy()) if self.is_bid else iter(self.prices.copy())
+
+    def orders_at(self, price: Decimal) -> Iterator[Order]:
+        """Live orders of one level in time order (a copy)."""
+        return (o for o in list(self.levels.get(price, ())) if o.alive)
+
+    def quantity_to(self, limit: Decimal | None) -> Decimal:
+        """Live quantity at prices at least as good as ``limit`` for a taker (all of it when None)."""
+        total = ZERO
+        for p in self.prices_from_best():
+            if limit is not None and (p < limit if self.is_bid else p > limit):
+                break
+            for o in self.orders_at(p):
+                total += o.quantity - o.filled
+        return total
+
+
+class StopQueue:
+    """Untriggered stops of one side, ordered by ``(stop_price, seq)``; dead entries are skipped lazily."""
+
+    __slots__ = ("entries", "is_buy")
+
+    def __init__(self, is_buy: bool) -> None:
+        self.is_buy = is_buy
+        self.entries: list[tuple[Decimal, int, Order]] = []
+
+    def add(self, order: Order) -> None:
+        insort(self.entries, (order.stop_price, order.seq, order), key=lambda e: (e[0], e[1]))  # type: ignore[arg-type]
+
+    def due(self, ref: Decimal) -> list[Order]:
+        """Remove and return the live stops ``ref`` triggers: buy stops with stop ≤ ref (lowest first), sell stops
+        with stop ≥ ref (highest first)."""
+        out: list[Order] = []
+        e = self.entries
+        if self.is_buy:
+            i = 0
+            while i < len(e) and e[i][0] <= ref:
+                i += 1
+            taken, self.entries = e[:i], e[i:]
+        else:
+            i = len(e)
+            while i > 0 and e[i - 1][0] >= ref:
+                i -= 1
+            taken, self.entries = e[i:][::-1], e[:i]
+        for _p, _s, o in taken:
+            if o.alive:
+                out.append(o)
+        return out
+
+    def discard_dead(self) -> None:
+        self.entries = [x for x in self.entries if x[2].alive]
+
+
+class Book:
+    """Bids, asks and waiting stops of one instrument."""
+
+    __slots__ = ("asks", "bids", "buy_stops", "sell_stops")
+
+    def __init__(self) -> None:
+        self.bids = Side(True)
+        self.asks = Side(False)
+        self.buy_stops = StopQueue(True)
+        self.sell_stops = StopQueue(False)
+
+    def side(self, side: str) -> Side:
+        return self.bids if side == "buy" else self.asks
+
+    def opposite(self, side: str) -> Side:
+        return self.asks if side == "buy" else self.bids

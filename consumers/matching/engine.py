@@ -1,0 +1,656 @@
+"""The matching engine: a pure, deterministic state machine (no I/O, no wall clock, no random ids).
+
+``on_order(command)`` and ``on_market(event)`` return the :class:`Execution` and :class:`Position` events the
+input causes; ``snapshot()`` / ``restore()`` serialise the whole state. The same input sequence always yields
+the same outputs, byte for byte: time comes from the inputs (the engine's clock is the largest ``ts`` /
+``ts_event`` seen), time priority is a sequence number, execution ids are ``{order_id}.{n}``.
+
+Matching rules (the README repeats them for users):
+
+- **Validation**: unknown instrument, non-positive or non-finite quantity/price, quantity or price not a
+  multiple of the instrument's increment, a price on a market/stop order or none on a limit/stop-limit, a stop
+  price missing or present where it does not belong, a market order that is not IOC/FOK, a stop order that is
+  not GTC/DAY, a reused order id: each is rejected with a reason (kind ``rejected``).
+- **Liquidity**: an incoming (taker) order takes, best price first, from the paper book's opposite side and from
+  the venue's touch (best bid/ask of the latest Quote, Ticker, BookSnapshot or BookDelta top). At one price the
+  paper book goes first. A paper-vs-paper cross fills at the resting order's price; a fill from the touch at the
+  touch price. Never beyond the limit.
+- **Touch consumption**: a side's displayed size is available once. Fills consume it, and it is replenished only
+  when the venue shows a *different* price or size on that side (Kraken publishes one update as Ticker, Quote and
+  BookDelta: the same top three times must not be used three times). A non-tradeable quote or a ``gap``,
+  ``disconnected``, ``stale``, ``resync`` or ``market_closed`` marker clears the touch until the next quote.
+- **Resting orders vs market data**: after a touch update, resting buys priced at or above the ask fill at the
+  ask (best price, then time priority) up to the available ask size; sells symmetrically. A venue trade fills
+  resting buys priced strictly above it (sells strictly below) at their own limit price, up to the trade's size
+  (a trade *at* the limit does not fill: our place in the venue's queue is unknown).
+- **Stops**: a buy stop triggers when a trade prints at or above its stop price or the ask reaches it (sell: a
+  trade at or below, or the bid); also at submission if the market is already there. It then becomes a market
+  (stop) or limit (stop-limit) order with a new time priority and is matched at once; a stop's unfilled
+  remainder is cancelled (no liquidity), a stop-limit's rests. Per market event: resting limits fill first,
+  then stops trigger.
+- **Time in force**: GTC rests; IOC cancels what did not fill at once; FOK fills completely at once or is
+  rejected (nothing fills); DAY rests until the end of the UTC day of its acceptance (the engine's clock, i.e.
+  the first input with a time at or after the next 00:00 UTC expires it, with that midnight as its time).
+  Market orders are IOC or FOK; stop orders GTC or DAY.
+- **Cancel / replace**: only the owner (same account) can change an open order. A replace keeps the time
+  priority when the price is unchanged and the quantity does not grow; otherwise the order goes to the back of
+  its price level (new sequence number) and a new price is matched like an incoming order. The new quantity is
+  the total and must exceed the filled quantity.
+- **Idempotency**: a command whose ``request_id`` was already processed is ignored (a redelivery).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import msgspec
+
+from consumers.matching.book import ZERO, Book, Order, Side
+from consumers.matching.messages import (
+    CancelOrder,
+    Command,
+    Execution,
+    NewOrder,
+    Output,
+    ReplaceOrder,
+)
+from consumers.matching.positions import PositionBook
+from pulse.models import BookDelta, BookSnapshot, Event, Quote, QuoteBatch, Status, Ticker, Trade
+
+DAY_NS = 86_400 * 1_000_000_000
+SNAPSHOT_VERSION = 1
+_CLEARING_STATUS = frozenset({"gap", "disconnected", "stale", "resync", "market_closed"})
+_TAKER_TYPES = ("market", "limit")
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    """What the engine needs to know about an instrument: its increments (orders off them are rejected) and
+    where its market data lives (``namespace``, used by the service only)."""
+
+    venue: str
+    symbol: str
+    price_increment: Decimal
+    size_increment: Decimal
+    min_size: Decimal | None = None  # default: one size increment
+    namespace: str = "crypto"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.venue, self.symbol)
+
+
+class Market:
+    """The venue's touch for one instrument, with what of it is still unconsumed, and the last trade."""
+
+    __slots__ = ("ask", "ask_avail", "ask_size", "bid", "bid_avail", "bid_size", "last")
+
+    def __init__(self) -> None:
+        self.bid: Decimal | None = None
+        self.bid_size: Decimal | None = None
+        self.ask: Decimal | None = None
+        self.ask_size: Decimal | None = None
+        self.bid_avail = ZERO
+        self.ask_avail = ZERO
+        self.last: Decimal | None = None
+
+    def clear(self) -> None:
+        self.bid = self.bid_size = self.ask = self.ask_size = None
+        self.bid_avail = self.ask_avail = ZERO
+
+    def mark(self) -> Decimal | None:
+        if self.bid is not None and self.ask is not None:
+            return (self.bid + self.ask) / 2  # exact: halving a decimal terminates
+        return self.last
+
+    def state(self) -> list:
+        return [self.bid, self.bid_size, self.ask, self.ask_size, self.bid_avail, self.ask_avail, self.last]
+
+    @classmethod
+    def from_state(cls, s: list) -> Market:
+        m = cls()
+        d = [None if v is None else Decimal(v) for v in s]
+        m.bid, m.bid_size, m.ask, m.ask_size, m.bid_avail, m.ask_avail, m.last = d  # type: ignore[assignment]
+        return m
+
+
+class _Inst:
+    __slots__ = ("book", "market", "spec")
+
+    def __init__(self, spec: InstrumentSpec) -> None:
+        self.spec = spec
+        self.book = Book()
+        self.market = Market()
+
+
+def _bad_number(name: str, value: Decimal, inc: Decimal) -> str | None:
+    if not value.is_finite():
+        return f"{name} {value} is not a finite number"
+    if value <= 0:
+        return f"{name} {value} must be positive"
+    if value % inc:
+        return f"{name} {value} is not a multiple of the instrument's increment {inc}"
+    return None
+
+
+class MatchingEngine:
+    """Paper orders for a set of instruments, matched against each other and the venues' market data."""
+
+    def __init__(self, instruments: Iterable[InstrumentSpec]) -> None:
+        self.instruments: dict[tuple[str, str], _Inst] = {}
+        for spec in instruments:
+            self.instruments[spec.key] = _Inst(spec)
+        self.open: dict[str, Order] = {}  # open orders (resting, or stops waiting) by order id
+        self.order_requests: dict[str, str] = {}  # every order id ever used → its request id
+        self.requests: set[str] = set()  # every request id processed (redeliveries are ignored)
+        self.positions: dict[tuple[str, str, str], PositionBook] = {}
+        self.now = 0
+        self.seq = 0
+        self._day: list[tuple[int, int, str]] = []  # (expire_at, seq, order_id) heap of DAY orders
+        self._out: list[Output] = []
+
+    # -- inputs --------------------------------------------------------------------------------------
+    def on_order(self, cmd: Command) -> list[Output]:
+        """Apply one command; returns its executions (and positions after fills)."""
+        if cmd.request_id in self.requests:
+            return []
+        self.requests.add(cmd.request_id)
+        out: list[Output] = []
+        self._out = out
+        self._advance(cmd.ts)
+        if type(cmd) is NewOrder:
+            self._new(cmd)
+        elif type(cmd) is CancelOrder:
+            self._cancel(cmd)
+        elif type(cmd) is ReplaceOrder:
+            self._replace(cmd)
+        else:  # pragma: no cover - the decoder only yields the three
+            raise TypeError(f"not a command: {type(cmd).__name__}")
+        return out
+
+    def on_market(self, event: Event) -> list[Output]:
+        """Apply one market-data event of a known instrument (others are ignored)."""
+        inst = self.instruments.get((event.venue, event.symbol))
+        if inst is None:
+            return []
+        out: list[Output] = []
+        self._out = out
+        if type(event) is QuoteBatch:
+            for q in event.quotes():
+                self._advance(q.ts_event)
+                self._market(inst, q)
+        else:
+            self._advance(event.ts_event)
+            self._market(inst, event)
+        return out
+
+    def advance(self, ts: int) -> list[Output]:
+        """Move the clock to ``ts`` (expiring DAY orders) without other input."""
+        out: list[Output] = []
+        self._out = out
+        self._advance(ts)
+        return out
+
+    # -- clock ---------------------------------------------------------------------------------------
+    def _advance(self, ts: int) -> None:
+        if ts > self.now:
+            self.now = ts
+        day = self._day
+        while day and day[0][0] <= self.now:
+            exp, _seq, oid = heapq.heappop(day)
+            o = self.open.get(oid)
+            if o is not None and o.expire_at == exp:
+                self._close(o)
+                self._emit(o, "expired", ts=exp, reason="end of the UTC day (DAY order)")
+
+    # -- commands ------------------------------------------------------------------------------------
+    def _new(self, cmd: NewOrder) -> None:
+        oid = cmd.order_id or cmd.request_id
+        if oid in self.order_requests:
+            self._reject_request(cmd, oid, f"duplicate order id {oid!r}")
+            return
+        self.order_requests[oid] = cmd.request_id
+        self.seq += 1
+        o = Order(oid, cmd.request_id, cmd.account, cmd.venue, cmd.symbol, cmd.side, cmd.order_type, cmd.quantity,
+                  cmd.price, cmd.stop_price, cmd.tif, self.now, self.seq)  # fmt: skip
+        inst = self.instruments.get((cmd.venue, cmd.symbol))
+        reason = self._invalid(cmd, inst)
+        if reason is None and cmd.tif == "FOK":
+            assert inst is not None
+            avail = self._fillable(inst, o)
+            if avail < o.quantity:
+                reason = f"FOK cannot fill {o.quantity} in full (fillable now: {avail})"
+        if reason is not None:
+            o.alive = False
+            self._emit(o, "rejected", reason=reason, request_id=cmd.request_id)
+            return
+        assert inst is not None
+        if o.tif == "DAY":
+            o.expire_at = (self.now // DAY_NS + 1) * DAY_NS
+        self._emit(o, "accepted", request_id=cmd.request_id)
+        if o.order_type in _TAKER_TYPES:
+            self._take(inst, o)
+            self._finish(inst, o)
+        else:
+            self.open[oid] = o
+            if o.tif == "DAY":
+                heapq.heappush(self._day, (o.expire_at, o.seq, oid))
+            m = inst.market
+            ref = (m.ask if o.side == "buy" else m.bid) or m.last
+            if ref is not None and (ref >= o.stop_price if o.side == "buy" else ref <= o.stop_price):  # type: ignore[operator]
+                self._trigger(inst, o)
+            else:
+                (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).add(o)
+
+    def _invalid(self, cmd: NewOrder, inst: _Inst | None) -> str | None:
+        if inst is None:
+            return f"unknown instrument {cmd.venue}:{cmd.symbol}"
+        spec = inst.spec
+        if not cmd.account:
+            return "account must not be empty"
+        bad = _bad_number("quantity", cmd.quantity, spec.size_increment)
+        if bad:
+            return bad
+        if spec.min_size is not None and cmd.quantity < spec.min_size:
+            return f"quantity {cmd.quantity} is below the minimum size {spec.min_size}"
+        t = cmd.order_type
+        if t in ("limit", "stop_limit"):
+            if cmd.price is None:
+                return f"a {t} order needs a price"
+            bad = _bad_number("price", cmd.price, spec.price_increment)
+            if bad:
+                return bad
+        elif cmd.price is not None:
+            return f"a {t} order takes no price"
+        if t in ("stop", "stop_limit"):
+            if cmd.stop_price is None:
+                return f"a {t} order needs a stop price"
+            bad = _bad_number("stop price", cmd.stop_price, spec.price_increment)
+            if bad:
+                return bad
+            if cmd.tif not in ("GTC", "DAY"):
+                return f"a {t} order rests until triggered: time in force must be GTC or DAY, not {cmd.tif}"
+        elif cmd.stop_price is not None:
+            return f"a {t} order takes no stop price"
+        if t == "market" and cmd.tif not in ("IOC", "FOK"):
+            return f"a market order is IOC or FOK, not {cmd.tif}"
+        return None
+
+    def _cancel(self, cmd: CancelOrder) -> None:
+        o = self._owned(cmd)
+        if o is None:
+            return
+        self._close(o)
+        self._emit(o, "cancelled", reason="cancelled by request", request_id=cmd.request_id)
+
+    def _replace(self, cmd: ReplaceOrder) -> None:
+        o = self._owned(cmd)
+        if o is None:
+            return
+        inst = self.instruments[(o.venue, o.symbol)]
+        spec = inst.spec
+        waiting_stop = o.order_type in ("stop", "stop_limit") and not o.triggered
+        reason = None
+        qty = o.quantity if cmd.quantity is None else cmd.quantity
+        price = o.price if cmd.price is None else cmd.price
+        stop = o.stop_price if cmd.stop_price is None else cmd.stop_price
+        if cmd.quantity is not None:
+            reason = _bad_number("quantity", qty, spec.size_increment)
+            if reason is None and qty <= o.filled:
+                reason = f"new quantity {qty} does not exceed the filled {o.filled}"
+        if reason is None and cmd.price is not None:
+            if o.price is None:
+                reason = f"a {o.order_type} order takes no price"
+            else:
+                reason = _bad_number("price", price, spec.price_increment)  # type: ignore[arg-type]
+        if reason is None and cmd.stop_price is not None:
+            if not waiting_stop:
+                reason = "only a stop order that has not triggered can change its stop price"
+            else:
+                reason = _bad_number("stop price", stop, spec.price_increment)  # type: ignore[arg-type]
+        if reason is None and (qty, price, stop) == (o.quantity, o.price, o.stop_price):
+            reason = "the replace changes nothing"
+        if reason is not None:
+            self._emit(o, "rejected", reason=f"replace refused: {reason}", request_id=cmd.request_id, status_of=o)
+            return
+        keeps = price == o.price and stop == o.stop_price and qty <= o.quantity
+        if keeps:  # same place in the queue: change the quantity in place
+            o.quantity = qty
+            self._emit(o, "replaced", request_id=cmd.request_id)
+            return
+        # loses priority: a fresh order object (the old one may still sit in a deque, dead) with a new seq
+        self._close(o)
+        self.seq += 1
+        n = Order(o.order_id, o.request_id, o.account, o.venue, o.symbol, o.side, o.order_type, qty, price, stop,
+                  o.tif, self.now, self.seq, o.expire_at)  # fmt: skip
+        n.filled, n.n_exec, n.triggered = o.filled, o.n_exec, o.triggered
+        self._emit(n, "replaced", request_id=cmd.request_id)
+        if waiting_stop:
+            self.open[n.order_id] = n
+            m = inst.market
+            ref = (m.ask if n.side == "buy" else m.bid) or m.last
+            if ref is not None and (ref >= n.stop_price if n.side == "buy" else ref <= n.stop_price):  # type: ignore[operator]
+                self._trigger(inst, n)
+            else:
+                (inst.book.buy_stops if n.side == "buy" else inst.book.sell_stops).add(n)
+        else:
+            self._take(inst, n)
+            self._finish(inst, n)
+
+    def _owned(self, cmd: CancelOrder | ReplaceOrder) -> Order | None:
+        o = self.open.get(cmd.order_id)
+        if o is not None and o.account == cmd.account:
+            return o
+        if o is not None:
+            reason = f"order {cmd.order_id!r} belongs to another account"
+        elif cmd.order_id in self.order_requests:
+            reason = f"order {cmd.order_id!r} is no longer open"
+        else:
+            reason = f"unknown order {cmd.order_id!r}"
+        self._reject_request(cmd, cmd.order_id, reason)
+        return None
+
+    def _reject_request(self, cmd: Command, order_id: str, reason: str) -> None:
+        """A reject that concerns no order of this account: its id derives from the request."""
+        e = Execution(exec_id=f"req.{cmd.request_id}", kind="rejected", order_id=order_id, account=cmd.account,
+                      venue=cmd.venue, symbol=cmd.symbol, status="rejected", ts=self.now, reason=reason,
+                      request_id=cmd.request_id)  # fmt: skip
+        self._out.append(e)
+
+    # -- matching ------------------------------------------------------------------------------------
+    def _fillable(self, inst: _Inst, o: Order) -> Decimal:
+        """What ``o`` could take right now (FOK pre-check): the paper book plus the unconsumed touch."""
+        limit = o.price if o.order_type != "market" else None
+        opp = inst.book.opposite(o.side)
+        total = opp.quantity_to(limit)
+        m = inst.market
+        if o.side == "buy":
+            if m.ask is not None and m.ask_avail > 0 and (limit is None or m.ask <= limit):
+                total += m.ask_avail
+        elif m.bid is not None and m.bid_avail > 0 and (limit is None or m.bid >= limit):
+            total += m.bid_avail
+        return total
+
+    def _take(self, inst: _Inst, o: Order) -> None:
+        """Match ``o`` as a taker against the paper book and the touch, best price first, up to its limit."""
+        opp = inst.book.opposite(o.side)
+        m = inst.market
+        buy = o.side == "buy"
+        limit = o.price if o.order_type in ("limit", "stop_limit") else None
+        while True:
+            rem = o.quantity - o.filled
+            if rem <= 0:
+                return
+            ip = opp.best()
+            if buy:
+                ep = m.ask if (m.ask_avail > 0 and m.ask is not None) else None
+                internal = ip is not None and (ep is None or ip <= ep)
+            else:
+                ep = m.bid if (m.bid_avail > 0 and m.bid is not None) else None
+                internal = ip is not None and (ep is None or ip >= ep)
+            px = ip if internal else ep
+            if px is None or (limit is not None and (px > limit if buy else px < limit)):
+                return
+            if internal:
+                r = opp.head(px)
+                q = min(rem, r.quantity - r.filled)
+                self._fill(inst, o, q, px, "book", r.order_id)
+                self._fill(inst, r, q, px, "book", o.order_id)
+                if r.filled == r.quantity:
+                    self._close(r)
+            else:
+                if buy:
+                    q = min(rem, m.ask_avail)
+                    m.ask_avail -= q
+                else:
+                    q = min(rem, m.bid_avail)
+                    m.bid_avail -= q
+                self._fill(inst, o, q, px, "quote", "")
+
+    def _finish(self, inst: _Inst, o: Order) -> None:
+        """After taking: rest the remainder (limit GTC/DAY) or cancel it (market, IOC, triggered stop)."""
+        if o.filled == o.quantity:
+            self.open.pop(o.order_id, None)
+            o.alive = False
+            return
+        if o.order_type in ("market", "stop") or o.tif == "IOC":
+            self.open.pop(o.order_id, None)
+            o.alive = False
+            why = "IOC remainder" if o.tif == "IOC" else "no more liquidity for a market order"
+            self._emit(o, "cancelled", reason=why)
+            return
+        o.alive = True
+        inst.book.side(o.side).add(o)
+        self.open[o.order_id] = o
+        if o.tif == "DAY" and o.expire_at:
+            heapq.heappush(self._day, (o.expire_at, o.seq, o.order_id))
+
+    def _trigger(self, inst: _Inst, o: Order) -> None:
+        o.triggered = True
+        self.seq += 1
+        o.seq = self.seq  # time priority from the trigger on
+        self._emit(o, "triggered", reason=f"stop {o.stop_price} reached")
+        self._take(inst, o)
+        self._finish(inst, o)
+
+    def _fill(self, inst: _Inst, o: Order, q: Decimal, px: Decimal, liquidity: str, contra: str) -> None:
+        o.filled += q
+        e = self._emit(o, "fill", price=px, quantity=q, liquidity=liquidity, contra=contra)
+        key = (o.account, o.venue, o.symbol)
+        pos = self.positions.get(key)
+        if pos is None:
+            pos = self.positions[key] = PositionBook()
+        pos.apply(o.side, q, px)
+        mark = inst.market.mark()
+        self._out.append(pos.view(o.account, o.venue, o.symbol, self.now, px if mark is None else mark, e.exec_id))
+
+    def _close(self, o: Order) -> None:
+        """Take an open order out of wherever it waits (book level or stop queue)."""
+        self.open.pop(o.order_id, None)
+        if not o.alive:
+            return
+        inst = self.instruments[(o.venue, o.symbol)]
+        waiting_stop = o.order_type in ("stop", "stop_limit") and not o.triggered
+        o.alive = False
+        if waiting_stop:
+            (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
+        elif o.order_type != "market":
+            side = inst.book.side(o.side)
+            if o.price in side.live:
+                side.remove(o)
+
+    def _emit(
+        self,
+        o: Order,
+        kind: str,
+        *,
+        ts: int | None = None,
+        price: Decimal | None = None,
+        quantity: Decimal | None = None,
+        liquidity: str = "",
+        contra: str = "",
+        reason: str = "",
+        request_id: str = "",
+        status_of: Order | None = None,
+    ) -> Execution:
+        o.n_exec += 1
+        filled = o.filled
+        if kind in ("cancelled", "expired"):
+            status = kind
+        elif kind == "rejected" and status_of is None:
+            status = "rejected"
+        elif filled == o.quantity:
+            status = "filled"
+        elif filled:
+            status = "partially_filled"
+        else:
+            status = "new"
+        e = Execution(
+            exec_id=f"{o.order_id}.{o.n_exec}", kind=kind, order_id=o.order_id, account=o.account, venue=o.venue,  # type: ignore[arg-type]
+            symbol=o.symbol, side=o.side, order_type=o.order_type, status=status, ts=self.now if ts is None else ts,  # type: ignore[arg-type]
+            filled=filled, remaining=o.quantity - filled, price=price, quantity=quantity, limit_price=o.price,
+            stop_price=o.stop_price, tif=o.tif, liquidity=liquidity, contra_order_id=contra, reason=reason,  # type: ignore[arg-type]
+            request_id=request_id,
+        )  # fmt: skip
+        self._out.append(e)
+        return e
+
+    # -- market data ---------------------------------------------------------------------------------
+    def _market(self, inst: _Inst, ev: Event) -> None:
+        m = inst.market
+        t = type(ev)
+        if t is Quote:
+            if not ev.tradeable:  # type: ignore[union-attr]
+                m.clear()
+                return
+            self._touch(inst, ev.bid, ev.bid_size, ev.ask, ev.ask_size)  # type: ignore[union-attr]
+        elif t is Ticker:
+            self._touch(inst, ev.bid, ev.bid_size, ev.ask, ev.ask_size)  # type: ignore[union-attr]
+        elif t is BookSnapshot:
+            b, a = ev.bids, ev.asks  # type: ignore[union-attr]
+            self._touch(inst, b[0].price if b else None, b[0].size if b else None, a[0].price if a else None,
+                        a[0].size if a else None)  # fmt: skip
+        elif t is BookDelta:
+            bb, ba = ev.best_bid, ev.best_ask  # type: ignore[union-attr]
+            if bb is None and ba is None:
+                return
+            self._touch(inst, bb.price if bb else m.bid, bb.size if bb else m.bid_size, ba.price if ba else m.ask,
+                        ba.size if ba else m.ask_size)  # fmt: skip
+        elif t is Trade:
+            self._trade(inst, ev)  # type: ignore[arg-type]
+        elif t is Status and ev.kind in _CLEARING_STATUS:  # type: ignore[union-attr]
+            m.clear()
+
+    def _touch(
+        self, inst: _Inst, bid: Decimal | None, bid_size: Decimal | None, ask: Decimal | None, ask_size: Decimal | None
+    ) -> None:
+        m = inst.market
+        if bid != m.bid or bid_size != m.bid_size:
+            m.bid, m.bid_size = bid, bid_size
+            m.bid_avail = bid_size if (bid is not None and bid_size is not None and bid_size > 0) else ZERO
+        if ask != m.ask or ask_size != m.ask_size:
+            m.ask, m.ask_size = ask, ask_size
+            m.ask_avail = ask_size if (ask is not None and ask_size is not None and ask_size > 0) else ZERO
+        book = inst.book
+        if m.ask is not None:
+            if m.ask_avail > 0:
+                self._rest_vs_touch(inst, book.bids, True)
+            if book.buy_stops.entries:
+                for o in book.buy_stops.due(m.ask):
+                    self._trigger(inst, o)
+        if m.bid is not None:
+            if m.bid_avail > 0:
+                self._rest_vs_touch(inst, book.asks, False)
+            if book.sell_stops.entries:
+                for o in book.sell_stops.due(m.bid):
+                    self._trigger(inst, o)
+
+    def _rest_vs_touch(self, inst: _Inst, side: Side, buys: bool) -> None:
+        m = inst.market
+        while True:
+            best = side.best()
+            if best is None:
+                return
+            if buys:
+                px = m.ask
+                if best < px or m.ask_avail <= 0:  # type: ignore[operator]
+                    return
+                r = side.head(best)
+                q = min(r.quantity - r.filled, m.ask_avail)
+                m.ask_avail -= q
+            else:
+                px = m.bid
+                if best > px or m.bid_avail <= 0:  # type: ignore[operator]
+                    return
+                r = side.head(best)
+                q = min(r.quantity - r.filled, m.bid_avail)
+                m.bid_avail -= q
+            self._fill(inst, r, q, px, "quote", "")  # type: ignore[arg-type]
+            if r.filled == r.quantity:
+                self._close(r)
+
+    def _trade(self, inst: _Inst, tr: Trade) -> None:
+        m = inst.market
+        m.last = tp = tr.price
+        left = tr.size
+        book = inst.book
+        for side, buys in ((book.bids, True), (book.asks, False)):
+            while left > 0:
+                best = side.best()
+                if best is None or (best <= tp if buys else best >= tp):
+                    break
+                r = side.head(best)
+                q = min(r.quantity - r.filled, left)
+                left -= q
+                self._fill(inst, r, q, best, "trade", "")
+                if r.filled == r.quantity:
+                    self._close(r)
+        if book.buy_stops.entries:
+            for o in book.buy_stops.due(tp):
+                self._trigger(inst, o)
+        if book.sell_stops.entries:
+            for o in book.sell_stops.due(tp):
+                self._trigger(inst, o)
+
+    # -- queries -------------------------------------------------------------------------------------
+    def open_orders(self) -> list[Order]:
+        return sorted(self.open.values(), key=lambda o: o.seq)
+
+    def position(self, account: str, venue: str, symbol: str) -> PositionBook | None:
+        return self.positions.get((account, venue, symbol))
+
+    def mark(self, venue: str, symbol: str) -> Decimal | None:
+        inst = self.instruments.get((venue, symbol))
+        return inst.market.mark() if inst else None
+
+    # -- snapshot ------------------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The whole state as MessagePack (decimals as strings); equal states give equal bytes."""
+        doc = {
+            "v": SNAPSHOT_VERSION,
+            "now": self.now,
+            "seq": self.seq,
+            "requests": sorted(self.requests),
+            "order_requests": sorted(self.order_requests.items()),
+            "open": [o.as_tuple() for o in self.open_orders()],
+            "markets": sorted([k[0], k[1], i.market.state()] for k, i in self.instruments.items()),
+            "positions": sorted([k[0], k[1], k[2], p.state()] for k, p in self.positions.items()),
+        }
+        return _snap_enc.encode(doc)
+
+    @classmethod
+    def restore(cls, data: bytes, instruments: Iterable[InstrumentSpec]) -> MatchingEngine:
+        """An engine in the state ``data`` describes, for ``instruments`` (open orders of an instrument no longer
+        listed are kept, dormant, and reappear when it is listed again)."""
+        doc = msgspec.msgpack.decode(data)
+        if doc.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported matching snapshot version {doc.get('v')!r}")
+        eng = cls(instruments)
+        eng.now, eng.seq = doc["now"], doc["seq"]
+        eng.requests = set(doc["requests"])
+        eng.order_requests = {k: v for k, v in doc["order_requests"]}
+        for venue, symbol, st in doc["markets"]:
+            inst = eng.instruments.get((venue, symbol))
+            if inst is not None:
+                inst.market = Market.from_state(st)
+        for acct, venue, symbol, st in doc["positions"]:
+            eng.positions[(acct, venue, symbol)] = PositionBook.from_state(st)
+        for t in doc["open"]:
+            o = Order.from_tuple(t)
+            eng.open[o.order_id] = o
+            inst = eng.instruments.get((o.venue, o.symbol))
+            if inst is None:
+                continue
+            if o.order_type in ("stop", "stop_limit") and not o.triggered:
+                (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).add(o)
+            else:
+                inst.book.side(o.side).add(o)
+            if o.tif == "DAY" and o.expire_at:
+                heapq.heappush(eng._day, (o.expire_at, o.seq, o.order_id))
+        return eng
+
+
+_snap_enc = msgspec.msgpack.Encoder(decimal_format="string")

@@ -1,0 +1,84 @@
+"""Positions per (account, venue, symbol): FIFO lots, so realised PnL and cost are exact Decimals.
+
+A position is a deque of open lots ``[signed quantity, price]``. A fill in the position's direction (or on a
+flat position) appends a lot; a fill against it closes lots oldest first, realising ``(exit - entry) * qty`` for
+longs and ``(entry - exit) * qty`` for shorts, and a fill larger than the position flips it (the excess opens a
+new lot). ``cost`` (Σ lot quantity * price) is exact; ``avg_price = cost / quantity`` is the only division
+(Decimal's default 28-digit context, deterministic). ``unrealised = quantity * mark - cost``. No fees.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+
+from consumers.matching.messages import Position
+
+ZERO = Decimal(0)
+
+
+class PositionBook:
+    __slots__ = ("cost", "lots", "quantity", "realised")
+
+    def __init__(self) -> None:
+        self.lots: deque[list[Decimal]] = deque()
+        self.quantity = ZERO
+        self.cost = ZERO
+        self.realised = ZERO
+
+    def apply(self, side: str, qty: Decimal, price: Decimal) -> None:
+        signed = qty if side == "buy" else -qty
+        if self.quantity == 0 or (self.quantity > 0) == (signed > 0):
+            self.lots.append([signed, price])
+            self.quantity += signed
+            self.cost += signed * price
+            return
+        left = qty  # closes the opposite position, oldest lot first
+        while left and self.lots:
+            lot = self.lots[0]
+            lot_qty, lot_px = lot
+            take = min(left, abs(lot_qty))
+            if lot_qty > 0:  # closing a long by selling
+                self.realised += (price - lot_px) * take
+                lot[0] = lot_qty - take
+                self.cost -= take * lot_px
+                self.quantity -= take
+            else:  # closing a short by buying
+                self.realised += (lot_px - price) * take
+                lot[0] = lot_qty + take
+                self.cost += take * lot_px
+                self.quantity += take
+            left -= take
+            if lot[0] == 0:
+                self.lots.popleft()
+        if left:  # flipped: the rest opens a new position
+            signed = left if side == "buy" else -left
+            self.lots.append([signed, price])
+            self.quantity += signed
+            self.cost += signed * price
+
+    @property
+    def avg_price(self) -> Decimal | None:
+        return (self.cost / self.quantity) if self.quantity else None
+
+    def unrealised(self, mark: Decimal | None) -> Decimal:
+        if mark is None or not self.quantity:
+            return ZERO
+        return self.quantity * mark - self.cost
+
+    def view(self, account: str, venue: str, symbol: str, ts: int, mark: Decimal | None, exec_id: str = "") -> Position:
+        return Position(
+            account=account, venue=venue, symbol=symbol, ts=ts, quantity=self.quantity, avg_price=self.avg_price,
+            cost=self.cost, realised_pnl=self.realised, unrealised_pnl=self.unrealised(mark), mark=mark,
+            exec_id=exec_id,
+        )  # fmt: skip
+
+    def state(self) -> list:
+        return [[[q, p] for q, p in self.lots], self.quantity, self.cost, self.realised]
+
+    @classmethod
+    def from_state(cls, s: list) -> PositionBook:
+        pb = cls()
+        pb.lots = deque([Decimal(q), Decimal(p)] for q, p in s[0])
+        pb.quantity, pb.cost, pb.realised = Decimal(s[1]), Decimal(s[2]), Decimal(s[3])
+        return pb

@@ -36,6 +36,8 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from aiohttp import web
@@ -462,10 +464,7 @@ class FakePulsarAdmin:
         t, ns, name = (request.match_info[k] for k in ("tenant", "ns", "name"))
         if not request.content_type.startswith("multipart/"):
             return web.Response(status=415, text="Unsupported Media Type")
-        parts: dict[str, str] = {}
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            parts[part.name or ""] = (await part.read()).decode()  # type: ignore[union-attr]
+        parts = _multipart(request.headers["Content-Type"], await request.read())
         if t not in self.tenants:
             return _err(400, "Tenant does not exist")
         if f"{t}/{ns}" not in self.namespaces:
@@ -487,6 +486,16 @@ class FakePulsarAdmin:
                 return _err(400, f"Could not validate sink config: {', '.join(missing)} cannot be null")
         self.sinks[f"{t}/{ns}/{name}"] = cfg
         return web.Response(status=200)
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, str]:
+    """Form parts by name (the body was already read by the recording middleware)."""
+    msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    out: dict[str, str] = {}
+    for part in msg.iter_parts():  # type: ignore[attr-defined]
+        name = part.get_param("name", header="content-disposition")
+        out[str(name)] = (part.get_payload(decode=True) or b"").decode()
+    return out
 
 
 def _err(status: int, reason: str) -> web.Response:

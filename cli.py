@@ -144,24 +144,37 @@ def ingest() -> None:
 def ingest_kraken(
     obj: Ctx, symbols: list[str] | None, channels: list[str] | None, depth: str | None, url: str | None, as_json: bool
 ) -> None:
-    """Kraken WebSocket v2: trades, tickers/quotes and checksummed books."""
+    """Kraken WebSocket v2: trades, tickers/quotes and checksummed books.
+
+    Symbols: --symbols, else the registry's enabled kraken instruments (`pulse symbols`), else kraken.symbols.
+    While running it follows `pulse symbols add|remove|enable|disable` without a restart."""
     s = obj.settings.with_overrides(
         kraken={"symbols": symbols, "channels": channels, "depth": int(depth) if depth else None, "url": url}
     )
     _check_ws_url(s.kraken.url, "--url / kraken.url")
     from ingesters.base.app import run_ingester
+    from ingesters.base.control import LiveInstruments
     from ingesters.kraken.service import KrakenIngester
     from pulse.runtime import resolve_endpoints
 
     ep = resolve_endpoints(s, need_database=False)
     k = s.kraken
+    live: dict[str, Any] = {}
+
+    def build(ctx: Any) -> KrakenIngester:
+        li = live["li"] = LiveInstruments(ctx.publisher.bus, "ingest-kraken", "kraken", _registry_url(s, symbols))
+        subs = li.initial({sym: tuple(k.channels) for sym in k.symbols})
+        log_start("kraken", li.source, subs)
+        return KrakenIngester(k, ctx, symbols=subs, channels=k.channels, depth=k.depth, url=k.url)
+
     summary = run_ingester(
         s,
         ep,
         venue="kraken",
         namespace="crypto",
         name="ingest-kraken",
-        build=lambda ctx: KrakenIngester(k, ctx, symbols=k.symbols, channels=k.channels, depth=k.depth, url=k.url),
+        build=build,
+        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
     )
     if as_json:
         emit_json(summary)
@@ -184,27 +197,62 @@ def parse_instruments(_ctx: click.Context, _param: click.Parameter, value: str |
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
 def ingest_oanda(obj: Ctx, instruments: list[str] | None, api_url: str | None, as_json: bool) -> None:
-    """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed."""
+    """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed.
+
+    Instruments: --instruments, else the registry's enabled oanda instruments, else oanda.instruments; follows
+    `pulse symbols …` changes while running (each change reopens the stream with the new list)."""
     s = obj.settings.with_overrides(oanda={"instruments": instruments, "api_url": api_url})
     if s.oanda.api_url:
         _check_http_url(s.oanda.api_url, "--api-url / oanda.api_url")
     token = s.oanda_token()  # a missing or unreadable token file is refused before anything starts
     from ingesters.base.app import run_ingester
+    from ingesters.base.control import LiveInstruments
     from ingesters.oanda.service import OandaIngester
     from pulse.runtime import resolve_endpoints
 
     ep = resolve_endpoints(s, need_database=False)
     o = s.oanda
+    live: dict[str, Any] = {}
+
+    def build(ctx: Any) -> OandaIngester:
+        li = live["li"] = LiveInstruments(ctx.publisher.bus, "ingest-oanda", "oanda", _registry_url(s, instruments))
+        from ingesters.oanda.symbols import instrument_to_symbol, symbol_to_instrument
+
+        subs = li.initial({instrument_to_symbol(i): ("quote",) for i in o.instruments})
+        log_start("oanda", li.source, subs)
+        names = [symbol_to_instrument(sym) for sym in subs]
+        return OandaIngester(o, ctx, instruments=names, token=token, api_url=o.api_url or None)
+
     summary = run_ingester(
         s,
         ep,
         venue="oanda",
         namespace="fx",
         name="ingest-oanda",
-        build=lambda ctx: OandaIngester(o, ctx, instruments=o.instruments, token=token, api_url=o.api_url or None),
+        build=build,
+        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
     )
     if as_json:
         emit_json(summary)
+
+
+def _registry_url(s: Settings, explicit: list[str] | None) -> str | None:
+    """The database holding the registry, unless symbols were given on the command line (they win) or no
+    database is configured or running (then the settings' symbols are used)."""
+    if explicit:
+        return None
+    from pulse.runtime import resolve_endpoints
+
+    try:
+        return resolve_endpoints(s, need_pulsar=False).database_url
+    except PulseError:
+        return None
+
+
+def log_start(venue: str, source: str, subs: dict[str, tuple[str, ...]]) -> None:
+    from pulse.log import get_logger
+
+    get_logger("pulse.ingest").info("instruments", venue=venue, source=source, symbols=",".join(subs) or "-")
 
 
 def _check_http_url(url: str, name: str) -> None:
@@ -448,10 +496,14 @@ def sink() -> None:
     help="Sink config (YAML: sources, tables, keys, insert|upsert, batching, TimescaleDB policies); "
     "see sinks/postgres/sinks.example.yaml.",
 )
+@click.option("--no-follow", is_flag=True, help="Store only the sources: ignore the instrument registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
-def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, as_json: bool) -> None:
-    """Consume venue topics and store trades, quotes, top of book and status markers (ack after commit)."""
+def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_follow: bool, as_json: bool) -> None:
+    """Consume venue topics and store trades, quotes, top of book and status markers (ack after commit).
+
+    Besides its sources it stores the registry's enabled instruments in the namespaces it follows
+    (sink.namespaces and its sources' namespaces), and starts storing instruments added while it runs."""
     import signal
     import threading
 
@@ -469,7 +521,12 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, as_jso
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home)
+    follow: tuple[str, ...] = ()
+    if not no_follow:  # the namespaces it stores: its sources' plus sink.namespaces
+        from sinks.postgres.service import parse_source
+
+        follow = tuple(dict.fromkeys([*s.sink.namespaces, *(parse_source(x)[0] for x in (sources or s.sink.sources))]))
+    svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home, follow_namespaces=follow)
     svc.run(stop)
     if as_json:
         emit_json(svc.stats.as_dict())
@@ -605,6 +662,134 @@ def status(obj: Ctx, as_json: bool) -> None:
         for line in report["lines"]:
             click.echo(line)
     sys.exit(0 if report["healthy"] else 1)
+
+
+# -- instrument registry ---------------------------------------------------------------------------------
+@cli.group()
+def symbols() -> None:
+    """Instrument registry: add, remove, enable, disable, list (running ingesters follow without a restart)."""
+
+
+def _symbol_changes(obj: Ctx, as_json: bool, run: Any) -> None:
+    from control_plane.symbols import open_symbol_ops
+
+    results = []
+    with open_symbol_ops(obj.settings) as ops:
+        for res in run(ops):
+            results.append(res)
+            if not as_json:
+                inst = res["instrument"]
+                click.echo(
+                    f"{inst['venue']} {inst['symbol']} (venue symbol {inst['venue_symbol']}, {inst['namespace']}, "
+                    f"price {inst['price_precision']} dp, size {inst['size_precision']} dp, "
+                    f"channels {','.join(inst['channels'])}, {'enabled' if inst['enabled'] else 'disabled'})"
+                )
+                for step in res["steps"]:
+                    click.echo(f"  {step['step']:<9} {step['result']}")
+    if as_json:
+        emit_json(results if len(results) != 1 else results[0])
+
+
+def _validated(venue: str, names: tuple[str, ...], **kw: Any) -> list[str]:
+    """Every name checked against the venue's rules before any of them is applied."""
+    from control_plane.symbols import plan_instrument
+
+    out = []
+    for name in names:
+        _, inst = plan_instrument(venue, name, **kw)
+        if inst.symbol in out:
+            raise click.BadParameter(f"{inst.symbol} given twice", param_hint="SYMBOL")
+        out.append(inst.symbol)
+    return out
+
+
+@symbols.command("add")
+@click.argument("venue")
+@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+@click.option("--channels", help="Comma-separated channels (kraken: trade,ticker,book; oanda: quote).")
+@click.option("--price-precision", type=click.IntRange(0, 18), help="Price decimals (default: the venue's).")
+@click.option("--size-precision", type=click.IntRange(0, 18), help="Size decimals (default: the venue's).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def symbols_add(
+    obj: Ctx,
+    venue: str,
+    names: tuple[str, ...],
+    channels: str | None,
+    price_precision: int | None,
+    size_precision: int | None,
+    as_json: bool,
+) -> None:
+    """Register instruments, create their topics and make running ingesters subscribe.
+
+    Examples: `pulse symbols add kraken SOL/USD --channels trade,book`, `pulse symbols add oanda EUR_USD`."""
+    chs = [c.strip() for c in channels.split(",") if c.strip()] if channels is not None else None
+    kw = {"channels": chs, "price_precision": price_precision, "size_precision": size_precision}
+    syms = _validated(venue, names, **kw)
+    _symbol_changes(obj, as_json, lambda ops: (ops.add(venue, sym, **kw) for sym in syms))
+
+
+@symbols.command("remove")
+@click.argument("venue")
+@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def symbols_remove(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
+    """Unregister instruments; running ingesters unsubscribe (stored data and topics are kept)."""
+    syms = _validated(venue, names)
+    _symbol_changes(obj, as_json, lambda ops: (ops.remove(venue, sym) for sym in syms))
+
+
+@symbols.command("enable")
+@click.argument("venue")
+@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def symbols_enable(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
+    """Resume streaming registered instruments."""
+    syms = _validated(venue, names)
+    _symbol_changes(obj, as_json, lambda ops: (ops.set_enabled(venue, sym, True) for sym in syms))
+
+
+@symbols.command("disable")
+@click.argument("venue")
+@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def symbols_disable(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
+    """Stop streaming registered instruments but keep them in the registry."""
+    syms = _validated(venue, names)
+    _symbol_changes(obj, as_json, lambda ops: (ops.set_enabled(venue, sym, False) for sym in syms))
+
+
+@symbols.command("list")
+@click.option("--venue", help="Only this venue.")
+@click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled instruments.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def symbols_list(obj: Ctx, venue: str | None, enabled_only: bool, as_json: bool) -> None:
+    """The registry's instruments."""
+    from control_plane.registry import Registry
+    from control_plane.venues import venue as check_venue
+    from pulse.runtime import resolve_endpoints
+
+    if venue is not None:
+        venue = check_venue(venue).name
+    with Registry(resolve_endpoints(obj.settings, need_pulsar=False).database_url) as reg:
+        rows = reg.list(venue, enabled_only=enabled_only)
+    if as_json:
+        emit_json([r.as_dict() for r in rows])
+        return
+    if not rows:
+        click.echo("no instruments registered (ingesters use their configured symbols)")
+        return
+    click.echo(f"{'VENUE':<10} {'SYMBOL':<12} {'VENUE SYMBOL':<13} {'NAMESPACE':<10} {'PX':>2} {'SZ':>2}  "
+               f"{'CHANNELS':<18} STATE")  # fmt: skip
+    for r in rows:
+        click.echo(
+            f"{r.venue:<10} {r.symbol:<12} {r.venue_symbol:<13} {r.namespace:<10} {r.price_precision:>2} "
+            f"{r.size_precision:>2}  {','.join(r.channels):<18} {'enabled' if r.enabled else 'disabled'}"
+        )
 
 
 @cli.group()

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from control_plane.commands import InstrumentCommand
 from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
 from ingesters.base.reconnect import reconnect_loop
@@ -31,6 +32,7 @@ from ingesters.oanda.stream import InvalidInstrumentError, OandaStream, OandaTra
 from ingesters.oanda.symbols import instrument_to_symbol
 from pulse.errors import ConfigError, FatalVenueError
 from pulse.log import get_logger, register_secret
+from pulse.models import StatusKind
 from pulse.settings import OandaSettings
 
 __all__ = ["OandaIngester"]
@@ -54,6 +56,10 @@ class _SessionBackoff(Backoff):
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
         return delay
+
+
+class _Restream(Exception):
+    """The instrument list changed (control topic): reopen the stream with the new list."""
 
 
 class _MarketClosed(Exception):
@@ -94,6 +100,8 @@ class OandaIngester:
         self._token = token
         self._need_gap = False
         self._stop = asyncio.Event()
+        self._restream = asyncio.Event()
+        self._announce: dict[str, StatusKind] = {}  # instrument → marker to publish once the new stream is open
         self._backoff = _SessionBackoff(settings.backoff_initial_s, settings.backoff_max_s)
         register_secret(token)
         if not token:
@@ -123,20 +131,59 @@ class OandaIngester:
             finally:
                 self.ctx.extra["rejected"] = dict(self.rejected)
 
+    async def apply(self, cmd: InstrumentCommand) -> None:
+        """Apply a registry change from the control topic. The v20 stream's instrument list is fixed per
+        request, so a change reopens the stream at once (no backoff) with the new list; the other instruments
+        get a ``gap`` marker for the moment between the two streams, the changed one ``subscribed`` or
+        ``unsubscribed`` once the new stream is open."""
+        if cmd.venue != self.venue:
+            return
+        name = cmd.venue_symbol
+        if cmd.subscribes:
+            if name in self.active_instruments:
+                return
+            self._symbols[name] = instrument_to_symbol(name)  # raises SymbolError: the registry validated it
+            self.rejected.pop(name, None)
+            if name not in self.instruments:
+                self.instruments.append(name)
+            self._announce[name] = "subscribed"
+        else:
+            if name not in self.instruments:
+                return
+            self.instruments.remove(name)
+            self.rejected.pop(name, None)
+            self._announce[name] = "unsubscribed"
+        self.ctx.extra["instruments"] = self.active_instruments
+        log.info("instrument list changed; reopening the stream", op=cmd.op, instrument=name)
+        self._restream.set()
+
     # -- one session: wait for the market, connect, read until the stream ends --------------------------
     async def _session(self) -> bool:
         """Returns True when it got a stream opened (the backoff then resets); raises when it could not."""
         healthy = False
         while not self._stop.is_set():
+            if not self.active_instruments:  # every instrument removed live: wait for one to be added
+                self._flush_announcements()
+                waits = {asyncio.create_task(self._restream.wait()), asyncio.create_task(self._stop.wait())}
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for t in waits:
+                    t.cancel()
+                self._restream.clear()
+                continue
             if not await self._wait_for_market():
                 return healthy
+            self._restream.clear()
             stream = await self._open()
             healthy = True
             self._on_connected(stream)
+            self._flush_announcements()
             try:
                 await self._read_until_over(stream)
             except _MarketClosed:
                 continue  # planned: the weekend wait comes next, then a fresh connection without a gap marker
+            except _Restream:
+                self._need_gap = True
+                continue
             except StaleStreamError as exc:
                 self.ctx.counters.stale += 1
                 for sym in self._active_symbols():
@@ -207,6 +254,13 @@ class OandaIngester:
         ctx.extra["connected"] = True
         log.info("connected", venue=self.venue, url=stream.url, instruments=",".join(stream.instruments))
 
+    def _flush_announcements(self) -> None:
+        for name, kind in self._announce.items():
+            if kind == "subscribed" and name not in self.active_instruments:
+                continue  # refused by OANDA on open: dead-lettered instead
+            self.ctx.status(self._symbols[name], kind, name)
+        self._announce.clear()
+
     def _lost(self, exc: Exception) -> None:
         self._need_gap = True
         self.ctx.extra["connected"] = False
@@ -217,15 +271,18 @@ class OandaIngester:
         reader = asyncio.create_task(self._read(stream))
         stopper = asyncio.create_task(self._stop.wait())
         closer = asyncio.create_task(self._until_weekly_close())
+        changed = asyncio.create_task(self._restream.wait())
         try:
-            await asyncio.wait({reader, stopper, closer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, stopper, closer, changed}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (reader, stopper, closer):
+            for t in (reader, stopper, closer, changed):
                 t.cancel()
-            await asyncio.gather(reader, stopper, closer, return_exceptions=True)
+            await asyncio.gather(reader, stopper, closer, changed, return_exceptions=True)
         failure = reader.exception() if reader.done() and not reader.cancelled() else None
         if failure is not None:
             raise failure
+        if self._restream.is_set() and not self._stop.is_set():
+            raise _Restream
         if closer.done() and not closer.cancelled() and not self._stop.is_set():
             raise _MarketClosed
 

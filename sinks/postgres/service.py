@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import queue
 import random
+import re
 import threading
 import time
 from collections import defaultdict, deque
@@ -68,6 +69,7 @@ log = get_logger(__name__)
 
 _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
+_PARTITION = re.compile(r"-partition-\d+$")
 _BACKOFF_INITIAL_S = 0.1
 _LATENCY_WINDOW = 1024
 _json_dec = msgspec.json.Decoder(Event)
@@ -146,6 +148,7 @@ class SinkStats:
     mode: str = ""  # postgresql | timescaledb | timescaledb+toolkit, once detected
     cagg_refreshes: int = 0  # TimescaleDB: coalesced bottom-up refreshes of backfilled ranges (aggregates.py)
     cagg_refresh_errors: int = 0
+    topics_added: int = 0  # topics of instruments added while running (registry-following)
 
     def _q(self, data: deque[float], q: float) -> float | None:
         ordered = sorted(data)
@@ -173,6 +176,7 @@ class SinkStats:
             "mode": self.mode,
             "cagg_refreshes": self.cagg_refreshes,
             "cagg_refresh_errors": self.cagg_refresh_errors,
+            "topics_added": self.topics_added,
         }
 
 
@@ -214,6 +218,7 @@ class PostgresSink:
         config: SinkConfig | None = None,
         name: str = "sink-postgres",
         status_home: Path | None = None,
+        follow_namespaces: Sequence[str] = (),
     ) -> None:
         tenant = settings.pulsar.tenant
         if config is None:
@@ -232,6 +237,12 @@ class PostgresSink:
         self._status_at = 0.0
         self._bus: Bus | None = None
         self._consumer: pulsar.Consumer | None = None
+        # registry-following: instruments added live get a consumer of their own on the same subscription
+        self.follow_namespaces = tuple(follow_namespaces)
+        self._extra: list[pulsar.Consumer] = []
+        self._consumer_of: dict[str, pulsar.Consumer] = {}  # topic → its consumer, when not the first one
+        self._new_topics: queue.Queue[list[str]] = queue.Queue()
+        self._listener: Any = None
         self._writer: CopyWriter | None = None
         # the mapper's table → the config's table, per event type
         self._target = {ev: t.table for ev, t in config.tables.items()}
@@ -251,6 +262,8 @@ class PostgresSink:
                 self._caggs = self._retrying("create candle aggregates", self._prepare_aggregates, stop)
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
             bus = self._bus
+            if self.follow_namespaces:
+                self._follow_registry(bus, stop)
 
             def subscribe() -> pulsar.Consumer:
                 return bus.subscribe(
@@ -282,6 +295,8 @@ class PostgresSink:
             items: list[_Item] = []
             nrows, first_at = 0, 0.0
             while not stop.is_set() and self._writer_error is None:
+                if not self._new_topics.empty():
+                    self._subscribe_new(stop)
                 for item in self._collect(stop):
                     if not items:
                         first_at = time.monotonic()
@@ -327,10 +342,78 @@ class PostgresSink:
         refresher.start()
         return refresher
 
+    # -- following the registry ------------------------------------------------------------------------
+    def _follow_registry(self, bus: Bus, stop: threading.Event) -> None:
+        """Subscribe to the control topic, then add the registry's enabled instruments of the followed
+        namespaces to the topic list; a thread then queues the topics of instruments added later."""
+        from control_plane.listener import ControlListener
+        from control_plane.registry import Registry
+        from control_plane.symbols import instrument_topics
+
+        tenant = self.settings.pulsar.tenant
+        self._listener = ControlListener(bus, self.name)
+
+        def read() -> list[str]:
+            with Registry(self.endpoints.database_url) as reg:
+                rows = [r for r in reg.list(enabled_only=True) if r.namespace in self.follow_namespaces]
+            return [t for r in rows for t in instrument_topics(r, tenant)]
+
+        try:
+            found = read()
+        except Exception as exc:  # the database was reachable a moment ago (prepare); keep going without it
+            log.warning("instrument registry unreadable; following control commands only", error=str(exc))
+            found = []
+        self.topics += [t for t in dict.fromkeys(found) if t not in self.topics]
+
+        def follow() -> None:
+            while not stop.is_set():
+                try:
+                    cmd = self._listener.receive(250)
+                except Exception as exc:
+                    log.warning("control topic receive failed", error=str(exc))
+                    stop.wait(1.0)
+                    continue
+                if cmd is not None and cmd.subscribes and cmd.namespace in self.follow_namespaces:
+                    self._new_topics.put(instrument_topics(cmd, tenant))
+
+        threading.Thread(target=follow, name=f"{self.name}-control", daemon=True).start()
+
+    def _subscribe_new(self, stop: threading.Event) -> None:
+        """(Receiving thread.) One more consumer for topics not consumed yet, on the same subscription."""
+        new: list[str] = []
+        while not self._new_topics.empty():
+            new += [t for t in self._new_topics.get_nowait() if t not in self.topics and t not in new]
+        if not new or self._bus is None:
+            return
+        bus, cfg = self._bus, self.config
+
+        def subscribe() -> pulsar.Consumer:
+            return bus.subscribe(new, cfg.subscription, sub_type="shared", consumer_name=self.name)
+
+        consumer = self._retrying("subscribe new topics", subscribe, stop, broker=True)
+        self._extra.append(consumer)
+        for t in new:
+            self._consumer_of[t] = consumer
+        self.topics += new
+        self.stats.topics_added += len(new)
+        log.info("consuming new instrument topics", topics=",".join(t.rsplit("/", 1)[-1] for t in new))
+
+    def _owner(self, msg: pulsar.Message) -> pulsar.Consumer:
+        if self._extra:
+            owner = self._consumer_of.get(_PARTITION.sub("", msg.topic_name()))
+            if owner is not None:
+                return owner
+        assert self._consumer is not None
+        return self._consumer
+
     def _close(self) -> None:
-        if self._consumer is not None:
+        if self._listener is not None:
+            self._listener.close()
+        for consumer in [self._consumer, *self._extra]:
+            if consumer is None:
+                continue
             try:
-                self._consumer.close()
+                consumer.close()
             except Exception as exc:
                 log.warning("consumer close failed", error=str(exc))
         if self._writer is not None:
@@ -352,6 +435,8 @@ class PostgresSink:
         """
         consumer = self._consumer
         assert consumer is not None
+        if self._extra:
+            return self._receive_many([consumer, *self._extra], limit)
         try:
             msgs = [consumer.receive(timeout_millis=_IDLE_RECEIVE_MS)]
         except pulsar.Timeout:
@@ -361,6 +446,25 @@ class PostgresSink:
                 msgs.append(consumer.receive(timeout_millis=1))
         except pulsar.Timeout:
             pass
+        return msgs
+
+    @staticmethod
+    def _receive_many(consumers: list[pulsar.Consumer], limit: int) -> list[pulsar.Message]:
+        """Take what each consumer holds; when none holds anything, wait a short while on each in turn."""
+        msgs: list[pulsar.Message] = []
+        wait = max(1, _IDLE_RECEIVE_MS // (4 * len(consumers)))
+        for _round in range(4):
+            for c in consumers:
+                try:
+                    msgs.append(c.receive(timeout_millis=1 if msgs else wait))
+                    while len(msgs) < limit:
+                        msgs.append(c.receive(timeout_millis=1))
+                except pulsar.Timeout:
+                    pass
+                if len(msgs) >= limit:
+                    return msgs
+            if msgs:
+                return msgs
         return msgs
 
     def _collect(self, stop: threading.Event) -> list[_Item]:
@@ -516,9 +620,8 @@ class PostgresSink:
             stop.wait(min(left, _STATUS_EVERY_S))
 
     def _ack(self, msg: pulsar.Message) -> None:
-        assert self._consumer is not None
         try:
-            self._consumer.acknowledge(msg)
+            self._owner(msg).acknowledge(msg)
         except Exception as exc:  # a lost ack is a redelivery, which the unique keys absorb
             self.stats.broker_errors += 1
             log.warning("ack failed", error=str(exc))
@@ -533,7 +636,7 @@ class PostgresSink:
         except Exception as exc:
             self.stats.broker_errors += 1
             log.error("dead-letter publish failed; message will be redelivered", error=str(exc))
-            self._consumer.negative_acknowledge(msg)
+            self._owner(msg).negative_acknowledge(msg)
             return
         self.stats.dead_lettered += 1
         self._ack(msg)

@@ -1,0 +1,172 @@
+"""``pulse symbols add|remove|enable|disable``: validate, provision, record, announce — in that order.
+
+1. **Validate** everything first (venue, the venue's symbol rules, channels, precisions): a bad request is
+   refused before anything changes.
+2. **Provision** the topics: on a real cluster through the Pulsar admin REST API (idempotent steps; the first
+   failure stops with the step and HTTP status named, and nothing is recorded); on the embedded broker, which
+   has no admin API, topics are created by their first producer, and the result says so.
+3. **Record** the change in the registry (one transaction).
+4. **Announce** it on the control topic, where running ingesters and the sink pick it up within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from control_plane.commands import InstrumentCommand, Op, encode
+from control_plane.registry import Instrument, Registry
+from control_plane.venues import Venue, check_channels, resolve, venue
+from pulse.bus import Bus
+from pulse.errors import SymbolError
+from pulse.log import get_logger
+from pulse.settings import Settings
+from pulse.topics import control_topic, topic
+
+log = get_logger(__name__)
+
+Step = dict[str, Any]
+#: provisioning hook: (settings, instrument) → step results; None means "no admin API: created on first use"
+Provisioner = Callable[[Settings, Instrument], list[Step]]
+
+
+def plan_instrument(
+    venue_name: str,
+    text: str,
+    channels: list[str] | None = None,
+    *,
+    price_precision: int | None = None,
+    size_precision: int | None = None,
+) -> tuple[Venue, Instrument]:
+    """Validate a request into the registry row it would write (nothing is changed)."""
+    v, r = resolve(venue_name, text)
+    chs = check_channels(v, channels)
+    for name, value in (("--price-precision", price_precision), ("--size-precision", size_precision)):
+        if value is not None and not 0 <= value <= 18:
+            raise SymbolError(f"{name} must be between 0 and 18, got {value}")
+    return v, Instrument(
+        venue=v.name,
+        symbol=r.symbol,
+        venue_symbol=r.venue_symbol,
+        asset_class=r.asset_class,
+        namespace=v.namespace,
+        price_precision=r.price_precision if price_precision is None else price_precision,
+        size_precision=r.size_precision if size_precision is None else size_precision,
+        channels=chs,
+        enabled=True,
+    )
+
+
+def instrument_topics(inst: Instrument | InstrumentCommand, tenant: str) -> list[str]:
+    """The topics an instrument's streams use, status included (Kraken's ticker channel also feeds the quote
+    topic). Takes a registry row or a control command."""
+    topics_of = venue(inst.venue).channel_topics
+    out: list[str] = []
+    for ch in (*inst.channels, "status"):
+        for t in topics_of.get(ch, (ch,)):
+            name = topic(inst.namespace, inst.venue, inst.symbol, t, tenant)
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def announce(bus: Bus, inst: Instrument, op: Op) -> InstrumentCommand:
+    """Publish the change on the control topic (synchronously: it is on the broker when this returns)."""
+    cmd = InstrumentCommand(
+        op=op,
+        venue=inst.venue,
+        symbol=inst.symbol,
+        venue_symbol=inst.venue_symbol,
+        namespace=inst.namespace,
+        channels=inst.channels,
+    )
+    producer = bus.producer(control_topic("instruments", bus.settings.pulsar.tenant))
+    producer.send(encode(cmd), partition_key=cmd.key, properties={"op": op, "venue": inst.venue})
+    return cmd
+
+
+class SymbolOps:
+    """The four changes, over one registry and one bus. ``provision`` is None on the embedded broker."""
+
+    def __init__(self, settings: Settings, registry: Registry, bus: Bus, provision: Provisioner | None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.bus = bus
+        self.provision = provision
+
+    def add(
+        self,
+        venue_name: str,
+        text: str,
+        channels: list[str] | None = None,
+        *,
+        price_precision: int | None = None,
+        size_precision: int | None = None,
+    ) -> dict[str, Any]:
+        v, inst = plan_instrument(
+            venue_name, text, channels, price_precision=price_precision, size_precision=size_precision
+        )
+        tenant = self.settings.pulsar.tenant
+        steps: list[Step] = []
+        if self.provision is None:
+            steps.append({"step": "topics", "result": "embedded broker: topics are created on first use"})
+        else:
+            steps += self.provision(self.settings, inst)
+        row, result = self.registry.upsert(inst)
+        steps.append({"step": "registry", "result": result})
+        announce(self.bus, row, "add")  # even when unchanged: re-announcing is harmless and heals a missed one
+        who = f"running {v.name} ingesters subscribe" if v.live else "backfills may use it"
+        steps.append({"step": "control", "result": f"published add: {who}; the sink stores its topics"})
+        return {"instrument": row.as_dict(), "topics": instrument_topics(row, tenant), "steps": steps}
+
+    def remove(self, venue_name: str, text: str) -> dict[str, Any]:
+        v, r = resolve(venue_name, text)
+        row = self.registry.remove(v.name, r.symbol)
+        announce(self.bus, row, "remove")
+        return {
+            "instrument": row.as_dict(),
+            "steps": [
+                {"step": "registry", "result": "removed"},
+                {"step": "control", "result": "published remove: running ingesters unsubscribe"},
+                {"step": "topics", "result": "kept: stored data and retained messages are not deleted"},
+            ],
+        }
+
+    def set_enabled(self, venue_name: str, text: str, enabled: bool) -> dict[str, Any]:
+        v, r = resolve(venue_name, text)
+        row, changed = self.registry.set_enabled(v.name, r.symbol, enabled)
+        announce(self.bus, row, "enable" if enabled else "disable")
+        return {
+            "instrument": row.as_dict(),
+            "steps": [
+                {"step": "registry", "result": ("enabled" if enabled else "disabled") if changed else "unchanged"},
+                {"step": "control", "result": f"published {'enable' if enabled else 'disable'}"},
+            ],
+        }
+
+
+@contextlib.contextmanager
+def open_symbol_ops(settings: Settings) -> Iterator[SymbolOps]:
+    """Registry + bus (+ the admin API provisioner when ``pulsar.admin_url`` is set), closed on exit."""
+    from pulse.runtime import resolve_endpoints
+
+    ep = resolve_endpoints(settings)
+    provision = _admin_provisioner(settings) if settings.pulsar.admin_url else None
+    registry = Registry(ep.database_url)
+    try:
+        registry.ensure_schema()
+        bus = Bus(settings, ep.pulsar_url)
+        try:
+            yield SymbolOps(settings, registry, bus, provision)
+        finally:
+            bus.close()
+    finally:
+        registry.close()
+
+
+def _admin_provisioner(settings: Settings) -> Provisioner:
+    def run(s: Settings, inst: Instrument) -> list[Step]:
+        raise SymbolError("admin REST provisioning is not wired yet")
+
+    return run

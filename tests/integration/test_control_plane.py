@@ -1,0 +1,147 @@
+"""The control plane end to end: `pulse symbols add/remove` against a running Kraken ingester and sink.
+
+Real processes (`pulse ingest kraken`, `pulse sink run`, `pulse symbols …`), the local Kraken venue, pulsar-lite
+and PostgreSQL; every process is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+from tests.integration.test_kraken_pipeline import (
+    REPO,
+    SimThread,
+    process,
+    pulse_cmd,
+    sent,
+    stop,
+    stored_trades,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def pulse(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "--home", str(settings.home), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def markers(url: str, symbol: str, kind: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT ts_recv_ns FROM gaps WHERE venue='kraken' AND symbol=%s AND kind=%s ORDER BY 1", (symbol, kind)
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return []
+    return [r[0] for r in rows]
+
+
+def trades_after(url: str, symbol: str, ts_recv_ns: int) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM trades WHERE venue='kraken' AND symbol=%s AND ts_recv_ns > %s", (symbol, ts_recv_ns)
+        ).fetchone()[0]
+
+
+def test_symbols_add_and_remove_reach_a_running_ingester_and_sink(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    s, url = runtime_settings, endpoints.database_url
+    old, new = f"KA{unique[:6].upper()}/USD", f"KB{unique[:6].upper()}/USD"
+    env = {"PULSE_SINK__SUBSCRIPTION": f"sink-{unique}", "PULSE_SINK__MAX_LATENCY_MS": "50"}
+    with SimThread(symbols=[old, new], rate=400.0, seed=7) as sim:
+        sink = pulse_cmd(s, "sink", "run", "--source", f"crypto/kraken={old}", env=env)
+        ing = pulse_cmd(s, "ingest", "kraken", "--symbols", old, "--channels", "trade", "--url", sim.url, "--json")
+        with process(sink), process(ing):
+            wait_for(lambda: stored_trades(url, [old]), f"{old} trades in the database")
+            assert stored_trades(url, [new]) == []  # not subscribed yet
+
+            added = pulse(s, "symbols", "add", "kraken", new, "--channels", "trade", "--json")
+            assert added.returncode == 0, added.stderr
+            doc = json.loads(added.stdout)
+            assert doc["instrument"]["symbol"] == new and doc["instrument"]["channels"] == ["trade"]
+            assert [st["step"] for st in doc["steps"]] == ["topics", "registry", "control"]
+            assert "created on first use" in doc["steps"][0]["result"]
+
+            # within 5 s of the command the new instrument's trades are stored
+            wait_for(lambda: stored_trades(url, [new]), f"{new} trades in the database", timeout=5.0)
+            assert wait_for(lambda: markers(url, new, "subscribed"), "the subscribed marker")
+
+            removed = pulse(s, "symbols", "remove", "kraken", new)
+            assert removed.returncode == 0, removed.stderr
+            gone_at = wait_for(lambda: markers(url, new, "unsubscribed"), "the unsubscribed marker")[-1]
+            time.sleep(1.0)  # the old instrument keeps streaming meanwhile
+            assert trades_after(url, new, gone_at) == 0
+
+            code, out, err = stop(ing)
+            assert code == 0, err
+            summary = json.loads(out)
+            wait_for(
+                lambda: len(stored_trades(url, [old])) >= len([t for t in sent(sim) if t[0] == old]),
+                "every trade of the old instrument stored",
+            )
+            stop(sink)
+    # the old instrument was never interrupted: one session, no gap, every trade the venue sent stored once
+    assert summary["reconnects"] == 0 and summary["gaps"] == 0
+    old_sent = sorted(t for t in sent(sim) if t[0] == old)
+    assert sorted(stored_trades(url, [old])) == old_sent
+    assert markers(url, old, "gap") == []
+
+
+def test_symbols_add_refuses_bad_input_before_changing_anything(runtime_settings: Settings, unique: str) -> None:
+    s = runtime_settings
+    good = f"KC{unique[:6].upper()}/USD"
+    for args, message in [
+        (("kraken", good, "BTC;DROP TABLE"), "invalid Kraken symbol"),
+        (("kraken", good, "--channels", "trade,quote"), "kraken has no channel quote"),
+        (("krakenx", good), "unknown venue"),
+        (("oanda", "EURUSD"), "invalid symbol 'EURUSD' for OANDA"),
+        (("dukascopy", "FOOBAR"), "unknown Dukascopy instrument"),
+    ]:
+        res = pulse(s, "symbols", "add", *args)
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+    listed = json.loads(pulse(s, "symbols", "list", "--json").stdout)
+    assert good not in [r["symbol"] for r in listed]  # the good symbol of a refused batch was not added either
+
+
+def test_registry_lifecycle_and_venue_names(runtime_settings: Settings, unique: str) -> None:
+    s = runtime_settings
+    sym = f"KD{unique[:5].upper()}"
+    res = pulse(s, "symbols", "add", "kraken", "xbt/eur", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["instrument"]["symbol"] == "BTC/EUR"  # XBT ↔ BTC
+    res = pulse(s, "symbols", "add", "oanda", "usd_jpy", "--json")  # case is normalised
+    inst = json.loads(res.stdout)["instrument"]
+    assert (inst["symbol"], inst["venue_symbol"], inst["namespace"], inst["price_precision"]) == (
+        "USD/JPY", "USD_JPY", "fx", 3,
+    )  # fmt: skip
+    res = pulse(s, "symbols", "add", "dukascopy", "EURUSD", "--json")
+    inst = json.loads(res.stdout)["instrument"]
+    assert (inst["symbol"], inst["venue_symbol"], inst["namespace"]) == ("EUR/USD", "EURUSD", "historical")
+
+    assert pulse(s, "symbols", "disable", "kraken", "BTC/EUR").returncode == 0
+    rows = {r["symbol"]: r for r in json.loads(pulse(s, "symbols", "list", "--venue", "kraken", "--json").stdout)}
+    assert rows["BTC/EUR"]["enabled"] is False
+    enabled = json.loads(pulse(s, "symbols", "list", "--enabled", "--json").stdout)
+    assert "BTC/EUR" not in [r["symbol"] for r in enabled if r["venue"] == "kraken"]
+    assert pulse(s, "symbols", "enable", "kraken", "BTC/EUR").returncode == 0
+    assert pulse(s, "symbols", "remove", "kraken", "BTC/EUR").returncode == 0
+    res = pulse(s, "symbols", "remove", "kraken", "BTC/EUR")
+    assert res.returncode == 2 and "not in the registry" in res.stderr
+    res = pulse(s, "symbols", "enable", "kraken", sym + "/USD")
+    assert res.returncode == 2 and "not in the registry" in res.stderr

@@ -63,6 +63,7 @@ class Recorded:
     authorization: str | None
     content_type: str
     body: bytes
+    status: int = 0  # the answer's status
 
 
 @dataclass
@@ -124,17 +125,18 @@ class FakePulsarAdmin:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.path,
-                request.query_string,
-                request.headers.get("Authorization"),
-                request.headers.get("Content-Type", ""),
-                body,
-            )
+        rec = Recorded(
+            request.method,
+            request.path,
+            request.query_string,
+            request.headers.get("Authorization"),
+            request.headers.get("Content-Type", ""),
+            body,
         )
-        return await handler(request)
+        self.requests.append(rec)
+        resp = await handler(request)
+        rec.status = resp.status
+        return resp
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:

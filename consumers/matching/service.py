@@ -1,0 +1,358 @@
+"""The matching service: the pure engine wired to Pulsar, with durable state (``pulse consumers matching run``).
+
+Inputs: the orders topic (``trading/<matching.orders_topic>``, commands keyed by symbol) and each instrument's
+``quote``, ``trade`` and ``book`` topics in its namespace. Two Key_Shared consumers (orders from the earliest
+unacknowledged message, so orders sent before the service first started are not lost; market data from the
+latest, so a first start does not replay history) hand messages through their listener to one queue; one thread
+processes them in arrival order::
+
+    receive → duplicate? (position ≤ high-water mark of its topic and key: ack, skip)
+            → journal append (the exact processing order, see journal.py)
+            → engine → publish executions/positions to trading/<matching.fills_topic> (key = symbol)
+            → ack once the journal is fsync'd (a background thread, every ~50 ms)
+
+Every ``snapshot_interval_s`` (and on SIGTERM, after flushing the producer) a snapshot is written and the journal
+restarted. On start: snapshot + journal replay rebuild the exact state; the executions of replayed inputs that
+the broker had not confirmed (journal ``pub`` markers) are published again with the same ``exec_id``\\ s, so
+nothing is lost and a consumer dedupes the rare repeat on ``exec_id``.
+
+Scaling out: run one process per set of instruments with the same subscription: Key_Shared keeps each symbol's
+orders and market data on one consumer. The state of an instrument lives with the process that matched it, so
+keep the membership fixed (or use sticky key ranges on a real cluster); a rebalance moves keys without books.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pulsar
+
+from consumers.matching.engine import InstrumentSpec, MatchingEngine
+from consumers.matching.journal import Position, StateStore
+from consumers.matching.messages import Execution, Output, decode_command, output_encoder
+from pulse.bus import Bus
+from pulse.log import get_logger
+from pulse.models import Event
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+from pulse.status import StatusFile
+from pulse.topics import service_topic, topic
+
+log = get_logger(__name__)
+
+MARKET_CHANNELS = ("quote", "trade", "book")
+_SYNC_EVERY_S = 0.05
+_STATUS_EVERY_S = 0.5
+_market_json = msgspec.json.Decoder(Event)
+_market_mp = msgspec.msgpack.Decoder(Event)
+
+
+def state_dir(settings: Settings, name: str) -> Path:
+    base = Path(settings.matching.state_dir).expanduser() if settings.matching.state_dir else None
+    return (base or settings.home / "state" / "matching") / name
+
+
+def market_topics(settings: Settings, instruments: Sequence[InstrumentSpec]) -> list[str]:
+    tenant = settings.pulsar.tenant
+    return [topic(i.namespace, i.venue, i.symbol, ch, tenant) for i in instruments for ch in MARKET_CHANNELS]
+
+
+@dataclass
+class MatchingStats:
+    received: int = 0
+    orders: int = 0
+    market_events: int = 0
+    executions: int = 0
+    fills: int = 0
+    rejects: int = 0
+    published: int = 0  # outputs the broker acknowledged
+    duplicates: int = 0  # redelivered inputs already processed (skipped)
+    bad_messages: int = 0
+    replayed: int = 0  # journal records re-applied at start
+    republished: int = 0  # outputs published again at start (not confirmed before the previous process ended)
+    snapshots: int = 0
+    open_orders: int = 0
+
+
+def _position(msg: pulsar.Message) -> Position:
+    mid = msg.message_id()
+    return (mid.partition(), mid.ledger_id(), mid.entry_id(), mid.batch_index())
+
+
+class MatchingService:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: Endpoints,
+        instruments: Sequence[InstrumentSpec],
+        *,
+        name: str = "matching",
+        status_home: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.instruments = list(instruments)
+        self.name = name
+        ms = settings.matching
+        tenant = settings.pulsar.tenant
+        self.orders_topic = service_topic("trading", ms.orders_topic, tenant)
+        self.fills_topic = service_topic("trading", ms.fills_topic, tenant)
+        self.market_topics = market_topics(settings, self.instruments)
+        self.store = StateStore(state_dir(settings, name))
+        self.stats = MatchingStats()
+        self.engine = MatchingEngine(self.instruments)
+        self.hwm: dict[str, Position] = {}  # "topic|key" → last processed position
+        self.out_seq = 0  # outputs produced so far (deterministic given the inputs)
+        self.published = 0  # outputs 1..published confirmed by the broker
+        self._acked_out = 0  # set by producer callbacks
+        self._pub_marked = 0
+        self._marked_at = 0.0
+        self._pending: deque[tuple[int, int, pulsar.Message, pulsar.Consumer]] = deque()  # (gen, offset, msg, c)
+        self._lock = threading.Lock()
+        self._inbox: queue.Queue[tuple[pulsar.Consumer, pulsar.Message]] = queue.Queue()
+        self._status = StatusFile(status_home, name) if status_home is not None else None
+        self._status_at = 0.0
+        self.last_tick: dict[str, int] = {}
+        self.state = "starting"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Recover, consume until ``stop`` is set, then flush, snapshot, acknowledge and close."""
+        bus = Bus(self.settings, self.endpoints.pulsar_url)
+        consumers: list[pulsar.Consumer] = []
+        syncer = threading.Thread(target=self._sync_loop, args=(stop,), name=f"{self.name}-sync", daemon=True)
+        try:
+            self.producer = bus.client.create_producer(
+                self.fills_topic,
+                compression_type=pulsar.CompressionType.LZ4,
+                batching_enabled=True,
+                batching_max_publish_delay_ms=self.settings.pulsar.batching_max_publish_delay_ms,
+                batching_type=pulsar.BatchingType.KeyBased,
+                block_if_queue_full=True,
+                send_timeout_millis=0,
+                max_pending_messages=self.settings.pulsar.max_pending_messages,
+            )
+            self._recover()
+            sub = self.settings.matching.subscription
+            listener = self._on_message
+            common: dict[str, Any] = {
+                "consumer_type": pulsar.ConsumerType.KeyShared,
+                "message_listener": listener,
+                "receiver_queue_size": 5000,
+                "consumer_name": self.name,
+            }
+            consumers.append(
+                bus.client.subscribe(self.orders_topic, sub, initial_position=pulsar.InitialPosition.Earliest, **common)
+            )
+            if self.market_topics:
+                consumers.append(
+                    bus.client.subscribe(
+                        self.market_topics, sub, initial_position=pulsar.InitialPosition.Latest, **common
+                    )
+                )
+            syncer.start()
+            self.state = "running"
+            log.info(
+                "matching started",
+                instruments=len(self.instruments),
+                orders_topic=self.orders_topic,
+                fills_topic=self.fills_topic,
+                open_orders=len(self.engine.open),
+                replayed=self.stats.replayed,
+            )
+            self._write_status(force=True)
+            snap_every = self.settings.matching.snapshot_interval_s
+            snap_at = time.monotonic() + snap_every
+            inbox = self._inbox
+            while not stop.is_set():
+                try:
+                    consumer, msg = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+                else:
+                    self._handle(consumer, msg)
+                now = time.monotonic()
+                if self._acked_out > self._pub_marked and now - self._marked_at >= _SYNC_EVERY_S:
+                    self._mark_published()
+                    self._marked_at = now
+                if now >= snap_at:
+                    self.checkpoint()
+                    snap_at = now + snap_every
+                self._write_status()
+            self.state = "stopping"
+            for c in consumers:
+                with contextlib.suppress(Exception):
+                    c.pause_message_listener()
+            self.producer.flush()
+            self._acked_out = self.out_seq
+            self._mark_published()
+            self.checkpoint()
+        finally:
+            stop.set()
+            if syncer.is_alive():
+                syncer.join(2)
+            for c in consumers:
+                with contextlib.suppress(Exception):
+                    c.close()
+            with contextlib.suppress(Exception):
+                bus.close()
+            self.store.close()
+            self.state = "stopped"
+            self._write_status(force=True)
+        log.info("matching stopped", **asdict(self.stats))
+
+    def _on_message(self, consumer: pulsar.Consumer, msg: pulsar.Message) -> None:
+        self._inbox.put((consumer, msg))
+
+    # -- processing ----------------------------------------------------------------------------------
+    def _handle(self, consumer: pulsar.Consumer, msg: pulsar.Message) -> None:
+        self.stats.received += 1
+        t = msg.topic_name()
+        key = msg.partition_key()
+        hk = f"{t}|{key}"
+        pos = _position(msg)
+        last = self.hwm.get(hk)
+        if last is not None and pos <= last:
+            self.stats.duplicates += 1
+            consumer.acknowledge(msg)
+            return
+        payload = msg.data()
+        off = self.store.append(["in", t, key, list(pos), payload])
+        self._apply(t, hk, pos, payload, publish=True)
+        self._pending.append((self.store.gen, off, msg, consumer))
+
+    def _apply(self, t: str, hk: str, pos: Position, payload: bytes, *, publish: bool) -> list[Output]:
+        self.hwm[hk] = pos
+        outs: list[Output]
+        try:
+            if t == self.orders_topic or t.startswith(self.orders_topic + "-partition-"):
+                self.stats.orders += 1
+                outs = self.engine.on_order(decode_command(payload))
+            else:
+                ev = _market_json.decode(payload) if payload[:1] == b"{" else _market_mp.decode(payload)
+                self.stats.market_events += 1
+                self.last_tick[f"{ev.venue}:{ev.symbol}"] = ev.ts_event
+                outs = self.engine.on_market(ev)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats.bad_messages += 1
+            raw = payload[:200].decode("utf-8", "replace")
+            log.warning("undecodable message skipped", topic=t, error=str(exc), raw=raw)
+            return []
+        for o in outs:
+            self.out_seq += 1
+            if type(o) is Execution:
+                self.stats.executions += 1
+                if o.kind == "fill":
+                    self.stats.fills += 1
+                elif o.kind == "rejected":
+                    self.stats.rejects += 1
+            if publish:
+                self._publish(o, self.out_seq)
+        return outs
+
+    def _publish(self, o: Output, n: int) -> None:
+        tag = "execution" if type(o) is Execution else "position"
+
+        def done(res: pulsar.Result, _mid: object) -> None:
+            if res == pulsar.Result.Ok and n > self._acked_out:
+                self._acked_out = n
+
+        self.producer.send_async(
+            output_encoder.encode(o), done, properties={"type": tag, "format": "json"}, partition_key=o.symbol
+        )
+
+    def _mark_published(self) -> None:
+        n = self._acked_out
+        if n > self._pub_marked:
+            self.store.append(["pub", n])
+            self._pub_marked = n
+            self.published = n
+            self.stats.published = n
+
+    # -- durability ----------------------------------------------------------------------------------
+    def _sync_loop(self, stop: threading.Event) -> None:
+        """fsync the journal every ~50 ms and acknowledge the inputs it now durably holds."""
+        while not stop.wait(_SYNC_EVERY_S):
+            with self._lock:
+                if not self._pending:
+                    continue
+                try:
+                    gen, upto = self.store.sync()
+                except OSError as exc:
+                    log.warning("journal fsync failed", error=str(exc))
+                    continue
+                p = self._pending
+                while p and p[0][0] == gen and p[0][1] <= upto:
+                    _g, _o, msg, consumer = p.popleft()
+                    with contextlib.suppress(Exception):
+                        consumer.acknowledge(msg)
+
+    def checkpoint(self) -> None:
+        """Snapshot everything processed, start a new journal, acknowledge every input the snapshot covers."""
+        with self._lock:
+            self.store.checkpoint(
+                {
+                    "engine": self.engine.snapshot(),
+                    "hwm": sorted([k, list(v)] for k, v in self.hwm.items()),
+                    "out_seq": self.out_seq,
+                    "published": self.published,
+                }
+            )
+            self.stats.snapshots += 1
+            while self._pending:
+                _g, _o, msg, consumer = self._pending.popleft()
+                with contextlib.suppress(Exception):
+                    consumer.acknowledge(msg)
+
+    def _recover(self) -> None:
+        snap, records = self.store.load()
+        if snap is not None:
+            self.engine = MatchingEngine.restore(snap["engine"], self.instruments)
+            self.hwm = {k: tuple(v) for k, v in snap["hwm"]}  # type: ignore[misc]
+            self.out_seq = snap["out_seq"]
+            self.published = snap["published"]
+        confirmed = max([self.published] + [r[1] for r in records if r[0] == "pub"])
+        for rec in records:
+            if rec[0] != "in":
+                continue
+            _kind, t, key, pos, payload = rec
+            first = self.out_seq
+            outs = self._apply(t, f"{t}|{key}", tuple(pos), payload, publish=False)  # type: ignore[arg-type]
+            self.stats.replayed += 1
+            for i, o in enumerate(outs, start=first + 1):
+                if i > confirmed:
+                    self._publish(o, i)
+                    self.stats.republished += 1
+        self.published = self._acked_out = self._pub_marked = confirmed
+        if records or snap is not None:
+            self.producer.flush()
+            self._acked_out = self.out_seq
+            self._mark_published()
+            self.checkpoint()  # the replayed state becomes the new base: the journal starts empty
+            log.info("matching state recovered", replayed=self.stats.replayed, republished=self.stats.republished)
+
+    # -- reporting -----------------------------------------------------------------------------------
+    def snapshot_stats(self) -> dict[str, Any]:
+        self.stats.open_orders = len(self.engine.open)
+        return asdict(self.stats)
+
+    def _write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status is None or (not force and now - self._status_at < _STATUS_EVERY_S):
+            return
+        self._status_at = now
+        self._status.write(
+            self.snapshot_stats(),
+            state=self.state,
+            last_tick=dict(self.last_tick),
+            instruments=[f"{i.venue}:{i.symbol}" for i in self.instruments],
+        )

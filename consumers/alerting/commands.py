@@ -1,0 +1,205 @@
+"""Click objects for the CLI (registered by ``cli.py``): the ``alerts`` group and the ``alerting_run`` command.
+
+``pulse alerts add KIND --venue V --symbol S [--name N] [--cooldown S] [--hysteresis X] [--PARAM VALUE …]``
+takes the kind's own parameters as options named after the rule's fields (``--above 50000``,
+``--window-s 300``, ``--pct 2``; dashes or underscores), or as ``--param key=value``; everything is
+validated against the rule definition and refused naming the bad option before anything is stored.
+Each ``obj`` is the CLI's context: it has ``.settings`` (:class:`pulse.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from consumers.alerting.rules import COMMON_FIELDS, RULE_TYPES, RuleError, describe, make_rule, rule_to_dict
+from pulse.errors import ConfigError
+
+
+def _kinds_help() -> str:
+    lines = []
+    for kind, cls in RULE_TYPES.items():
+        params = ", ".join(f"--{k.replace('_', '-')}" for k in cls.PARAMS)
+        lines.append(f"{kind.replace('_', '-')}: {params}")
+    return "\n\n".join(lines)
+
+
+def _store(obj: Any) -> Any:
+    from consumers.alerting.store import AlertStore
+    from pulse.runtime import resolve_endpoints
+
+    ep = resolve_endpoints(obj.settings, need_pulsar=False)
+    store = AlertStore(ep.database_url)
+    store.ensure_schema()
+    return store
+
+
+def parse_extra(args: list[str]) -> dict[str, str]:
+    """``["--above", "5", "--window-s=30", "--param", "pct=2"]`` → ``{"above": "5", "window_s": "30", "pct": "2"}``."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise RuleError(f"unexpected argument {arg!r}: rule parameters are --NAME VALUE")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise RuleError(f"option --{name} needs a value")
+            value = args[i + 1]
+            i += 1
+        i += 1
+        if name == "param":
+            key, eq2, value = value.partition("=")
+            if not eq2 or not key:
+                raise RuleError(f"--param {value!r}: expected key=value")
+            name = key
+        key = name.replace("-", "_")
+        if key in out:
+            raise RuleError(f"parameter {key} given twice")
+        out[key] = value
+    return out
+
+
+@click.group("alerts")
+def alerts() -> None:
+    """Manage alert rules (stored in the database; the alerting service reads them at start)."""
+
+
+@alerts.command(
+    "add",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    epilog="Kind parameters:\n\n" + _kinds_help(),
+)
+@click.argument("kind")
+@click.option("--venue", required=True, help="kraken | oanda")
+@click.option("--symbol", required=True, help="Canonical symbol, e.g. BTC/USD.")
+@click.option("--name", default="", help="A label shown in alerts.")
+@click.option("--cooldown", "cooldown_s", type=float, help="Seconds between two alerts of this rule (default 60).")
+@click.option("--hysteresis", type=float, help="Re-arm margin in the threshold's unit (default 0).")
+@click.option("--disabled", is_flag=True, help="Store the rule disabled.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored rule as JSON.")
+@click.pass_context
+def alerts_add(
+    ctx: click.Context,
+    kind: str,
+    venue: str,
+    symbol: str,
+    name: str,
+    cooldown_s: float | None,
+    hysteresis: float | None,
+    disabled: bool,
+    as_json: bool,
+) -> None:
+    """Add a rule of KIND (price-cross, pct-change, ma-cross, spread, volume-spike, stale-feed, divergence).
+
+    \b
+    Examples:
+      pulse alerts add price-cross --venue kraken --symbol BTC/USD --above 50000 --cooldown 60
+      pulse alerts add pct-change --venue kraken --symbol ETH/USD --window-s 300 --pct 2 --hysteresis 0.5
+      pulse alerts add stale-feed --venue oanda --symbol EUR/USD --silence-s 30
+    """
+    try:
+        fields: dict[str, Any] = parse_extra(list(ctx.args))
+        clash = sorted(set(fields) & set(COMMON_FIELDS))
+        if clash:
+            raise RuleError(f"give {', '.join('--' + c.replace('_', '-') for c in clash)} as the named option(s)")
+        fields.update(venue=venue, symbol=symbol, name=name, enabled=not disabled)
+        if cooldown_s is not None:
+            fields["cooldown_s"] = cooldown_s
+        if hysteresis is not None:
+            fields["hysteresis"] = hysteresis
+        rule = make_rule(kind, fields)
+    except RuleError as exc:
+        raise click.UsageError(str(exc)) from exc
+    store = _store(ctx.obj)
+    try:
+        stored = store.add_rule(rule)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rule_to_dict(stored), indent=2))
+    else:
+        click.echo(f"added {describe(stored)}")
+
+
+@alerts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the rules as a JSON array.")
+@click.pass_obj
+def alerts_list(obj: Any, as_json: bool) -> None:
+    """List the stored rules."""
+    store = _store(obj)
+    try:
+        rules = store.rules()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([rule_to_dict(r) for r in rules], indent=2))
+        return
+    for r in rules:
+        click.echo(describe(r) + ("" if r.enabled else " [disabled]"))
+    if not rules:
+        click.echo("no rules (add one with `pulse alerts add`)")
+
+
+@alerts.command("remove")
+@click.argument("ids", nargs=-1, required=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the removed ids as JSON.")
+@click.pass_obj
+def alerts_remove(obj: Any, ids: tuple[int, ...], as_json: bool) -> None:
+    """Remove rules by id (see `pulse alerts list`). Unknown ids are an error (exit 2), after removing the rest."""
+    store = _store(obj)
+    try:
+        removed = store.remove_rules(ids)
+    finally:
+        store.close()
+    missing = sorted(set(ids) - set(removed))
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "missing": missing}))
+    else:
+        for rid in removed:
+            click.echo(f"removed #{rid}")
+    if missing:
+        raise ConfigError(f"no rule with id {', '.join(map(str, missing))}")
+
+
+@click.command("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@click.pass_obj
+def alerting_run(obj: Any, as_json: bool) -> None:
+    """Run the alerting service: evaluate the stored rules on live ticks; publish, store and deliver alerts.
+
+    Subscribes (Key_Shared, keyed by instrument) to the live topics the rules need; SIGTERM writes the final state
+    snapshot, acknowledges and exits 0.
+    """
+    from consumers.alerting.service import AlertingService, topics_for_rules
+    from consumers.alerting.store import AlertStore
+    from consumers.alerting.webhooks import check_webhooks
+    from pulse.runtime import resolve_endpoints
+
+    s = obj.settings
+    a = s.alerting
+    check_webhooks(a.webhooks, a.webhook_allowed_hosts, s.webhook_secret())  # refused before anything starts
+    ep = resolve_endpoints(s)
+    store = AlertStore(ep.database_url)
+    try:
+        store.ensure_schema()
+        rules = store.rules(enabled_only=True)
+    finally:
+        store.close()
+    topics = topics_for_rules(s, rules)
+    if not topics:
+        raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    svc = AlertingService(s, ep, topics, rules=rules, status_home=s.home)
+    svc.run(stop)
+    if as_json:
+        click.echo(json.dumps(svc.counters(), indent=2, default=str))
+    sys.stdout.flush()

@@ -1,0 +1,415 @@
+"""The alerting service: live market-data topics → :class:`AlertEngine` → alert events, rows and webhooks.
+
+Threads, so that nothing slow sits between a tick and its alert::
+
+    main (caller's thread)                      writer thread                    webhook thread (asyncio)
+    receive → decode → engine.on_event          store alerts (ON CONFLICT DO     POST, signed, retried
+    → publish each alert at once (send_async)   NOTHING) → new ones to webhooks  with capped backoff
+    every timer_interval_s: engine.on_timer     snapshot + acks: upsert state,
+    every snapshot_interval_s: snapshot the     flush the alert producer, then
+      instruments touched, hand it over with    acknowledge the messages the
+      the messages it covers                    snapshot covers
+
+Restart semantics (decided: **snapshot + replay**, not a rebuild from history — pulsar-lite cannot seek to
+earliest and a rebuild would need hours of ticks for long windows): market-data messages are acknowledged
+only after the snapshot that includes their effect has committed. After a crash or SIGKILL the broker
+redelivers exactly the unacknowledged messages, which the engine replays on top of the last snapshot: the
+state is then the same as if the process had never stopped, and because the engine is deterministic the
+replay produces the same alerts with the same ids. The ``alerts`` table stores each once and webhooks are
+sent only for alerts the database had not seen; the alert *topic* may carry a replayed alert twice
+(at-least-once — de-duplicate on ``alert_id``). Stale-feed silence is measured on our clock, so it restarts
+counting at service start.
+
+Scale-out: a Key_Shared subscription keyed by the message key (the symbol), so every tick of an instrument
+goes to the same consumer, in order, and each process keeps state for its share of instruments. Several
+processes share the ``alert_state`` table (one row per instrument). A rule over two venues (``divergence``)
+needs both venues' topics to route one symbol to the same consumer; with Key_Shared that holds when the
+consumers join every topic together (same consumers, same hash ranges), which is how this service subscribes.
+Caveat: state is loaded at start, so after a rebalance between *running* processes the new owner continues
+from its own (possibly older) state of that instrument; restarting the group restores it exactly.
+
+SIGTERM/SIGINT (the caller sets ``stop``): the last snapshot is written, alerts flushed, messages
+acknowledged, webhooks in flight get ``webhook_timeout_s`` to finish, and ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+import pulsar
+import sqlalchemy.exc
+
+from consumers.alerting.engine import AlertEngine
+from consumers.alerting.messages import Alert, alert_properties, encode_alert
+from consumers.alerting.rules import VENUE_NAMESPACES, Rule
+from consumers.alerting.store import AlertStore
+from consumers.alerting.webhooks import WebhookSender, WebhookWorker, check_webhooks
+from pulse.bus import Bus
+from pulse.errors import BusError, CodecError
+from pulse.log import get_logger
+from pulse.models import Event
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+from pulse.status import StatusFile
+from pulse.topics import service_topic, topic
+
+log = get_logger(__name__)
+
+_STATUS_EVERY_S = 0.5
+_RECEIVE_MS = 50
+_json_dec = msgspec.json.Decoder(Event)
+_mp_dec = msgspec.msgpack.Decoder(Event)
+
+
+def decode_event(data: bytes) -> Event:
+    """JSON or MessagePack event, told apart by the first byte (a JSON event is an object)."""
+    try:
+        return _json_dec.decode(data) if data[:1] == b"{" else _mp_dec.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CodecError(f"cannot decode event: {exc}") from exc
+
+
+def topics_for_rules(settings: Settings, rules: Iterable[Rule]) -> list[str]:
+    """The live topics the rules read: venue → namespace (kraken → crypto, oanda → fx), one topic per instrument
+    and channel the rule needs (quote for bid/ask/mid, trade for last price and volume), sorted, no duplicates."""
+    out: set[str] = set()
+    tenant = settings.pulsar.tenant
+    for r in rules:
+        if not r.enabled:
+            continue
+        for venue, symbol in r.instruments():
+            for ch in r.channels():
+                if venue == "oanda" and ch == "trade":
+                    continue  # OANDA publishes quotes only
+                out.add(topic(VENUE_NAMESPACES[venue], venue, symbol, ch, tenant))
+    return sorted(out)
+
+
+def alerts_topic(settings: Settings) -> str:
+    return service_topic("alerts", settings.alerting.alerts_topic, settings.pulsar.tenant)
+
+
+@dataclass
+class AlertingStats:
+    received: int = 0  # messages
+    decode_errors: int = 0
+    alerts: int = 0  # produced by the engine
+    published: int = 0  # acknowledged by the broker
+    publish_failed: int = 0
+    stored: int = 0  # new rows in the alerts table
+    duplicates: int = 0  # alerts the table already had (replays)
+    snapshots: int = 0
+    acked: int = 0
+    db_errors: int = 0
+    broker_errors: int = 0
+    restored_rules: int = 0
+
+
+class _Snapshot(msgspec.Struct):
+    state: dict[tuple[str, str], bytes]
+    msgs: list[Any]
+
+
+_DONE = object()
+
+
+class AlertingService:
+    """Evaluate ``rules`` (default: the enabled rules in the database) against ``topics`` (default: the topics
+    the rules need). Webhook settings are checked here, before anything connects. Call :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: Endpoints,
+        topics: Sequence[str] | None = None,
+        *,
+        rules: Sequence[Rule] | None = None,
+        name: str = "alerting",
+        status_home: Path | None = None,
+    ) -> None:
+        a = settings.alerting
+        secret = settings.webhook_secret()
+        check_webhooks(a.webhooks, a.webhook_allowed_hosts, secret)  # refuse a bad host before starting anything
+        self.settings = settings
+        self.endpoints = endpoints
+        self.name = name
+        self.store = AlertStore(endpoints.database_url)
+        self._rules = list(rules) if rules is not None else None
+        self._topics = list(topics) if topics else None
+        self.topic = alerts_topic(settings)
+        self.stats = AlertingStats()
+        self.engine: AlertEngine | None = None
+        self._sender = (
+            WebhookSender(a.webhooks, secret, allowed_hosts=a.webhook_allowed_hosts, timeout_s=a.webhook_timeout_s,
+                          max_attempts=a.webhook_max_attempts, backoff_max_s=a.webhook_backoff_max_s)
+            if a.webhooks else None
+        )  # fmt: skip
+        self._webhooks: WebhookWorker | None = None
+        self._status = StatusFile(status_home, name) if status_home is not None else None
+        self._status_at = 0.0
+        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self._writer_error: BaseException | None = None
+        self._bus: Bus | None = None
+        self._consumer: pulsar.Consumer | None = None
+        self._producer: pulsar.Producer | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics or [])
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; then snapshot, flush, acknowledge, close."""
+        writer: threading.Thread | None = None
+        try:
+            self._retry("prepare database", self.store.ensure_schema, stop)
+            if self._rules is None:
+                self._rules = self._retry("load rules", lambda: self.store.rules(enabled_only=True), stop)
+            engine = self.engine = AlertEngine(self._rules)
+            if self._topics is None:
+                self._topics = topics_for_rules(self.settings, self._rules)
+            if not self._topics:
+                raise BusError("no topics to consume: no enabled rule (add one with `pulse alerts add`)")
+            blobs = self._retry("load state", lambda: self.store.load_state(engine.instruments()), stop)
+            self.stats.restored_rules = engine.restore(blobs)
+            if self._sender is not None:
+                self._webhooks = WebhookWorker(self._sender)
+            self._bus = Bus(self.settings, self.endpoints.pulsar_url)
+            bus = self._bus
+            self._producer = bus.producer(self.topic, name=f"{self.name}.{self.topic.rsplit('/', 1)[-1]}")
+            self._consumer = self._retry(
+                "subscribe",
+                lambda: bus.subscribe(self.topics, self.settings.alerting.subscription, sub_type="key_shared",
+                                      consumer_name=f"{self.name}-{id(self):x}", receiver_queue_size=2000),
+                stop,
+                broker=True,
+            )  # fmt: skip
+            writer = threading.Thread(target=self._write_loop, args=(stop,), name=f"{self.name}-writer")
+            writer.start()
+            log.info(
+                "alerting started",
+                rules=len(self._rules),
+                instruments=len(engine.instruments()),
+                topics=len(self.topics),
+                restored_rules=self.stats.restored_rules,
+                alerts_topic=self.topic,
+                webhooks=len(self.settings.alerting.webhooks),
+            )
+            self._loop(engine, stop)
+        except _Stopped:
+            log.warning("stopped before the service was ready")
+        finally:
+            if writer is not None:
+                self._put(_DONE)
+                writer.join()
+            if self._webhooks is not None:
+                self._webhooks.close(self.settings.alerting.webhook_timeout_s)
+            self._close()
+        log.info("alerting stopped", **asdict(self.stats))
+        if self._writer_error is not None:
+            raise self._writer_error
+
+    def _loop(self, engine: AlertEngine, stop: threading.Event) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        cfg = self.settings.alerting
+        held: list[Any] = []  # messages applied to the engine, not yet covered by a committed snapshot
+        pending: list[Alert] = []
+        next_timer = next_snap = time.monotonic()
+        st = self.stats
+        while not stop.is_set() and self._writer_error is None:
+            try:
+                msg = consumer.receive(timeout_millis=_RECEIVE_MS)
+            except pulsar.Timeout:
+                msg = None
+            except Exception as exc:
+                st.broker_errors += 1
+                log.warning("receive failed", error=str(exc))
+                stop.wait(0.5)
+                msg = None
+            if msg is not None:
+                st.received += 1
+                held.append(msg)
+                try:
+                    event = decode_event(msg.data())
+                except CodecError as exc:
+                    st.decode_errors += 1
+                    log.warning("undecodable message skipped", topic=msg.topic_name(), error=str(exc)[:300])
+                else:
+                    out = engine.on_event(event)
+                    if out:
+                        self._publish(out)
+                        pending += out
+            now = time.monotonic()
+            if now >= next_timer:
+                next_timer = now + cfg.timer_interval_s
+                out = engine.on_timer(time.time_ns())
+                if out:
+                    self._publish(out)
+                    pending += out
+            if pending:
+                self._put(pending)
+                pending = []
+            if now >= next_snap:
+                next_snap = now + cfg.snapshot_interval_s
+                self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+                held = []
+            self._tick()
+        # stopping: the final snapshot covers everything applied
+        if self._writer_error is None:
+            if pending:
+                self._put(pending)
+            self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+
+    def _publish(self, alerts: list[Alert]) -> None:
+        producer = self._producer
+        assert producer is not None
+        st = self.stats
+        st.alerts += len(alerts)
+        props = alert_properties()
+
+        def done(res: pulsar.Result, _mid: object) -> None:
+            if res == pulsar.Result.Ok:
+                st.published += 1
+            else:
+                st.publish_failed += 1
+
+        for a in alerts:
+            producer.send_async(encode_alert(a), done, properties=props, partition_key=a.symbol,
+                                event_timestamp=a.ts_event // 1_000_000)  # fmt: skip
+
+    def _put(self, item: Any) -> None:
+        while self._writer_error is None:
+            try:
+                self._handoff.put(item, timeout=_STATUS_EVERY_S)
+                return
+            except queue.Full:
+                self._tick()
+
+    # -- writer thread ---------------------------------------------------------------------------------------
+    def _write_loop(self, stop: threading.Event) -> None:
+        try:
+            while True:
+                item = self._handoff.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Snapshot):
+                    self._commit_snapshot(item, stop)
+                else:
+                    self._store_alerts(item, stop)
+        except BaseException as exc:
+            if not isinstance(exc, _Stopped):
+                log.error("alerting writer failed", error=f"{type(exc).__name__}: {exc}")
+                self._writer_error = exc
+            stop.set()
+            while True:  # unblock the main thread; unacknowledged messages are redelivered later
+                try:
+                    if self._handoff.get(timeout=5) is _DONE:
+                        return
+                except queue.Empty:
+                    return
+
+    def _store_alerts(self, alerts: list[Alert], stop: threading.Event) -> None:
+        new = self._retry("store alerts", lambda: self.store.store_alerts(alerts), stop, final=True)
+        self.stats.stored += len(new)
+        self.stats.duplicates += len(alerts) - len(new)
+        if self._webhooks is not None:
+            for a in new:
+                self._webhooks.submit(a)
+
+    def _commit_snapshot(self, snap: _Snapshot, stop: threading.Event) -> None:
+        if snap.state:
+            self._retry("store state", lambda: self.store.store_alerts((), snap.state), stop, final=True)
+        self.stats.snapshots += 1
+        if self._producer is not None:
+            try:
+                self._producer.flush()  # alerts published before these messages' acks
+            except Exception as exc:
+                self.stats.broker_errors += 1
+                log.warning("alert producer flush failed", error=str(exc))
+        consumer = self._consumer
+        assert consumer is not None
+        for msg in snap.msgs:
+            try:
+                consumer.acknowledge(msg)
+                self.stats.acked += 1
+            except Exception as exc:  # a lost ack is a redelivery, replayed deterministically
+                self.stats.broker_errors += 1
+                log.warning("ack failed", error=str(exc))
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+    def _retry(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False, final: bool = False) -> Any:
+        """Call ``fn`` until the database (or broker) answers: capped, jittered backoff, stop-aware. With ``final``
+        keep trying for a while after stop (the last snapshot is worth a few seconds)."""
+        errors: tuple[type[BaseException], ...] = (
+            (BusError,) if broker else (sqlalchemy.exc.OperationalError, psycopg.OperationalError)
+        )
+        delay = 0.1
+        deadline: float | None = None
+        while True:
+            try:
+                return fn()
+            except errors as exc:
+                if broker:
+                    self.stats.broker_errors += 1
+                else:
+                    self.stats.db_errors += 1
+                if stop.is_set():
+                    deadline = deadline or time.monotonic() + (10.0 if final else 0.0)
+                    if time.monotonic() >= deadline:
+                        raise _Stopped from exc
+                wait = random.uniform(delay / 2, delay)
+                log.warning(f"{'broker' if broker else 'database'} unavailable, retrying", action=what,
+                            retry_in_s=round(wait, 2), error=str(exc)[:300])  # fmt: skip
+                time.sleep(wait)
+                delay = min(delay * 2, 10.0)
+
+    def _close(self) -> None:
+        for what, fn in (("consumer", self._consumer), ("client", self._bus)):
+            if fn is not None:
+                try:
+                    fn.close()
+                except Exception as exc:
+                    log.warning(f"{what} close failed", error=str(exc))
+        self.store.close()
+        self._tick(final=True)
+
+    def counters(self) -> dict[str, Any]:
+        d: dict[str, Any] = asdict(self.stats)
+        if self.engine is not None:
+            d.update(ticks=self.engine.stats["ticks"], ignored=self.engine.stats["ignored"])
+        if self._sender is not None:
+            d.update(self._sender.stats.as_dict())
+        return d
+
+    def _tick(self, final: bool = False) -> None:
+        if self._status is None:
+            return
+        now = time.monotonic()
+        if now - self._status_at < _STATUS_EVERY_S and not final:
+            return
+        self._status_at = now
+        try:
+            self._status.write(
+                self.counters(),
+                topics=len(self.topics),
+                rules=len(self._rules or []),
+                subscription=self.settings.alerting.subscription,
+                alerts_topic=self.topic,
+                state="stopped" if final else "running",
+            )
+        except OSError as exc:
+            log.warning("status file write failed", path=str(self._status.path), error=str(exc))
+
+
+class _Stopped(Exception):
+    """Stop was requested while the database or broker was unavailable."""

@@ -1,0 +1,205 @@
+"""Rules, alerts and engine state in PostgreSQL (SQLAlchemy 2 Core).
+
+Tables (created idempotently — ``CREATE … IF NOT EXISTS`` under a transaction-scoped advisory lock, so several
+alerting processes and ``pulse alerts add`` can start together):
+
+``alert_rules``
+    one row per rule: ``id`` (identity), ``kind``, ``venue``, ``symbol``, ``name``, ``params`` (JSONB: every
+    other field of the rule, validated again by :func:`~consumers.alerting.rules.make_rule` when read),
+    ``enabled``, ``created_at``. Rules are removed by deleting the row.
+``alerts``
+    one row per alert, unique on ``alert_id`` (deterministic, see :mod:`consumers.alerting.messages`), so a
+    replay after a restart inserts nothing twice; ``payload`` is the alert event as published.
+``alert_state``
+    the engine's snapshot, one msgpack blob per instrument (``venue``, ``symbol`` primary key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Identity,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from consumers.alerting.messages import Alert
+from consumers.alerting.rules import Rule, RuleError, make_rule, rule_params
+
+metadata = MetaData()
+
+rules_table = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, Identity(), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("venue", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("params", JSONB, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+alerts_table = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("alert_id", Text, nullable=False, unique=True),
+    Column("rule_id", Integer, nullable=False, index=True),
+    Column("kind", Text, nullable=False),
+    Column("venue", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("ts_event", BigInteger, nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Column("threshold", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+state_table = Table(
+    "alert_state",
+    metadata,
+    Column("venue", Text, primary_key=True),
+    Column("symbol", Text, primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+_LOCK_KEY = 0x50554C5345414C  # "PULSEAL": serialises schema creation between processes
+
+
+def db_engine(url: str) -> Engine:
+    """A SQLAlchemy engine over psycopg 3 for a ``postgresql://`` URL (as :class:`pulse.runtime.Endpoints` has)."""
+    return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool)
+
+
+class AlertStore:
+    """Rules, alerts and state. Thread-safe (one connection per call). :meth:`ensure_schema` before use."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = db_engine(url)
+
+    def ensure_schema(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
+            metadata.create_all(conn, checkfirst=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- rules --------------------------------------------------------------------------------------------
+    def add_rule(self, rule: Rule) -> Rule:
+        """Insert ``rule`` (its ``id`` is ignored); return it with the id the database assigned."""
+        with self.engine.begin() as conn:
+            rid = conn.execute(
+                insert(rules_table)
+                .values(kind=rule.kind, venue=rule.venue, symbol=rule.symbol, name=rule.name,
+                        params=rule_params(rule), enabled=rule.enabled)
+                .returning(rules_table.c.id)
+            ).scalar_one()  # fmt: skip
+        return msgspec.structs.replace(rule, id=rid)
+
+    def rules(self, *, enabled_only: bool = False) -> list[Rule]:
+        """Every stored rule, by id. A row that no longer validates raises :class:`RuleError` naming its id."""
+        q = select(rules_table).order_by(rules_table.c.id)
+        if enabled_only:
+            q = q.where(rules_table.c.enabled)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+        out: list[Rule] = []
+        for row in rows:
+            fields: dict[str, Any] = dict(row["params"])
+            fields.update({k: row[k] for k in ("id", "venue", "symbol", "name", "enabled")})
+            try:
+                out.append(make_rule(row["kind"], fields))
+            except RuleError as exc:
+                raise RuleError(f"stored rule #{row['id']} is invalid: {exc}") from exc
+        return out
+
+    def remove_rules(self, ids: Sequence[int]) -> list[int]:
+        """Delete rules by id; return the ids that existed."""
+        with self.engine.begin() as conn:
+            res = conn.execute(delete(rules_table).where(rules_table.c.id.in_(list(ids))).returning(rules_table.c.id))
+            return sorted(r[0] for r in res)
+
+    # -- alerts -------------------------------------------------------------------------------------------
+    def store_alerts(self, alerts: Iterable[Alert], state: dict[tuple[str, str], bytes] | None = None) -> list[Alert]:
+        """Insert alerts (those already stored are skipped) and upsert engine state, in ONE transaction.
+
+        Returns the alerts that were new — the ones to deliver to webhooks (a replay delivers nothing twice)."""
+        alerts = list(alerts)
+        new: list[Alert] = []
+        with self.engine.begin() as conn:
+            if alerts:
+                rows = [_alert_row(a) for a in alerts]
+                stmt = pg_insert(alerts_table).values(rows).on_conflict_do_nothing(index_elements=["alert_id"])
+                inserted = {r[0] for r in conn.execute(stmt.returning(alerts_table.c.alert_id))}
+                new = [a for a in alerts if a.alert_id in inserted]
+            if state:
+                rows_s = [{"venue": v, "symbol": s, "state": blob} for (v, s), blob in state.items()]
+                stmt_s = pg_insert(state_table).values(rows_s)
+                stmt_s = stmt_s.on_conflict_do_update(
+                    index_elements=["venue", "symbol"], set_={"state": stmt_s.excluded.state, "updated_at": func.now()}
+                )
+                conn.execute(stmt_s)
+        return new
+
+    def alerts(self, *, rule_ids: Sequence[int] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        q = select(alerts_table).order_by(alerts_table.c.ts_event, alerts_table.c.id).limit(limit)
+        if rule_ids is not None:
+            q = q.where(alerts_table.c.rule_id.in_(list(rule_ids)))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    # -- state --------------------------------------------------------------------------------------------
+    def load_state(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        venues = sorted({v for v, _ in wanted})
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(state_table).where(state_table.c.venue.in_(venues))).mappings().all()
+        return {(r["venue"], r["symbol"]): bytes(r["state"]) for r in rows if (r["venue"], r["symbol"]) in wanted}
+
+
+def _alert_row(a: Alert) -> dict[str, Any]:
+    return {
+        "alert_id": a.alert_id,
+        "rule_id": a.rule_id,
+        "kind": a.kind,
+        "venue": a.venue,
+        "symbol": a.symbol,
+        "time": datetime.fromtimestamp(a.ts_event / 1e9, UTC),
+        "ts_event": a.ts_event,
+        "condition": a.condition,
+        "value": a.value,
+        "threshold": a.threshold,
+        "message": a.message,
+        "payload": msgspec.to_builtins(a),
+    }

@@ -66,7 +66,7 @@ class ReplaceOrder(_Command, frozen=True, tag="replace_order"):
 Command = NewOrder | CancelOrder | ReplaceOrder
 
 
-class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_field="type", omit_defaults=True):
+class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_field="type"):
     """One thing that happened to one order. ``price``/``quantity`` are the fill's (kind ``fill``); ``filled``
     and ``remaining`` are the order's totals after it. ``liquidity`` says what a fill took: ``book`` (another
     paper order, ``contra_order_id``), ``quote`` (the venue's touch) or ``trade`` (a venue trade through the

@@ -22,7 +22,7 @@ from pulse.bus import Bus
 from pulse.errors import SymbolError
 from pulse.log import get_logger
 from pulse.settings import Settings
-from pulse.topics import control_topic, topic
+from pulse.topics import control_topic, parse_topic, topic
 
 log = get_logger(__name__)
 
@@ -166,7 +166,27 @@ def open_symbol_ops(settings: Settings) -> Iterator[SymbolOps]:
 
 
 def _admin_provisioner(settings: Settings) -> Provisioner:
+    """Provision through the admin REST API: the tenant and namespaces (idempotent, checked every time), then
+    the instrument's partitioned topics and schemas. An :class:`AdminError` names the failed step."""
+
     def run(s: Settings, inst: Instrument) -> list[Step]:
-        raise SymbolError("admin REST provisioning is not wired yet")
+        import asyncio
+
+        from control_plane.provision import provision_base, provision_instrument
+        from control_plane.pulsar_admin import PulsarAdmin
+
+        tenant = s.pulsar.tenant
+        channels = [parse_topic(t).channel for t in instrument_topics(inst, tenant)]
+
+        async def go() -> list[Any]:
+            async with PulsarAdmin.from_settings(s) as admin:
+                steps = await provision_base(admin, s)
+                steps += await provision_instrument(
+                    admin, inst.namespace, inst.venue, inst.symbol, channels,
+                    tenant=tenant, register_schemas=s.pulsar.codec == "json",
+                )  # fmt: skip
+                return steps
+
+        return [{"step": "admin", "result": str(r)} for r in asyncio.run(go())]
 
     return run

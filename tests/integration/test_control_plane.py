@@ -6,10 +6,14 @@ and PostgreSQL; every process is stopped by pid.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,13 +34,14 @@ from tests.integration.test_kraken_pipeline import (
 pytestmark = pytest.mark.slow
 
 
-def pulse(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def pulse(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", "--home", str(settings.home), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -145,3 +150,54 @@ def test_registry_lifecycle_and_venue_names(runtime_settings: Settings, unique: 
     assert res.returncode == 2 and "not in the registry" in res.stderr
     res = pulse(s, "symbols", "enable", "kraken", sym + "/USD")
     assert res.returncode == 2 and "not in the registry" in res.stderr
+
+
+class FakeAdminThread:
+    """The fake Pulsar admin API (tests/pulsar_admin_fake.py) on its own loop in a thread."""
+
+    def __enter__(self) -> Any:
+        from tests.pulsar_admin_fake import FakePulsarAdmin
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = FakePulsarAdmin()
+        asyncio.run_coroutine_threadsafe(self.fake.__aenter__(), self.loop).result(10)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.__aexit__(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_symbols_add_provisions_through_the_admin_api_and_stops_at_the_first_failure(
+    runtime_settings: Settings, unique: str
+) -> None:
+    s = runtime_settings
+    sym, bad = f"KE{unique[:6].upper()}/USD", f"KF{unique[:6].upper()}/USD"
+    with FakeAdminThread() as fake:
+        env = {"PULSE_PULSAR__ADMIN_URL": fake.url}
+        res = pulse(s, "symbols", "add", "kraken", sym, "--channels", "trade,ticker", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+        token = sym.replace("/", "-")
+        # tenant, every namespace, and a partitioned topic per topic channel the instrument publishes on
+        assert "market-data" in fake.tenants and "market-data/historical" in fake.namespaces
+        assert {k for k in fake.partitioned if token in k} == {
+            f"market-data/crypto/kraken.{token}.{ch}" for ch in ("trade", "ticker", "quote", "status")
+        }
+        assert f"market-data/crypto/kraken.{token}.trade" in fake.schemas
+        steps = json.loads(res.stdout)["steps"]
+        assert steps[-2:] == [
+            {"step": "registry", "result": "created"},
+            {"step": "control", "result": steps[-1]["result"]},
+        ]
+        assert any(f"kraken.{token}.trade" in st["result"] for st in steps if st["step"] == "admin")
+
+        # the first failure stops everything, names the step and the status; nothing is recorded
+        fake.fail("PUT", rf"kraken\.{bad.replace('/', '-')}\.trade/partitions", status=500, times=None, reason="boom")
+        res = pulse(s, "symbols", "add", "kraken", bad, "--channels", "trade", env=env)
+        assert res.returncode == 2
+        assert "create partitioned topic" in res.stderr and "HTTP 500" in res.stderr and "boom" in res.stderr
+    listed = [r["symbol"] for r in json.loads(pulse(s, "symbols", "list", "--json").stdout)]
+    assert sym in listed and bad not in listed

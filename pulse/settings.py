@@ -130,6 +130,9 @@ class MatchingSettings(_Section):
     state_dir: str = ""  # snapshots; empty: <runtime.home>/state/matching
     snapshot_interval_s: PosFloat = 5.0
     default_account: str = "paper"
+    # "auto": key_shared on a real cluster, shared on the embedded pulsar-lite (whose Key_Shared dispatch stalls
+    # after a consumer dies with unacked messages; shared then means ONE service instance)
+    subscription_type: Literal["auto", "key_shared", "shared"] = "auto"
 
 
 class AlertingSettings(_Section):

@@ -162,7 +162,7 @@ def send_command(settings: Settings, cmd: Command, *, wait_s: float = 0.0) -> li
 
 
 def read_outputs(settings: Settings, *, idle_ms: int = 1500) -> list[Execution | Position]:
-    """Everything on the fills topic from the start, deduplicated on ``exec_id`` (positions: kept in order)."""
+    """Everything on the fills topic from the start, deduplicated on ``exec_id`` (a position on its fill's)."""
     client, _ep = _client(settings)
     try:
         c = client.subscribe(
@@ -179,10 +179,10 @@ def read_outputs(settings: Settings, *, idle_ms: int = 1500) -> list[Execution |
             except pulsar.Timeout:
                 break
             o = decode_output(msg.data())
-            if type(o) is Execution:
-                if o.exec_id in seen:
-                    continue
-                seen.add(o.exec_id)
+            key = ("e:" if type(o) is Execution else "p:") + o.exec_id
+            if key in seen:  # a repeat after a restart: same id, same content
+                continue
+            seen.add(key)
             out.append(o)
         with contextlib.suppress(Exception):
             c.unsubscribe()

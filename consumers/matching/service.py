@@ -1,7 +1,8 @@
 """The matching service: the pure engine wired to Pulsar, with durable state (``pulse consumers matching run``).
 
 Inputs: the orders topic (``trading/<matching.orders_topic>``, commands keyed by symbol) and each instrument's
-``quote``, ``trade`` and ``book`` topics in its namespace. Two Key_Shared consumers (orders from the earliest
+``quote``, ``trade`` and ``book`` topics in its namespace. Two Key_Shared consumers (Shared on the embedded
+pulsar-lite: see :meth:`MatchingService.consumer_type`) (orders from the earliest
 unacknowledged message, so orders sent before the service first started are not lost; market data from the
 latest, so a first start does not replay history) hand messages through their listener to one queue; one thread
 processes them in arrival order::
@@ -145,7 +146,7 @@ class MatchingService:
             sub = self.settings.matching.subscription
             listener = self._on_message
             common: dict[str, Any] = {
-                "consumer_type": pulsar.ConsumerType.KeyShared,
+                "consumer_type": self.consumer_type(),
                 "message_listener": listener,
                 "receiver_queue_size": 5000,
                 "consumer_name": self.name,
@@ -209,6 +210,15 @@ class MatchingService:
             self.state = "stopped"
             self._write_status(force=True)
         log.info("matching stopped", **asdict(self.stats))
+
+    def consumer_type(self) -> pulsar.ConsumerType:
+        """Key_Shared (scale out by instrument) on a real cluster; Shared on the embedded pulsar-lite, whose
+        Key_Shared dispatcher delivers one message and then stalls after a consumer died with unacknowledged
+        messages (seen here: exactly the restart case). Shared means one service instance per subscription."""
+        kind = self.settings.matching.subscription_type
+        if kind == "auto":
+            kind = "shared" if not self.settings.pulsar.url else "key_shared"
+        return pulsar.ConsumerType.Shared if kind == "shared" else pulsar.ConsumerType.KeyShared
 
     def _on_message(self, consumer: pulsar.Consumer, msg: pulsar.Message) -> None:
         self._inbox.put((consumer, msg))

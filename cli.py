@@ -650,12 +650,17 @@ def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--max-tick-age", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="An open market's instrument with no tick for this long is unhealthy (s).")  # fmt: skip
+@click.option("--max-sink-lag", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="A sink this far (s) behind the newest published tick is unhealthy.")  # fmt: skip
 @click.pass_obj
-def status(obj: Ctx, as_json: bool) -> None:
-    """Health of the runtime and the services writing status files. Exit 1 when something is unhealthy."""
+def status(obj: Ctx, as_json: bool, max_tick_age: float, max_sink_lag: float) -> None:
+    """Health: broker (+ admin API), topics' rates and backlog, database mode, services, per-instrument last
+    tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
     from pulse.health import collect_health
 
-    report = collect_health(obj.settings)
+    report = collect_health(obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag)
     if as_json:
         emit_json(report)
     else:

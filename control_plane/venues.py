@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from ingesters.kraken.symbols import CHANNEL_TOPICS as KRAKEN_CHANNEL_TOPICS
 from ingesters.kraken.symbols import CHANNELS as KRAKEN_CHANNELS
@@ -79,6 +80,17 @@ VENUES: dict[str, Venue] = {
         {"quote": ("quote",), "candle": ("candle",)},
     ),
 }
+
+
+def expects_ticks(venue_name: str, now: datetime) -> bool:
+    """Whether an instrument of this venue should be ticking at ``now`` (a live venue whose market is open).
+    Unknown venues are assumed to trade around the clock."""
+    if venue_name == "oanda":
+        from ingesters.oanda.hours import is_open
+
+        return is_open(now)
+    v = VENUES.get(venue_name)
+    return v is None or v.live
 
 
 def venue(name: str) -> Venue:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 from typing import Any
 
 from pulse.errors import PulseError
@@ -47,49 +46,131 @@ def database_mode(url: str) -> str:
     return "postgresql (timescaledb available)" if "timescaledb" in available else "postgresql"
 
 
-def collect_health(settings: Settings) -> dict[str, Any]:
+def collect_health(
+    settings: Settings, *, max_tick_age_s: float = 60.0, max_sink_lag_s: float = 120.0
+) -> dict[str, Any]:
+    """Everything ``pulse status`` reports; ``healthy`` is False when any check fails.
+
+    Unhealthy: broker or database unreachable; a service that died without saying it stopped; a running
+    ingester whose instrument has not ticked for ``max_tick_age_s`` while its market is open (FX is exempt at
+    the weekend); a sink whose newest stored event is ``max_sink_lag_s`` older than the newest tick a running
+    ingester published (data flows in but is not stored).
+    """
     report: dict[str, Any] = {"healthy": True, "lines": []}
     lines: list[str] = report["lines"]
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"{'ok' if ok else 'UNHEALTHY':<10} {text}")
+        if not ok:
+            report["healthy"] = False
+
     st = Runtime(settings).status()
     report["runtime"] = st.as_dict()
     try:
         ep = resolve_endpoints(settings)
     except PulseError as exc:
-        report["healthy"] = False
-        lines.append(f"UNHEALTHY  {exc}")
+        check(False, str(exc))
         return report
     ok, detail = _broker_ok(settings, ep.pulsar_url)
     report["broker"] = {"url": ep.pulsar_url, "ok": ok, "detail": detail}
-    if ok and ep.broker_metrics_url:
-        try:
-            urllib.request.urlopen(ep.broker_metrics_url, timeout=3).read(64)
-            report["broker"]["metrics"] = ep.broker_metrics_url
-        except OSError as exc:
-            report["broker"]["metrics_error"] = str(exc)
-    lines.append(f"{'ok' if ok else 'UNHEALTHY':<10} broker {ep.pulsar_url} ({detail})")
-    report["healthy"] &= ok
+    check(ok, f"broker {ep.pulsar_url} ({detail})")
+    if settings.pulsar.admin_url:
+        health = _admin_health(settings)
+        report["broker"]["admin"] = health
+        check(health["healthy"], f"broker admin API {settings.pulsar.admin_url} ({health['detail']})")
+    report["topics"] = _topics(settings, ep.broker_metrics_url, lines)
     try:
         mode = database_mode(ep.database_url)
         report["database"] = {"ok": True, "mode": mode}
-        lines.append(f"{'ok':<10} database ({mode} mode)")
+        check(True, f"database ({mode} mode)")
     except Exception as exc:
         report["database"] = {"ok": False, "error": str(exc)}
-        report["healthy"] = False
-        lines.append(f"{'UNHEALTHY':<10} database: {exc}")
+        check(False, f"database: {exc}")
+    _services(report, settings.home, max_tick_age_s, max_sink_lag_s, check)
+    return report
+
+
+def _admin_health(settings: Settings) -> dict[str, Any]:
+    import asyncio
+
+    from control_plane.pulsar_admin import PulsarAdmin
+
+    async def go() -> Any:
+        async with PulsarAdmin.from_settings(settings, retries=0) as admin:
+            return await admin.broker_health()
+
+    try:
+        h = asyncio.run(go())
+        return {"healthy": h.healthy, "status": h.status, "detail": h.detail}
+    except PulseError as exc:
+        return {"healthy": False, "status": 0, "detail": str(exc)}
+
+
+def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str, Any]:
+    """Per-topic rates and backlog: the broker's Prometheus metrics (pulsar-lite, or ``<admin_url>/metrics/``
+    on a real broker, which exports the same names). Informational: never unhealthy by itself."""
+    from pulse.broker_metrics import fetch_topic_metrics
+
+    url = metrics_url or (settings.pulsar.admin_url.rstrip("/") + "/metrics/" if settings.pulsar.admin_url else "")
+    if not url:
+        return {}
+    try:
+        topics = fetch_topic_metrics(url)
+    except OSError as exc:
+        lines.append(f"{'?':<10} topic metrics unavailable at {url}: {exc}")
+        return {}
+    tenant = f"persistent://{settings.pulsar.tenant}/"
+    mine = {t: m for t, m in sorted(topics.items()) if t.startswith(tenant)}
+    rate_in = sum(m.rate_in for m in mine.values())
+    backlog = sum(m.backlog for m in mine.values())
+    lines.append(f"{'info':<10} {len(mine)} topics, {rate_in:.0f} msg/s in, backlog {backlog:.0f} messages")
+    for t, m in mine.items():
+        if m.rate_in or m.backlog:
+            name = t[len(tenant) :]
+            lines.append(f"{'':<10}   {name:<44} in {m.rate_in:7.1f}/s out {m.rate_out:7.1f}/s backlog {m.backlog:.0f}")
+    return {t: m.as_dict() for t, m in mine.items()}
+
+
+def _services(
+    report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink_lag_s: float, check: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from control_plane.venues import expects_ticks
+
     now = time.time()
+    when = datetime.fromtimestamp(now, UTC)
     services = []
-    for doc in list_status(settings.home):
+    newest_published = 0.0
+    sinks = []
+    for doc in list_status(home):
         stopped = doc.get("state") == "stopped"
         alive = doc["alive"]
+        venue = doc.get("venue")
         ages = {s: round(now - ts / 1e9, 1) for s, ts in doc.get("last_tick", {}).items()}
-        services.append({**doc, "last_tick_age_s": ages})
+        entry = {**doc, "last_tick_age_s": ages}
+        services.append(entry)
         state = "running" if alive else ("stopped" if stopped else "DEAD")
-        if not alive and not stopped:
-            report["healthy"] = False
-        oldest = max(ages.values()) if ages else None
-        lines.append(
-            f"{'ok' if alive or stopped else 'UNHEALTHY':<10} {doc['name']} {state} pid {doc['pid']}"
-            + (f", oldest last tick {oldest}s ago" if oldest is not None else "")
-        )
+        check(alive or stopped, f"{doc['name']} {state} pid {doc['pid']}")
+        if "last_event_ns" in doc:
+            sinks.append(entry)
+        if not (alive and venue):
+            continue
+        if ages:
+            newest_published = max(newest_published, now - min(ages.values()))
+        live = set(doc.get("subscriptions") or ages)  # what it streams now (removed symbols keep old ticks)
+        for sym, age in sorted(ages.items()):
+            if sym not in live:
+                continue
+            expected = expects_ticks(venue, when)
+            stale = expected and age > max_tick_age_s
+            check(not stale, f"  {venue} {sym} last tick {age}s ago" + ("" if expected else " (market closed)"))
+    for entry in sinks:
+        stored = entry.get("last_event_ns") or {}
+        newest = max(stored.values()) / 1e9 if stored else 0.0
+        lag = round(now - newest, 1) if newest else None
+        entry["sink_lag_s"] = lag
+        behind = newest_published and (newest_published - newest) > max_sink_lag_s and entry["alive"]
+        ago = f"{lag}s ago" if lag is not None else "none yet"
+        check(not behind, f"  {entry['name']} newest stored event {ago}")
     report["services"] = services
-    return report

@@ -87,6 +87,17 @@ def test_symbols_add_and_remove_reach_a_running_ingester_and_sink(
             wait_for(lambda: stored_trades(url, [new]), f"{new} trades in the database", timeout=5.0)
             assert wait_for(lambda: markers(url, new, "subscribed"), "the subscribed marker")
 
+            # `pulse status` sees the pipeline: topic rates from the broker, ticks per instrument, the sink's lag
+            health = json.loads(pulse(s, "status", "--json").stdout)
+            assert health["broker"]["ok"] and health["database"]["ok"]
+            trade_topic = f"persistent://market-data/crypto/kraken.{new.replace('/', '-')}.trade"
+            assert health["topics"][trade_topic]["in_total"] > 0
+            ingester = next(x for x in health["services"] if x["pid"] == ing.pid)
+            assert ingester["alive"] and set(ingester["last_tick_age_s"]) == {old, new}
+            assert ingester["subscriptions"] == {old: ["trade"], new: ["trade"]}
+            sink_status = next(x for x in health["services"] if x["pid"] == sink.pid)
+            assert sink_status["sink_lag_s"] is not None and sink_status["sink_lag_s"] >= 0
+
             removed = pulse(s, "symbols", "remove", "kraken", new)
             assert removed.returncode == 0, removed.stderr
             gone_at = wait_for(lambda: markers(url, new, "unsubscribed"), "the unsubscribed marker")[-1]

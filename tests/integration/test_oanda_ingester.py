@@ -412,3 +412,35 @@ async def test_market_hours_always_streams_on_a_saturday(harness: Harness) -> No
         async with running(ingester) as task:
             await wait_for(lambda: harness.ctx.counters.events >= 5, "quotes on a Saturday", task)
     assert ingester.market_state != "closed" and sim_requests(sim) >= 1
+
+
+async def test_control_commands_change_the_instrument_list_without_a_restart(harness: Harness) -> None:
+    from control_plane.commands import InstrumentCommand
+
+    def cmd(op: str, name: str) -> InstrumentCommand:
+        return InstrumentCommand(
+            op=op, venue="oanda", symbol=name.replace("_", "/"), venue_symbol=name, namespace="fx", channels=("quote",)
+        )  # type: ignore[arg-type]
+
+    async with simulator() as sim:
+        ingester = harness.ingester(sim, instruments=["EUR_USD"])
+        ctx = harness.ctx
+        async with running(ingester) as task:
+            await wait_for(lambda: "EUR/USD" in ctx.last_tick, "EUR/USD quotes", task)
+            await ingester.apply(cmd("add", "GBP_USD"))
+            await wait_for(lambda: "GBP/USD" in ctx.last_tick, "GBP/USD quotes after the add", task)
+            await ingester.apply(cmd("disable", "EUR_USD"))
+            await wait_for(lambda: ctx.extra["instruments"] == ["GBP_USD"], "EUR_USD dropped", task)
+            await ingester.apply(cmd("add", "XYZ_USD"))  # OANDA refuses it on the reopened stream; others go on
+            await wait_for(lambda: "XYZ_USD" in ingester.rejected, "the refusal", task)
+            n = ctx.counters.events
+            await wait_for(lambda: ctx.counters.events > n + 10, "GBP/USD quotes after the refusal", task)
+            await ingester.apply(cmd("add", "GBP_USD"))  # already streaming: no reopen
+    harness.flush()
+    events = await harness.read([status_topic(i) for i in ("EUR_USD", "GBP_USD")], 2)
+    kinds = [(ev.symbol, ev.kind) for _, ev in events if isinstance(ev, Status)]
+    assert ("GBP/USD", "subscribed") in kinds and ("EUR/USD", "unsubscribed") in kinds
+    assert kinds.count(("GBP/USD", "subscribed")) == 1
+    assert ingester.active_instruments == ["GBP_USD"] and ctx.counters.rejected == 1
+    assert sim.stats.rejected_instruments == 1  # XYZ_USD refused once, then the stream reopened without it
+    assert sim.stats.prices_by_instrument.get("XYZ_USD", 0) == 0

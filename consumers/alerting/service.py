@@ -66,6 +66,7 @@ log = get_logger(__name__)
 
 _STATUS_EVERY_S = 0.5
 _RECEIVE_MS = 50
+_STORE_EVERY_S = 0.05
 _json_dec = msgspec.json.Decoder(Event)
 _mp_dec = msgspec.msgpack.Decoder(Event)
 
@@ -142,7 +143,7 @@ class AlertingService:
         self.settings = settings
         self.endpoints = endpoints
         self.name = name
-        self.store = AlertStore(endpoints.database_url)
+        self.store = AlertStore(endpoints.database_url, pooled=True)
         self._rules = list(rules) if rules is not None else None
         self._topics = list(topics) if topics else None
         self.topic = alerts_topic(settings)
@@ -224,7 +225,7 @@ class AlertingService:
         cfg = self.settings.alerting
         held: list[Any] = []  # messages applied to the engine, not yet covered by a committed snapshot
         pending: list[Alert] = []
-        next_timer = next_snap = time.monotonic()
+        next_timer = next_snap = handed_at = time.monotonic()
         st = self.stats
         while not stop.is_set() and self._writer_error is None:
             try:
@@ -256,10 +257,14 @@ class AlertingService:
                 if out:
                     self._publish(out)
                     pending += out
-            if pending:
+            # alerts were published at once; storing (and so webhooks) goes in groups: ≤ 50 ms or 500 alerts
+            if pending and (now - handed_at >= _STORE_EVERY_S or len(pending) >= 500):
                 self._put(pending)
-                pending = []
+                pending, handed_at = [], now
             if now >= next_snap:
+                if pending:
+                    self._put(pending)
+                    pending, handed_at = [], now
                 next_snap = now + cfg.snapshot_interval_s
                 self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
                 held = []
@@ -304,8 +309,22 @@ class AlertingService:
                     return
                 if isinstance(item, _Snapshot):
                     self._commit_snapshot(item, stop)
-                else:
-                    self._store_alerts(item, stop)
+                    continue
+                alerts = list(item)  # coalesce queued alert groups into one transaction (keeping order)
+                nxt = None
+                while nxt is None:
+                    try:
+                        nxt = self._handoff.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(nxt, list):
+                        alerts += nxt
+                        nxt = None
+                self._store_alerts(alerts, stop)
+                if nxt is _DONE:
+                    return
+                if isinstance(nxt, _Snapshot):
+                    self._commit_snapshot(nxt, stop)
         except BaseException as exc:
             if not isinstance(exc, _Stopped):
                 log.error("alerting writer failed", error=f"{type(exc).__name__}: {exc}")

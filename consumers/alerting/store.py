@@ -94,16 +94,23 @@ state_table = Table(
 _LOCK_KEY = 0x50554C5345414C  # "PULSEAL": serialises schema creation between processes
 
 
-def db_engine(url: str) -> Engine:
-    """A SQLAlchemy engine over psycopg 3 for a ``postgresql://`` URL (as :class:`pulse.runtime.Endpoints` has)."""
-    return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool)
+def db_engine(url: str, *, pooled: bool = False) -> Engine:
+    """A SQLAlchemy engine over psycopg 3 for a ``postgresql://`` URL (as :class:`pulse.runtime.Endpoints` has).
+
+    ``pooled``: keep two connections open (the service writes several times a second; a connection per
+    transaction cost more than the write). Unpooled for one-shot CLI commands."""
+    if not pooled:
+        return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool)
+    return create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(url), pool_size=2, max_overflow=2, pool_pre_ping=True
+    )
 
 
 class AlertStore:
     """Rules, alerts and state. Thread-safe (one connection per call). :meth:`ensure_schema` before use."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = db_engine(url)
+    def __init__(self, url: str, *, pooled: bool = False) -> None:
+        self.engine = db_engine(url, pooled=pooled)
 
     def ensure_schema(self) -> None:
         with self.engine.begin() as conn:

@@ -1,0 +1,314 @@
+"""Alerting: the pure engine in-process, and tick → alert latency through the real broker.
+
+Engine
+    1,000 rules over 100 instruments (per instrument: 4 ``price_cross`` at different levels, and one each of
+    ``pct_change``, ``ma_cross`` (EMA), ``ma_cross`` (SMA, 1 s buckets), ``spread``, ``volume_spike`` and
+    ``stale_feed``), fed pre-built events (70 % quotes, 30 % trades, a random walk around 100 per instrument,
+    round-robin over instruments). Baseline in the same run: the same events through an engine with 0 rules
+    (decode-free dispatch only), and through an engine with the 1,000 rules all on ONE instrument (the
+    price-level index at work). Target: >= 200,000 ticks/s with 1,000 rules.
+
+End to end
+    Three processes: a publisher sending ``Quote`` s at 5,000/s to the live ``crypto`` topics of the 100
+    instruments (``ts_recv`` = send time), the alerting service (``python -m consumers.alerting run``, the
+    1,000 rules stored in PostgreSQL, webhooks off), and a receiver on the alerts topic computing
+    ``receive time - alert.ts_tick_recv``. Baseline in the same run: the receiver subscribed to the tick
+    topics themselves (one broker hop, the raw client round trip). Target: alert p99 < 10 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.harness import REPO, Report, child_env, emit_result, fmt_rate, latency_summary, median, ratio, run_child
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+
+TARGET_ENGINE_TICKS_PER_S = 200_000
+TARGET_P99_MS = 10.0
+RATE = 5_000
+N_INSTRUMENTS = 100
+
+
+def symbols(n: int = N_INSTRUMENTS) -> list[str]:
+    return [f"B{i:03d}/USD" for i in range(n)]
+
+
+def rule_specs(syms: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """10 rules per instrument (see the module docstring)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for s in syms:
+        base = {"venue": "kraken", "symbol": s, "cooldown_s": 0}
+        for lvl in ("100.5", "101", "99", "102"):
+            side = "above" if Decimal(lvl) >= 100 else "below"
+            out.append(("price_cross", {**base, side: lvl, "hysteresis": 0.1}))
+        out += [
+            ("pct_change", {**base, "window_s": 5, "pct": 1.5, "hysteresis": 0.5}),
+            ("ma_cross", {**base, "fast": 5, "slow": 20, "ma": "ema", "hysteresis": 5}),
+            ("ma_cross", {**base, "fast": 3, "slow": 10, "ma": "sma", "interval_s": 1}),
+            ("spread", {**base, "bps": 20, "hysteresis": 5}),
+            ("volume_spike", {**base, "interval_s": 1, "buckets": 10, "z": 4}),
+            ("stale_feed", {**base, "silence_s": 30}),
+        ]
+    return out
+
+
+def build_rules(syms: list[str]) -> list[Any]:
+    from consumers.alerting.rules import make_rule
+
+    return [make_rule(k, {**f, "id": i + 1}) for i, (k, f) in enumerate(rule_specs(syms))]
+
+
+def make_events(syms: list[str], n: int, seed: int = 1) -> list[Any]:
+    from pulse.models import Quote, Trade
+
+    rnd = random.Random(seed)
+    px = dict.fromkeys(syms, Decimal(100))
+    t0 = time.time_ns()
+    out: list[Any] = []
+    for i in range(n):
+        s = syms[i % len(syms)]
+        p = px[s] = px[s] + Decimal(rnd.randrange(-10, 11)) / 100
+        ts = t0 + i * 200_000  # 5,000 ticks/s of event time
+        if rnd.random() < 0.7:
+            half = Decimal(rnd.choice([1, 1, 2, 15])) / 100
+            out.append(Quote(venue="kraken", symbol=s, ts_event=ts, ts_recv=ts, bid=p - half, bid_size=Decimal(1),
+                             ask=p + half, ask_size=Decimal(1)))  # fmt: skip
+        else:
+            out.append(Trade(venue="kraken", symbol=s, ts_event=ts, ts_recv=ts, price=p,
+                             size=Decimal(rnd.choice([1, 1, 2, 3, 50])), side="buy", trade_id=str(i)))  # fmt: skip
+    return out
+
+
+def _engine_rate(rules: list[Any], events: list[Any], reps: int) -> tuple[float, int]:
+    from consumers.alerting.engine import AlertEngine
+
+    rates, alerts = [], 0
+    for _ in range(reps):
+        eng = AlertEngine(rules)
+        t0 = time.perf_counter()
+        on_event = eng.on_event
+        n = 0
+        for ev in events:
+            n += len(on_event(ev))
+        rates.append(len(events) / (time.perf_counter() - t0))
+        alerts = n
+    return median(rates), alerts
+
+
+def engine_bench(report: Report, *, quick: bool) -> dict[str, float]:
+    syms = symbols()
+    rules = build_rules(syms)
+    events = make_events(syms, 100_000 if quick else 400_000)
+    reps = 3 if quick else 5
+    base, _ = _engine_rate([], events, reps)
+    rate, alerts = _engine_rate(rules, events, reps)
+    one = [msgspec.structs.replace(r, symbol=syms[0]) for r in rules]
+    one_rate, _ = _engine_rate(one, events, reps)
+    report.add(
+        "alerting_engine_ticks_per_s",
+        rate,
+        f"alerting engine, {len(rules):,} rules over {len(syms)} instruments, {len(events):,} ticks "
+        f"(70% quotes, 30% trades): {fmt_rate(rate)} ticks/s ({alerts:,} alerts per pass) = "
+        f"{ratio(rate, base):.2f}x the 0-rule engine's {fmt_rate(base)} ticks/s",
+    )
+    report.add(
+        "alerting_engine_one_instrument_ticks_per_s",
+        one_rate,
+        f"alerting engine, the {len(rules):,} rules all on ONE instrument (1% of ticks hit them): "
+        f"{fmt_rate(one_rate)} ticks/s",
+    )
+    report.target("alerting engine ticks/s (1,000 rules)", rate, ">=", TARGET_ENGINE_TICKS_PER_S, " ticks/s")
+    return {"engine_ticks_per_s": rate, "engine_zero_rules_ticks_per_s": base, "engine_one_instrument": one_rate}
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+def _receive(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Child: subscribe to ``topics``, touch ``ready``, receive until ``stop_at``; latencies of ticks/alerts."""
+    import pulsar
+
+    from consumers.alerting.messages import decode_alert
+    from pulse.bus import Bus
+    from pulse.codec import decode_any
+
+    s = msgspec.convert(cfg["settings"], Settings)
+    bus = Bus(s, cfg["pulsar_url"])
+    consumer = bus.subscribe(cfg["topics"], cfg["subscription"], earliest=False, receiver_queue_size=5000)
+    Path(cfg["ready"]).write_text("ok")
+    lat: list[int] = []
+    alerts = cfg["alerts"]
+    while time.time() < cfg["stop_at"]:
+        try:
+            msg = consumer.receive(timeout_millis=200)
+        except pulsar.Timeout:
+            continue
+        now = time.time_ns()
+        sent = decode_alert(msg.data()).ts_tick_recv if alerts else decode_any(msg.data()).ts_recv
+        consumer.acknowledge(msg)
+        if sent >= cfg["measure_from_ns"]:
+            lat.append(now - sent)
+    consumer.close()
+    bus.close()
+    return {"latencies_ns": lat}
+
+
+def _publish(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Child: paced Quotes at ``rate``/s for ``duration_s`` over the instruments (ts_recv = send time)."""
+    from pulse.bus import Bus, EventPublisher
+    from pulse.models import Quote
+
+    s = msgspec.convert(cfg["settings"], Settings)
+    bus = Bus(s, cfg["pulsar_url"])
+    pub = EventPublisher(bus, "crypto", producer_prefix="bench-alerting")
+    syms = cfg["symbols"]
+    rnd = random.Random(3)
+    cycle = [Decimal(x) for x in ("99.8", "100.2", "100.4", "100.6", "100.3", "99.9", "99.5", "99.7", "100.0", "99.6")]
+    period = 1.0 / cfg["rate"]
+    n = int(cfg["rate"] * cfg["duration_s"])
+    start = time.perf_counter()
+    for i in range(n):
+        target = start + i * period
+        while (d := target - time.perf_counter()) > 0:
+            time.sleep(d if d > 0.002 else 0)
+        s_ = syms[i % len(syms)]
+        p = cycle[(i // len(syms)) % len(cycle)] + Decimal(rnd.randrange(0, 3)) / 100
+        now = time.time_ns()
+        pub.publish(Quote(venue="kraken", symbol=s_, ts_event=now, ts_recv=now, bid=p - Decimal("0.01"),
+                          bid_size=Decimal(1), ask=p + Decimal("0.01"), ask_size=Decimal(1)))  # fmt: skip
+    pub.flush()
+    elapsed = time.perf_counter() - start
+    bus.close()
+    return {"sent": n, "rate": n / elapsed}
+
+
+def _hop(
+    settings: Settings, ep: Endpoints, topics: list[str], *, alerts: bool, work: Path, dur: float, tag: str
+) -> Any:
+    warm = 0.5
+    ready = work / f"ready-{tag}"
+    start_ns = time.time_ns()
+    rcfg = {
+        "mode": "receive",
+        "settings": msgspec.to_builtins(settings),
+        "pulsar_url": ep.pulsar_url,
+        "topics": topics,
+        "subscription": f"bench-{tag}",
+        "ready": str(ready),
+        "alerts": alerts,
+        "stop_at": time.time() + 3 + warm + dur + 4,
+        "measure_from_ns": 0,
+    }
+    res: dict[str, Any] = {}
+
+    def receiver() -> None:
+        res["recv"] = run_child("bench.alerting", rcfg, log=work / f"alerting-recv-{tag}.log", timeout=dur + 120)
+
+    # the receiver stops at stop_at; measure only after the publisher's warm-up
+    rcfg["measure_from_ns"] = start_ns + int((warm + 3) * 1e9)
+    t = threading.Thread(target=receiver)
+    t.start()
+    end = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    rcfg_delay = (rcfg["measure_from_ns"] - time.time_ns()) / 1e9
+    time.sleep(max(0.0, rcfg_delay - warm))  # start publishing `warm` seconds before measuring
+    pcfg = {"mode": "publish", "settings": msgspec.to_builtins(settings), "pulsar_url": ep.pulsar_url,
+            "symbols": symbols(), "rate": RATE, "duration_s": dur + warm}  # fmt: skip
+    pres = run_child("bench.alerting", pcfg, log=work / f"alerting-pub-{tag}.log", timeout=dur + 120)
+    # give the last alerts time to arrive, then let the receiver finish at stop_at
+    t.join()
+    return pres, latency_summary(res["recv"]["latencies_ns"])
+
+
+def e2e_bench(report: Report, settings: Settings, ep: Endpoints, *, quick: bool, work: Path) -> dict[str, Any]:
+    import subprocess
+
+    from consumers.alerting.service import alerts_topic, topics_for_rules
+    from consumers.alerting.store import AlertStore
+    from pulse.runtime.procs import terminate
+    from pulse.status import read_status
+
+    dur = 3.0 if quick else 10.0
+    syms = symbols()
+    store = AlertStore(ep.database_url)
+    store.ensure_schema()
+    existing = {r.id for r in store.rules()}
+    rules = [store.add_rule(r) for r in build_rules(syms)]
+    store.close()
+    tick_topics = topics_for_rules(settings, rules)
+    quote_topics = [t for t in tick_topics if t.endswith(".quote")]
+    # baseline: the raw hop publisher → broker → receiver on the same topics
+    pres, base = _hop(settings, ep, quote_topics, alerts=False, work=work, dur=dur, tag="raw")
+    report.add(
+        "alerting_raw_hop_p99_ms",
+        base["p99_ms"],
+        f"baseline: tick published → tick received (one broker hop, {len(quote_topics)} topics) at "
+        f"{fmt_rate(pres['rate'])}/s: p50 {base['p50_ms']:.2f} ms, p99 {base['p99_ms']:.2f} ms over "
+        f"{base['count']:,} ticks",
+    )
+    env = {**child_env(), "PULSE_ALERTING__SUBSCRIPTION": "bench-alerting", "PULSE_ALERTING__WEBHOOKS": "",
+           "PULSE_ALERTING__ALERTS_TOPIC": settings.alerting.alerts_topic}  # fmt: skip
+    log = open(work / "alerting-service.log", "ab")  # noqa: SIM115 — closed below
+    svc = subprocess.Popen([sys.executable, "-m", "consumers.alerting", "--home", str(settings.home), "run", "--json"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)  # fmt: skip
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            st = read_status(settings.home, "alerting")
+            if st and st.get("pid") == svc.pid and st.get("state") == "running":
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"alerting service did not start; see {work / 'alerting-service.log'}")
+        pres, lat = _hop(settings, ep, [alerts_topic(settings)], alerts=True, work=work, dur=dur, tag="alerts")
+    finally:
+        terminate(svc.pid, timeout=20)
+        out = svc.stdout.read().decode(errors="replace") if svc.stdout else ""
+        svc.wait(10)
+        log.close()
+        store = AlertStore(ep.database_url)
+        store.remove_rules([r.id for r in rules if r.id not in existing])
+        store.close()
+    counters = json.loads(out) if out.strip().startswith("{") else {}
+    report.add(
+        "alerting_e2e_p99_ms",
+        lat["p99_ms"],
+        f"alerting end to end: tick published → alert event received (two hops + the service; {len(rules):,} rules, "
+        f"{len(tick_topics)} topics) at {fmt_rate(pres['rate'])} ticks/s: p50 {lat['p50_ms']:.2f} ms, "
+        f"p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.1f} ms over {lat['count']:,} alerts = "
+        f"{ratio(lat['p99_ms'], base['p99_ms']):.2f}x the one-hop p99",
+    )
+    if counters:
+        report.line(
+            f"  service: {counters.get('received', 0):,} messages, {counters.get('alerts', 0):,} alerts, "
+            f"{counters.get('stored', 0):,} stored, {counters.get('snapshots', 0):,} snapshots"
+        )
+    report.target("alerting tick → alert p99", lat["p99_ms"], "<", TARGET_P99_MS, " ms")
+    return {"raw_hop": base, "alert_latency": lat, "service": counters}
+
+
+def run(report: Report, settings: Settings, endpoints: Endpoints, *, quick: bool) -> dict[str, Any]:
+    """Both alerting benchmarks; figures go to ``report`` and are returned."""
+    import tempfile
+
+    report.section("Alerting: engine in-process, and tick → alert through the broker")
+    out: dict[str, Any] = {"engine": engine_bench(report, quick=quick)}
+    with tempfile.TemporaryDirectory(prefix="pulse-bench-alerting-") as tmp:
+        out["e2e"] = e2e_bench(report, settings, endpoints, quick=quick, work=Path(tmp))
+    return out
+
+
+if __name__ == "__main__":
+    cfg = json.loads(sys.stdin.read())
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    emit_result(_receive(cfg) if cfg["mode"] == "receive" else _publish(cfg))

@@ -6,8 +6,9 @@ the service's answer on the fills topic. Ids (``request_id``, default ``order_id
 engine, which never invents one. ``orders list`` folds the fills topic (deduplicated on ``exec_id``) into each
 order's latest state and each account's positions.
 
-The lead registers them in ``cli.py``: ``cli.add_command(orders)`` and ``consumers_group.add_command(matching_run,
-"matching run")`` (see the module's ``matching`` group).
+The lead registers them in ``cli.py``: ``cli.add_command(orders)`` (→ ``pulse orders …``) and
+``consumers.add_command(matching)`` where ``matching`` is this module's group holding ``matching_run`` as ``run``
+(→ ``pulse consumers matching run``).
 """
 
 from __future__ import annotations

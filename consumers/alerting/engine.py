@@ -74,6 +74,11 @@ class InstState(msgspec.Struct, kw_only=True):
     mid: Decimal | None = None
     last: Decimal | None = None
     size: Decimal | None = None  # the last trade's
+    # the same as floats, converted once per tick for the statistics kinds (None when the exact value is None)
+    bidf: float | None = None
+    askf: float | None = None
+    midf: float | None = None
+    lastf: float | None = None
     ts_quote: int = _NEVER  # ts_event of the last bid/ask update
     ts_trade: int = _NEVER
     ts_event: int = _NEVER  # of the latest tick of any kind
@@ -236,7 +241,7 @@ class _PctEval(_Eval):
 
     def init(self) -> None:
         r: PctChange = self.rule  # type: ignore[assignment]
-        self.field = r.price
+        self.field = r.price + "f"
         self.rearm = r.pct - r.hysteresis
         self.st.data = WindowedChange(window_ns=int(r.window_s * _NS))
         self.st.armed = True
@@ -248,7 +253,7 @@ class _PctEval(_Eval):
         p = getattr(inst, self.field)
         if p is None:
             return
-        chg = self.st.data.update(inst.ts_event, float(p))
+        chg = self.st.data.update(inst.ts_event, p)
         if chg is None:
             return
         r: PctChange = self.rule  # type: ignore[assignment]
@@ -282,7 +287,7 @@ class _MaEval(_Eval):
 
     def init(self) -> None:
         r: MaCross = self.rule  # type: ignore[assignment]
-        self.field = r.price
+        self.field = r.price + "f"
         self.interval_ns = int(r.interval_s * _NS)
         self.kind_t = SMA if r.ma == "sma" else EMA
         self.st.data = _MaData(fast=self.kind_t(n=r.fast), slow=self.kind_t(n=r.slow))
@@ -300,7 +305,7 @@ class _MaEval(_Eval):
         p = getattr(inst, self.field)
         if p is None:
             return
-        x = float(p)
+        x = p
         d: _MaData = self.st.data
         if not self.interval_ns:
             self._sample(x, inst, out)
@@ -358,10 +363,10 @@ class _SpreadEval(_Eval):
         self.st.armed = True
 
     def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        bid, ask, mid = inst.bid, inst.ask, inst.mid
+        bid, ask, mid = inst.bidf, inst.askf, inst.midf
         if bid is None or ask is None or not mid:
             return
-        bps = float(ask - bid) / float(mid) * 10_000.0
+        bps = (ask - bid) / mid * 10_000.0
         r: Spread = self.rule  # type: ignore[assignment]
         if bps > r.bps:
             if self.st.armed:
@@ -372,7 +377,7 @@ class _SpreadEval(_Eval):
                     "wide",
                     _fmt(bps),
                     _fmt(r.bps),
-                    f"spread {_fmt(bps)} bps (bid {bid}, ask {ask})",
+                    f"spread {_fmt(bps)} bps (bid {inst.bid}, ask {inst.ask})",
                 )
         elif bps <= self.rearm:
             self.st.armed = True
@@ -600,7 +605,7 @@ class AlertEngine:
         if t is Quote or t is Ticker:
             bid, ask = ev.bid, ev.ask
             if t is Ticker:
-                s.last = ev.last
+                s.last, s.lastf = ev.last, float(ev.last)
         elif t is BookDelta:
             bid = ev.best_bid.price if ev.best_bid is not None else None
             ask = ev.best_ask.price if ev.best_ask is not None else None
@@ -609,6 +614,7 @@ class AlertEngine:
             ask = ev.asks[0].price if ev.asks else None
         elif t is Trade:
             s.last, s.size = ev.price, ev.size
+            s.lastf = float(ev.price)
             s.ts_trade = s.ts_event = ev.ts_event
             s.ts_recv = s.recv_tick = ev.ts_recv
             self.stats["ticks"] += 1
@@ -620,7 +626,13 @@ class AlertEngine:
             self.stats["ignored"] += 1
             return
         s.bid, s.ask = bid, ask
-        s.mid = (bid + ask) / _TWO if bid is not None and ask is not None else None
+        s.bidf = bf = float(bid) if bid is not None else None
+        s.askf = af = float(ask) if ask is not None else None
+        if bf is not None and af is not None:
+            s.mid = (bid + ask) / _TWO
+            s.midf = (bf + af) * 0.5
+        else:
+            s.mid = s.midf = None
         s.ts_quote = s.ts_event = ev.ts_event
         s.ts_recv = s.recv_tick = ev.ts_recv
         self.stats["ticks"] += 1

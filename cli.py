@@ -809,6 +809,29 @@ def config_show(obj: Ctx) -> None:
     emit_json(obj.settings.redacted())
 
 
+# -- consumers -------------------------------------------------------------------------------------------
+def _register_consumers() -> None:
+    """`pulse consumers matching|alerting run`, `pulse orders …`, `pulse alerts …` (defined in their packages)."""
+    from consumers.alerting.commands import alerting_run, alerts
+    from consumers.matching.commands import matching, orders
+
+    @cli.group("consumers")
+    def consumers_group() -> None:
+        """Services that consume the live ticks: paper-order matching and alerting."""
+
+    @consumers_group.group("alerting")
+    def alerting_group() -> None:
+        """Rules evaluated on every tick; alerts to the alerts namespace, the database and webhooks."""
+
+    alerting_group.add_command(alerting_run)
+    consumers_group.add_command(matching)
+    cli.add_command(orders)
+    cli.add_command(alerts)
+
+
+_register_consumers()
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

@@ -1,0 +1,69 @@
+"""The consumers through the `pulse` CLI, as a user runs them: the registry feeds the matching service its
+instruments, `pulse orders` trades against a live quote. Real processes, broker and database; stopped by pid."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pulse.bus import Bus, EventPublisher
+from pulse.models import Quote
+from pulse.runtime import Endpoints
+from pulse.settings import Settings
+from pulse.status import read_status
+from tests.integration.test_control_plane import pulse
+from tests.integration.test_kraken_pipeline import process, pulse_cmd, stop, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_registry_instrument_is_tradeable_through_pulse_orders(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    s = runtime_settings
+    sym = f"KM{unique[:6].upper()}/USD"
+    env = {
+        "PULSE_MATCHING__ORDERS_TOPIC": f"orders.t{unique}",
+        "PULSE_MATCHING__FILLS_TOPIC": f"fills.t{unique}",
+        "PULSE_MATCHING__SUBSCRIPTION": f"m-{unique}",
+        "PULSE_MATCHING__STATE_DIR": str(s.home / f"state-{unique}"),
+    }
+    added = pulse(s, "symbols", "add", "kraken", sym, "--channels", "ticker", "--price-precision", "1")
+    assert added.returncode == 0, added.stderr
+    name = f"matching-{unique}"
+    svc = pulse_cmd(s, "consumers", "matching", "run", "--name", name, env=env)
+    with process(svc):
+        doc = wait_for(lambda: read_status(s.home, name), "the matching service's status file")
+        assert f"kraken:{sym}" in doc["instruments"]  # taken from the registry
+        time.sleep(1.0)  # its market-data subscription starts at the latest message
+        bus = Bus(s, endpoints.pulsar_url)
+        try:
+            pub = EventPublisher(bus, "crypto", producer_prefix=f"test-{unique}")
+            now = time.time_ns()
+            pub.publish(Quote(venue="kraken", symbol=sym, ts_event=now, ts_recv=now, bid=99.9, bid_size=5,
+                              ask=100.0, ask_size=1.5))  # fmt: skip
+            pub.flush()
+        finally:
+            bus.close()
+        wait_for(lambda: (read_status(s.home, name) or {}).get("last_tick", {}), "the quote to reach the service")
+
+        # the touch shows 1.5 at 100.0: a limit buy of 2 @ 100.0 fills 1.5 and rests 0.5, never above its limit
+        res = pulse(s, "orders", "submit", f"kraken:{sym}", "buy", "2", "--price", "100.0", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+        execs = json.loads(res.stdout)["executions"]
+        fills = [e for e in execs if e["kind"] == "fill"]
+        assert [(f["quantity"], f["price"]) for f in fills] == [("1.5", "100.0")]
+        assert fills[0]["remaining"] == "0.5"
+
+        # off the instrument's precision (1 decimal): rejected with a reason, exit code 2
+        res = pulse(s, "orders", "submit", f"kraken:{sym}", "buy", "1", "--price", "100.05", env=env)
+        assert res.returncode == 2 and "price" in res.stderr.lower()
+
+        listed = json.loads(pulse(s, "orders", "list", "--json", env=env).stdout)
+        pos = [p for p in listed["positions"] if p["symbol"] == sym]
+        assert len(pos) == 1 and pos[0]["quantity"] == "1.5" and pos[0]["avg_price"] == "100.0"
+        assert [o["remaining"] for o in listed["orders"] if o["symbol"] == sym] == ["0.5"]
+        code, _, err = stop(svc)
+        assert code == 0, err

@@ -17,68 +17,34 @@ from collections import deque
 from collections.abc import Iterator
 from decimal import Decimal
 
+import msgspec
+
 ZERO = Decimal(0)
 
 
-class Order:
-    """A live (or finished) paper order. Mutable and slotted: the hot path touches these fields directly."""
+class Order(msgspec.Struct, eq=False, gc=False):
+    """A live (or finished) paper order. Mutable; a msgspec struct (not a plain slotted class) because the C
+    constructor is ~2.5x faster than a Python ``__init__`` and one is built per order. ``eq=False``: orders
+    compare by identity. No container fields, so ``gc=False``. Positional fields as in ``as_tuple``."""
 
-    __slots__ = (
-        "account",
-        "alive",
-        "expire_at",
-        "filled",
-        "n_exec",
-        "order_id",
-        "order_type",
-        "price",
-        "quantity",
-        "request_id",
-        "seq",
-        "side",
-        "stop_price",
-        "symbol",
-        "tif",
-        "triggered",
-        "ts",
-        "venue",
-    )
-
-    def __init__(
-        self,
-        order_id: str,
-        request_id: str,
-        account: str,
-        venue: str,
-        symbol: str,
-        side: str,
-        order_type: str,
-        quantity: Decimal,
-        price: Decimal | None,
-        stop_price: Decimal | None,
-        tif: str,
-        ts: int,
-        seq: int,
-        expire_at: int = 0,
-    ) -> None:
-        self.order_id = order_id
-        self.request_id = request_id
-        self.account = account
-        self.venue = venue
-        self.symbol = symbol
-        self.side = side
-        self.order_type = order_type
-        self.quantity = quantity
-        self.price = price
-        self.stop_price = stop_price
-        self.tif = tif
-        self.ts = ts
-        self.seq = seq
-        self.expire_at = expire_at  # DAY orders: the next UTC midnight after acceptance (ns); else 0
-        self.filled = ZERO
-        self.n_exec = 0  # executions emitted for this order (the suffix of the next exec_id)
-        self.alive = True  # resting in a book or waiting as a stop
-        self.triggered = False
+    order_id: str
+    request_id: str
+    account: str
+    venue: str
+    symbol: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    price: Decimal | None
+    stop_price: Decimal | None
+    tif: str
+    ts: int
+    seq: int
+    expire_at: int = 0  # DAY orders: the next UTC midnight after acceptance (ns); else 0
+    filled: Decimal = ZERO
+    n_exec: int = 0  # executions emitted for this order (the suffix of the next exec_id)
+    alive: bool = True  # resting in a book or waiting as a stop
+    triggered: bool = False
 
     @property
     def remaining(self) -> Decimal:

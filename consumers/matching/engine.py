@@ -155,18 +155,26 @@ class MatchingEngine:
     # -- inputs --------------------------------------------------------------------------------------
     def on_order(self, cmd: Command) -> list[Output]:
         """Apply one command; returns its executions (and positions after fills)."""
-        if cmd.request_id in self.requests:
+        requests = self.requests
+        rid = cmd.request_id
+        if rid in requests:
             return []
-        self.requests.add(cmd.request_id)
+        requests.add(rid)
         out: list[Output] = []
         self._out = out
-        self._advance(cmd.ts)
-        if type(cmd) is NewOrder:
-            self._new(cmd)
-        elif type(cmd) is CancelOrder:
-            self._cancel(cmd)
-        elif type(cmd) is ReplaceOrder:
-            self._replace(cmd)
+        ts = cmd.ts
+        if ts > self.now:
+            self.now = ts
+        day = self._day
+        if day and day[0][0] <= self.now:
+            self._advance(ts)
+        t = type(cmd)
+        if t is NewOrder:
+            self._new(cmd)  # type: ignore[arg-type]
+        elif t is CancelOrder:
+            self._cancel(cmd)  # type: ignore[arg-type]
+        elif t is ReplaceOrder:
+            self._replace(cmd)  # type: ignore[arg-type]
         else:  # pragma: no cover - the decoder only yields the three
             raise TypeError(f"not a command: {type(cmd).__name__}")
         return out
@@ -208,30 +216,39 @@ class MatchingEngine:
 
     # -- commands ------------------------------------------------------------------------------------
     def _new(self, cmd: NewOrder) -> None:
-        oid = cmd.order_id or cmd.request_id
-        if oid in self.order_requests:
+        rid = cmd.request_id
+        oid = cmd.order_id or rid
+        order_requests = self.order_requests
+        if oid in order_requests:
             self._reject_request(cmd, oid, f"duplicate order id {oid!r}")
             return
-        self.order_requests[oid] = cmd.request_id
-        self.seq += 1
-        o = Order(oid, cmd.request_id, cmd.account, cmd.venue, cmd.symbol, cmd.side, cmd.order_type, cmd.quantity,
-                  cmd.price, cmd.stop_price, cmd.tif, self.now, self.seq)  # fmt: skip
-        inst = self.instruments.get((cmd.venue, cmd.symbol))
+        order_requests[oid] = rid
+        seq = self.seq = self.seq + 1
+        now = self.now
+        tif = cmd.tif
+        qty = cmd.quantity
+        venue, symbol, account, side, otype = cmd.venue, cmd.symbol, cmd.account, cmd.side, cmd.order_type
+        o = Order(oid, rid, account, venue, symbol, side, otype, qty, cmd.price, cmd.stop_price, tif, now, seq)
+        inst = self.instruments.get((venue, symbol))
         reason = self._invalid(cmd, inst)
-        if reason is None and cmd.tif == "FOK":
+        if reason is None and tif == "FOK":
             assert inst is not None
             avail = self._fillable(inst, o)
-            if avail < o.quantity:
-                reason = f"FOK cannot fill {o.quantity} in full (fillable now: {avail})"
+            if avail < qty:
+                reason = f"FOK cannot fill {qty} in full (fillable now: {avail})"
         if reason is not None:
             o.alive = False
-            self._emit(o, "rejected", reason=reason, request_id=cmd.request_id)
+            self._emit(o, "rejected", reason=reason, request_id=rid)
             return
         assert inst is not None
-        if o.tif == "DAY":
-            o.expire_at = (self.now // DAY_NS + 1) * DAY_NS
-        self._emit(o, "accepted", request_id=cmd.request_id)
-        if o.order_type in _TAKER_TYPES:
+        if tif == "DAY":
+            o.expire_at = (now // DAY_NS + 1) * DAY_NS
+        # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
+        o.n_exec = 1
+        e = Execution(f"{oid}.1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, qty - ZERO,  # type: ignore[arg-type]
+                      None, None, o.price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
+        self._out.append(e)
+        if otype in _TAKER_TYPES:
             self._take(inst, o)
             self._finish(inst, o)
         else:
@@ -355,9 +372,9 @@ class MatchingEngine:
 
     def _reject_request(self, cmd: Command, order_id: str, reason: str) -> None:
         """A reject that concerns no order of this account: its id derives from the request."""
-        e = Execution(exec_id=f"req.{cmd.request_id}", kind="rejected", order_id=order_id, account=cmd.account,
-                      venue=cmd.venue, symbol=cmd.symbol, status="rejected", ts=self.now, reason=reason,
-                      request_id=cmd.request_id)  # fmt: skip
+        rid = cmd.request_id
+        e = Execution(f"req.{rid}", "rejected", order_id, cmd.account, cmd.venue, cmd.symbol, "rejected", self.now,
+                      None, None, ZERO, ZERO, None, None, None, None, "GTC", "", "", reason, rid)  # fmt: skip
         self._out.append(e)
 
     # -- matching ------------------------------------------------------------------------------------
@@ -376,19 +393,23 @@ class MatchingEngine:
 
     def _take(self, inst: _Inst, o: Order) -> None:
         """Match ``o`` as a taker against the paper book and the touch, best price first, up to its limit."""
-        opp = inst.book.opposite(o.side)
-        m = inst.market
         buy = o.side == "buy"
+        book = inst.book
+        opp = book.asks if buy else book.bids
+        prices = opp.prices  # sorted ascending, updated in place as levels empty
+        m = inst.market
         limit = o.price if o.order_type in ("limit", "stop_limit") else None
+        fill = self._fill
         while True:
             rem = o.quantity - o.filled
             if rem <= 0:
                 return
-            ip = opp.best()
             if buy:
+                ip = prices[0] if prices else None
                 ep = m.ask if (m.ask_avail > 0 and m.ask is not None) else None
                 internal = ip is not None and (ep is None or ip <= ep)
             else:
+                ip = prices[-1] if prices else None
                 ep = m.bid if (m.bid_avail > 0 and m.bid is not None) else None
                 internal = ip is not None and (ep is None or ip >= ep)
             px = ip if internal else ep
@@ -396,19 +417,22 @@ class MatchingEngine:
                 return
             if internal:
                 r = opp.head(px)
-                q = min(rem, r.quantity - r.filled)
-                self._fill(inst, o, q, px, "book", r.order_id)
-                self._fill(inst, r, q, px, "book", o.order_id)
+                r_rem = r.quantity - r.filled
+                q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
+                fill(inst, o, q, px, "book", r.order_id)
+                fill(inst, r, q, px, "book", o.order_id)
                 if r.filled == r.quantity:
                     self._close(r)
             else:
                 if buy:
-                    q = min(rem, m.ask_avail)
-                    m.ask_avail -= q
+                    avail = m.ask_avail
+                    q = avail if avail < rem else rem
+                    m.ask_avail = avail - q
                 else:
-                    q = min(rem, m.bid_avail)
-                    m.bid_avail -= q
-                self._fill(inst, o, q, px, "quote", "")
+                    avail = m.bid_avail
+                    q = avail if avail < rem else rem
+                    m.bid_avail = avail - q
+                fill(inst, o, q, px, "quote", "")
 
     def _finish(self, inst: _Inst, o: Order) -> None:
         """After taking: rest the remainder (limit GTC/DAY) or cancel it (market, IOC, triggered stop)."""
@@ -416,16 +440,18 @@ class MatchingEngine:
             self.open.pop(o.order_id, None)
             o.alive = False
             return
-        if o.order_type in ("market", "stop") or o.tif == "IOC":
+        tif = o.tif
+        if tif == "IOC" or o.order_type in ("market", "stop"):
             self.open.pop(o.order_id, None)
             o.alive = False
-            why = "IOC remainder" if o.tif == "IOC" else "no more liquidity for a market order"
+            why = "IOC remainder" if tif == "IOC" else "no more liquidity for a market order"
             self._emit(o, "cancelled", reason=why)
             return
         o.alive = True
-        inst.book.side(o.side).add(o)
+        book = inst.book
+        (book.bids if o.side == "buy" else book.asks).add(o)
         self.open[o.order_id] = o
-        if o.tif == "DAY" and o.expire_at:
+        if tif == "DAY" and o.expire_at:
             heapq.heappush(self._day, (o.expire_at, o.seq, o.order_id))
 
     def _trigger(self, inst: _Inst, o: Order) -> None:
@@ -437,15 +463,26 @@ class MatchingEngine:
         self._finish(inst, o)
 
     def _fill(self, inst: _Inst, o: Order, q: Decimal, px: Decimal, liquidity: str, contra: str) -> None:
-        o.filled += q
-        e = self._emit(o, "fill", price=px, quantity=q, liquidity=liquidity, contra=contra)
-        key = (o.account, o.venue, o.symbol)
-        pos = self.positions.get(key)
+        filled = o.filled = o.filled + q
+        n = o.n_exec = o.n_exec + 1
+        qty = o.quantity
+        oid, account, venue, symbol, side = o.order_id, o.account, o.venue, o.symbol, o.side
+        eid = f"{oid}.{n}"
+        now = self.now
+        out = self._out
+        status = "filled" if filled == qty else ("partially_filled" if filled else "new")
+        # positional, in Execution's field order (see messages.py); the same fields _emit would give
+        e = Execution(eid, "fill", oid, account, venue, symbol, status, now, side, o.order_type, filled, qty - filled,  # type: ignore[arg-type]
+                      px, q, o.price, o.stop_price, o.tif, liquidity, contra, "", "")  # type: ignore[arg-type]  # fmt: skip
+        out.append(e)
+        key = (account, venue, symbol)
+        positions = self.positions
+        pos = positions.get(key)
         if pos is None:
-            pos = self.positions[key] = PositionBook()
-        pos.apply(o.side, q, px)
+            pos = positions[key] = PositionBook()
+        pos.apply(side, q, px)
         mark = inst.market.mark()
-        self._out.append(pos.view(o.account, o.venue, o.symbol, self.now, px if mark is None else mark, e.exec_id))
+        out.append(pos.view(account, venue, symbol, now, px if mark is None else mark, eid))
 
     def _close(self, o: Order) -> None:
         """Take an open order out of wherever it waits (book level or stop queue)."""
@@ -453,12 +490,13 @@ class MatchingEngine:
         if not o.alive:
             return
         inst = self.instruments[(o.venue, o.symbol)]
-        waiting_stop = o.order_type in ("stop", "stop_limit") and not o.triggered
+        otype = o.order_type
         o.alive = False
-        if waiting_stop:
+        if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop
             (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
-        elif o.order_type != "market":
-            side = inst.book.side(o.side)
+        elif otype != "market":
+            book = inst.book
+            side = book.bids if o.side == "buy" else book.asks
             if o.price in side.live:
                 side.remove(o)
 
@@ -476,24 +514,25 @@ class MatchingEngine:
         request_id: str = "",
         status_of: Order | None = None,
     ) -> Execution:
-        o.n_exec += 1
+        """One execution of ``o`` (its totals as they stand). The hot kinds (accepted, fill) are built inline in
+        ``_new`` / ``_fill`` with the same fields."""
+        n = o.n_exec = o.n_exec + 1
         filled = o.filled
-        if kind in ("cancelled", "expired"):
+        qty = o.quantity
+        if kind == "cancelled" or kind == "expired":
             status = kind
         elif kind == "rejected" and status_of is None:
             status = "rejected"
-        elif filled == o.quantity:
+        elif filled == qty:
             status = "filled"
         elif filled:
             status = "partially_filled"
         else:
             status = "new"
         e = Execution(
-            exec_id=f"{o.order_id}.{o.n_exec}", kind=kind, order_id=o.order_id, account=o.account, venue=o.venue,  # type: ignore[arg-type]
-            symbol=o.symbol, side=o.side, order_type=o.order_type, status=status, ts=self.now if ts is None else ts,  # type: ignore[arg-type]
-            filled=filled, remaining=o.quantity - filled, price=price, quantity=quantity, limit_price=o.price,
-            stop_price=o.stop_price, tif=o.tif, liquidity=liquidity, contra_order_id=contra, reason=reason,  # type: ignore[arg-type]
-            request_id=request_id,
+            f"{o.order_id}.{n}", kind, o.order_id, o.account, o.venue, o.symbol, status,  # type: ignore[arg-type]
+            self.now if ts is None else ts, o.side, o.order_type, filled, qty - filled, price, quantity,  # type: ignore[arg-type]
+            o.price, o.stop_price, o.tif, liquidity, contra, reason, request_id,  # type: ignore[arg-type]
         )  # fmt: skip
         self._out.append(e)
         return e

@@ -66,7 +66,9 @@ class ReplaceOrder(_Command, frozen=True, tag="replace_order"):
 Command = NewOrder | CancelOrder | ReplaceOrder
 
 
-class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_field="type", gc=False):
+# Execution and Position are not ``kw_only``: the engine builds them positionally (field order below), which
+# msgspec does ~8x faster than with 21 keywords; keywords still work, and the wire format is the same.
+class Execution(msgspec.Struct, frozen=True, tag="execution", tag_field="type", gc=False):
     """One thing that happened to one order. ``price``/``quantity`` are the fill's (kind ``fill``); ``filled``
     and ``remaining`` are the order's totals after it. ``liquidity`` says what a fill took: ``book`` (another
     paper order, ``contra_order_id``), ``quote`` (the venue's touch) or ``trade`` (a venue trade through the
@@ -95,7 +97,7 @@ class Execution(msgspec.Struct, frozen=True, kw_only=True, tag="execution", tag_
     request_id: str = ""
 
 
-class Position(msgspec.Struct, frozen=True, kw_only=True, tag="position", tag_field="type", gc=False):
+class Position(msgspec.Struct, frozen=True, tag="position", tag_field="type", gc=False):
     """An account's position in one instrument after a fill. ``quantity`` is signed (short < 0);
     ``realised_pnl`` is FIFO and exact; ``unrealised_pnl`` is ``quantity * mark - cost`` at ``mark`` (the mid of
     the venue's touch, else the last trade or fill price)."""

@@ -28,14 +28,16 @@ class PositionBook:
 
     def apply(self, side: str, qty: Decimal, price: Decimal) -> None:
         signed = qty if side == "buy" else -qty
-        if self.quantity == 0 or (self.quantity > 0) == (signed > 0):
+        quantity = self.quantity
+        if quantity == 0 or (quantity > 0) == (signed > 0):
             self.lots.append([signed, price])
-            self.quantity += signed
+            self.quantity = quantity + signed
             self.cost += signed * price
             return
+        lots = self.lots
         left = qty  # closes the opposite position, oldest lot first
-        while left and self.lots:
-            lot = self.lots[0]
+        while left and lots:
+            lot = lots[0]
             lot_qty, lot_px = lot
             take = min(left, abs(lot_qty))
             if lot_qty > 0:  # closing a long by selling
@@ -50,10 +52,10 @@ class PositionBook:
                 self.quantity += take
             left -= take
             if lot[0] == 0:
-                self.lots.popleft()
+                lots.popleft()
         if left:  # flipped: the rest opens a new position
             signed = left if side == "buy" else -left
-            self.lots.append([signed, price])
+            lots.append([signed, price])
             self.quantity += signed
             self.cost += signed * price
 
@@ -67,11 +69,14 @@ class PositionBook:
         return self.quantity * mark - self.cost
 
     def view(self, account: str, venue: str, symbol: str, ts: int, mark: Decimal | None, exec_id: str = "") -> Position:
-        return Position(
-            account=account, venue=venue, symbol=symbol, ts=ts, quantity=self.quantity, avg_price=self.avg_price,
-            cost=self.cost, realised_pnl=self.realised, unrealised_pnl=self.unrealised(mark), mark=mark,
-            exec_id=exec_id,
-        )  # fmt: skip
+        q, cost = self.quantity, self.cost
+        if q:
+            avg: Decimal | None = cost / q
+            unrealised = ZERO if mark is None else q * mark - cost
+        else:
+            avg, unrealised = None, ZERO
+        # positional, in Position's field order (see messages.py)
+        return Position(account, venue, symbol, ts, q, avg, cost, self.realised, unrealised, mark, exec_id)
 
     def state(self) -> list:
         return [[[q, p] for q, p in self.lots], self.quantity, self.cost, self.realised]

@@ -633,9 +633,11 @@ def candles(
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
+@click.option("--only", callback=csv_choice(("ingesters", "consumers"), "--only"), help="ingesters,consumers")
 @click.pass_obj
-def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool) -> None:
-    """Measure the raw publish ceiling vs the ingesters, or (--sink) raw COPY vs the sink; own runtime."""
+def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None) -> None:
+    """Measure the raw publish ceiling vs the ingesters and the consumers' engines and round trips, or (--sink)
+    raw COPY vs the sink; on a runtime of its own."""
     if sink_only:
         from bench.harness import bench_runtime
         from bench.sink import run as run_sink
@@ -643,9 +645,9 @@ def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool) -> None:
         with bench_runtime(obj.settings) as (s, ep):
             emit_json(run_sink(s, ep, quick=quick))
         return
-    from bench.run import run_benchmarks
+    from bench.run import PARTS, run_benchmarks
 
-    run_benchmarks(obj.settings, as_json=as_json, quick=quick)
+    run_benchmarks(obj.settings, as_json=as_json, quick=quick, parts=tuple(only) if only else PARTS)
 
 
 @cli.command()

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling, fx, kraken
+from bench import alerting, ceiling, fx, kraken, matching
 from bench.harness import Report, bench_runtime, load_average
 from pulse.settings import Settings
 
@@ -29,7 +29,12 @@ FULL = {"ceiling_n": 30_000, "ceiling_reps": 3, "codec_n": 100_000, "codec_reps"
 QUICK = {"ceiling_n": 8_000, "ceiling_reps": 1, "codec_n": 20_000, "codec_reps": 3}
 
 
-def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool) -> dict[str, Any]:
+PARTS = ("ingesters", "consumers")
+
+
+def run_benchmarks(
+    settings: Settings, *, as_json: bool, quick: bool, parts: tuple[str, ...] = PARTS
+) -> dict[str, Any]:
     """Run everything against one fresh embedded runtime; print figures; return (and with ``as_json`` print)
     the document."""
     sizes = QUICK if quick else FULL
@@ -55,7 +60,7 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool) -> dict[st
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pulse-bench-work-") as tmp, bench_runtime(settings) as (s, ep):
         work = Path(tmp)
-        report.line(f"runtime: pulsar-lite at {ep.pulsar_url} (fresh, on free ports; PostgreSQL unused here)")
+        report.line(f"runtime: pulsar-lite at {ep.pulsar_url} and PostgreSQL (fresh, on free ports)")
 
         def step(name: str, fn: Callable[[], Any]) -> Any:
             try:
@@ -77,8 +82,12 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool) -> dict[st
         codec = step("codec", lambda: ceiling.measure_codec(n=sizes["codec_n"], reps=sizes["codec_reps"]))
         if codec:
             ceiling.report_codec(report, codec)
-        step("kraken", lambda: kraken.run(report, s, ep, ceiling=base, quick=quick, work=work))
-        step("fx", lambda: fx.run(report, s, ep, ceiling=base, quick=quick, work=work))
+        if "ingesters" in parts:
+            step("kraken", lambda: kraken.run(report, s, ep, ceiling=base, quick=quick, work=work))
+            step("fx", lambda: fx.run(report, s, ep, ceiling=base, quick=quick, work=work))
+        if "consumers" in parts:
+            step("matching", lambda: matching.run(report, s, ep, quick=quick, work=work))
+            step("alerting", lambda: alerting.run(report, s, ep, quick=quick))
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
     meta["errors"] = errors
     report.summary()

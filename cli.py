@@ -769,6 +769,70 @@ def symbols_disable(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool)
     _symbol_changes(obj, as_json, lambda ops: (ops.set_enabled(venue, sym, False) for sym in syms))
 
 
+@cli.group("pulsar")
+def pulsar_group() -> None:
+    """Pulsar layout on a real cluster (admin REST API)."""
+
+
+@pulsar_group.command("provision")
+@click.option("--jdbc-table", help="Also create a Pulsar IO jdbc-postgres sink writing the historical quote topics "
+              "of the registry into this table (columns = the Avro fields of pulsar/schemas/quote).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
+    """Create the tenant, namespaces with their policies, and the topics and schemas of every enabled registry
+    instrument; idempotent (a second run changes nothing). On the embedded broker there is nothing to do."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from control_plane.provision import EMBEDDED_NOTE, provision_base, provision_instrument, provision_jdbc_sink
+    from control_plane.pulsar_admin import PulsarAdmin
+    from control_plane.registry import Registry
+    from control_plane.symbols import instrument_topics
+    from pulse.runtime import resolve_endpoints
+    from pulse.topics import parse_topic
+
+    s = obj.settings
+    if not s.pulsar.admin_url:
+        click.echo(EMBEDDED_NOTE + " (set pulsar.admin_url to provision a real cluster)")
+        return
+    if jdbc_table is not None and not jdbc_table.replace("_", "").isalnum():
+        raise click.BadParameter(f"{jdbc_table!r}: letters, digits and _ only", param_hint="--jdbc-table")
+    ep = resolve_endpoints(s, need_pulsar=False)
+    with Registry(ep.database_url) as reg:
+        rows = reg.list(enabled_only=True)
+    tenant = s.pulsar.tenant
+
+    async def go() -> list[Any]:
+        async with PulsarAdmin.from_settings(s) as admin:
+            steps = await provision_base(admin, s)
+            for r in rows:
+                channels = [parse_topic(t).channel for t in instrument_topics(r, tenant)]
+                steps += await provision_instrument(
+                    admin, r.namespace, r.venue, r.symbol, channels, tenant=tenant,
+                    register_schemas=s.pulsar.codec == "json",
+                )  # fmt: skip
+            if jdbc_table:
+                db = urlsplit(ep.database_url)
+                inputs = [t for r in rows if r.namespace == "historical" for t in instrument_topics(r, tenant)
+                          if parse_topic(t).channel == "quote"]  # fmt: skip
+                if not inputs:
+                    raise click.UsageError("--jdbc-table: no enabled historical instruments in the registry")
+                steps.append(await provision_jdbc_sink(
+                    admin, name="pulse-historical-jdbc", inputs=inputs, tenant=tenant, table_name=jdbc_table,
+                    jdbc_url=f"jdbc:postgresql://{db.hostname}:{db.port or 5432}{db.path}",
+                    user_name=db.username or "", password=db.password or "",
+                ))  # fmt: skip
+            return steps
+
+    results = asyncio.run(go())
+    if as_json:
+        emit_json([{"step": r.step, "outcome": r.outcome, "detail": r.detail} for r in results])
+    else:
+        for r in results:
+            click.echo(str(r))
+
+
 @symbols.command("list")
 @click.option("--venue", help="Only this venue.")
 @click.option("--enabled", "enabled_only", is_flag=True, help="Only enabled instruments.")

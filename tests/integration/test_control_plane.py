@@ -212,3 +212,25 @@ def test_symbols_add_provisions_through_the_admin_api_and_stops_at_the_first_fai
         assert "create partitioned topic" in res.stderr and "HTTP 500" in res.stderr and "boom" in res.stderr
     listed = [r["symbol"] for r in json.loads(pulse(s, "symbols", "list", "--json").stdout)]
     assert sym in listed and bad not in listed
+
+
+def test_pulsar_provision_is_idempotent_and_creates_the_jdbc_sink(runtime_settings: Settings) -> None:
+    s = runtime_settings
+    assert pulse(s, "symbols", "add", "dukascopy", "EURUSD").returncode == 0
+    with FakeAdminThread() as fake:
+        env = {"PULSE_PULSAR__ADMIN_URL": fake.url}
+        first = pulse(s, "pulsar", "provision", "--jdbc-table", "pulsar_io_quotes", "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        steps = json.loads(first.stdout)
+        assert "market-data/historical/dukascopy.EUR-USD.quote" in fake.partitioned
+        sink = fake.sinks["market-data/historical/pulse-historical-jdbc"]
+        assert "persistent://market-data/historical/dukascopy.EUR-USD.quote" in json.dumps(sink)
+        assert sink["configs"]["tableName"] == "pulsar_io_quotes"
+        assert steps[-1]["outcome"] == "created"
+        posts = len(fake.calls("POST", "."))
+        second = pulse(s, "pulsar", "provision", "--jdbc-table", "pulsar_io_quotes", "--json", env=env)
+        assert second.returncode == 0, second.stderr
+        assert {st["outcome"] for st in json.loads(second.stdout)} == {"exists"}
+        assert len(fake.calls("POST", ".")) == posts  # nothing changed the second time
+    embedded = pulse(s, "pulsar", "provision")
+    assert embedded.returncode == 0 and "created on first use" in embedded.stdout

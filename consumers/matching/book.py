@@ -1,11 +1,11 @@
 """One instrument's resting paper orders, in price-time priority.
 
-Each side is a dict ``price → deque[Order]`` (time order within a level) plus a sorted list of the prices that
-have a level (``bisect``: best bid is the last, best ask the first). An order is found by id through the
-engine's dict. Cancelling is O(1): the order is marked dead and its level's live count decremented; dead
-orders are dropped when they reach the front of their deque, and a level whose live count reaches zero is
-removed at once, so a best price is always live. Time priority is the engine's sequence number (``seq``), never
-a clock, so replaying the same input yields the same queues.
+Each side is a dict ``price → Level`` (the level's orders in time order, and how many of them are live) plus a
+sorted list of the prices that have a level (``bisect``: best bid is the last, best ask the first). An order is
+found by id through the engine's dict. Cancelling is O(1): the order is marked dead and its level's live count
+decremented; dead orders are dropped when they reach the front of their deque, and a level whose live count
+reaches zero is removed at once, so a best price is always live. Time priority is the engine's sequence number
+(``seq``), never a clock, so replaying the same input yields the same queues.
 
 Untriggered stop orders wait in a separate sorted list per side keyed by ``(stop_price, seq)``.
 """
@@ -69,38 +69,49 @@ def _dec(v: object) -> Decimal | None:
     return None if v is None else Decimal(v)  # type: ignore[arg-type]
 
 
+class Level:
+    """The orders at one price in time order (dead ones are dropped lazily from the front) and how many live.
+    ``price`` is the Decimal of the order that opened the level (fills against the level are at it)."""
+
+    __slots__ = ("live", "orders", "price")
+
+    def __init__(self, price: Decimal) -> None:
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.live = 0
+
+
 class Side:
     """One side of a book: levels by price, prices sorted ascending."""
 
-    __slots__ = ("is_bid", "levels", "live", "prices")
+    __slots__ = ("is_bid", "levels", "prices")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
-        self.levels: dict[Decimal, deque[Order]] = {}
-        self.live: dict[Decimal, int] = {}  # live orders per level
-        self.prices: list[Decimal] = []
+        self.levels: dict[Decimal, Level] = {}
+        self.prices: list[Decimal] = []  # the levels' prices, ascending (best bid last, best ask first)
 
     def add(self, order: Order) -> None:
         price = order.price
         level = self.levels.get(price)  # type: ignore[arg-type]
         if level is None:
-            level = self.levels[price] = deque()  # type: ignore[index]
-            self.live[price] = 0  # type: ignore[index]
-            insort(self.prices, price)
-        level.append(order)
-        self.live[price] += 1  # type: ignore[index]
+            level = self.levels[price] = Level(price)  # type: ignore[index,arg-type]
+            insort(self.prices, price)  # type: ignore[arg-type]
+        level.orders.append(order)
+        level.live += 1
 
     def remove(self, order: Order) -> None:
         """Take a live order out (cancel, fill, expiry): O(1) unless its level empties."""
         price = order.price
-        n = self.live[price] - 1  # type: ignore[index]
+        level = self.levels[price]  # type: ignore[index]
+        n = level.live - 1
         if n:
-            self.live[price] = n  # type: ignore[index]
-            level = self.levels[price]  # type: ignore[index]
-            while level and not level[0].alive:
-                level.popleft()
+            level.live = n
+            orders = level.orders
+            while orders and not orders[0].alive:
+                orders.popleft()
         else:
-            del self.live[price], self.levels[price]  # type: ignore[arg-type]
+            del self.levels[price]  # type: ignore[arg-type]
             del self.prices[bisect_left(self.prices, price)]  # type: ignore[arg-type]
 
     def best(self) -> Decimal | None:
@@ -110,10 +121,10 @@ class Side:
 
     def head(self, price: Decimal) -> Order:
         """The first live order at ``price`` (the level exists, so one does)."""
-        level = self.levels[price]
-        while not level[0].alive:
-            level.popleft()
-        return level[0]
+        orders = self.levels[price].orders
+        while not orders[0].alive:
+            orders.popleft()
+        return orders[0]
 
     def prices_from_best(self) -> Iterator[Decimal]:
         """Prices best first (a copy: the caller may remove levels while iterating)."""
@@ -121,7 +132,8 @@ class Side:
 
     def orders_at(self, price: Decimal) -> Iterator[Order]:
         """Live orders of one level in time order (a copy)."""
-        return (o for o in list(self.levels.get(price, ())) if o.alive)
+        level = self.levels.get(price)
+        return (o for o in (list(level.orders) if level is not None else ()) if o.alive)
 
     def quantity_to(self, limit: Decimal | None) -> Decimal:
         """Live quantity at prices at least as good as ``limit`` for a taker (all of it when None)."""

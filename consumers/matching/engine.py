@@ -63,7 +63,7 @@ from pulse.models import BookDelta, BookSnapshot, Event, Quote, QuoteBatch, Stat
 DAY_NS = 86_400 * 1_000_000_000
 SNAPSHOT_VERSION = 1
 _CLEARING_STATUS = frozenset({"gap", "disconnected", "stale", "resync", "market_closed"})
-_TAKER_TYPES = ("market", "limit")
+_TWO = Decimal(2)
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class Market:
 
     def mark(self) -> Decimal | None:
         if self.bid is not None and self.ask is not None:
-            return (self.bid + self.ask) / 2  # exact: halving a decimal terminates
+            return (self.bid + self.ask) / _TWO  # exact: halving a decimal terminates
         return self.last
 
     def state(self) -> list:
@@ -134,6 +134,14 @@ def _bad_number(name: str, value: Decimal, inc: Decimal) -> str | None:
     if value % inc:
         return f"{name} {value} is not a multiple of the instrument's increment {inc}"
     return None
+
+
+_SUFFIX = tuple(f".{n}" for n in range(256))
+
+
+def _exec_id(order_id: str, n: int) -> str:
+    """``f"{order_id}.{n}"``, without formatting the number for the first 255 executions of an order."""
+    return order_id + _SUFFIX[n] if n < 256 else f"{order_id}.{n}"
 
 
 class MatchingEngine:
@@ -230,7 +238,27 @@ class MatchingEngine:
         venue, symbol, account, side, otype = cmd.venue, cmd.symbol, cmd.account, cmd.side, cmd.order_type
         o = Order(oid, rid, account, venue, symbol, side, otype, qty, cmd.price, cmd.stop_price, tif, now, seq)
         inst = self.instruments.get((venue, symbol))
-        reason = self._invalid(cmd, inst)
+        price = cmd.price
+        spec = inst.spec if inst is not None else None
+        # fast path for the common case (a plain limit order): the same checks as _invalid, in the same order,
+        # which gives the reason whenever one of them fails
+        if (
+            otype == "limit"
+            and spec is not None
+            and account
+            and price is not None
+            and cmd.stop_price is None
+            and qty.is_finite()
+            and qty > ZERO
+            and not qty % spec.size_increment
+            and (spec.min_size is None or qty >= spec.min_size)
+            and price.is_finite()
+            and price > ZERO
+            and not price % spec.price_increment
+        ):
+            reason = None
+        else:
+            reason = self._invalid(cmd, inst)
         if reason is None and tif == "FOK":
             assert inst is not None
             avail = self._fillable(inst, o)
@@ -245,10 +273,30 @@ class MatchingEngine:
             o.expire_at = (now // DAY_NS + 1) * DAY_NS
         # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
         o.n_exec = 1
-        e = Execution(f"{oid}.1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, qty - ZERO,  # type: ignore[arg-type]
+        e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, qty - ZERO,  # type: ignore[arg-type]
                       None, None, o.price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
         self._out.append(e)
-        if otype in _TAKER_TYPES:
+        if otype == "limit":
+            m = inst.market
+            assert price is not None
+            if side == "buy":
+                opp = inst.book.asks.prices
+                crosses = (opp and opp[0] <= price) or (m.ask_avail > ZERO and m.ask is not None and m.ask <= price)
+            else:
+                opp = inst.book.bids.prices
+                crosses = (opp and opp[-1] >= price) or (m.bid_avail > ZERO and m.bid is not None and m.bid >= price)
+            if crosses:
+                self._take(inst, o)
+                self._finish(inst, o)
+            elif tif == "IOC":
+                self._finish(inst, o)  # cancels it
+            else:  # rests untouched (what _finish does for a limit order that took nothing)
+                book = inst.book
+                (book.bids if side == "buy" else book.asks).add(o)
+                self.open[oid] = o
+                if tif == "DAY":
+                    heapq.heappush(self._day, (o.expire_at, seq, oid))
+        elif otype == "market":
             self._take(inst, o)
             self._finish(inst, o)
         else:
@@ -301,7 +349,13 @@ class MatchingEngine:
         if o is None:
             return
         self._close(o)
-        self._emit(o, "cancelled", reason="cancelled by request", request_id=cmd.request_id)
+        # the "cancelled" execution, inline (see _emit)
+        n = o.n_exec = o.n_exec + 1
+        filled, qty = o.filled, o.quantity
+        e = Execution(_exec_id(o.order_id, n), "cancelled", o.order_id, o.account, o.venue, o.symbol, "cancelled",  # type: ignore[arg-type]
+                      self.now, o.side, o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif,  # type: ignore[arg-type]
+                      "", "", "cancelled by request", cmd.request_id)  # fmt: skip
+        self._out.append(e)
 
     def _replace(self, cmd: ReplaceOrder) -> None:
         o = self._owned(cmd)
@@ -397,26 +451,31 @@ class MatchingEngine:
         book = inst.book
         opp = book.asks if buy else book.bids
         prices = opp.prices  # sorted ascending, updated in place as levels empty
+        levels = opp.levels
         m = inst.market
         limit = o.price if o.order_type in ("limit", "stop_limit") else None
         fill = self._fill
         while True:
             rem = o.quantity - o.filled
-            if rem <= 0:
+            if rem <= ZERO:
                 return
             if buy:
                 ip = prices[0] if prices else None
-                ep = m.ask if (m.ask_avail > 0 and m.ask is not None) else None
+                ep = m.ask if (m.ask_avail > ZERO and m.ask is not None) else None
                 internal = ip is not None and (ep is None or ip <= ep)
             else:
                 ip = prices[-1] if prices else None
-                ep = m.bid if (m.bid_avail > 0 and m.bid is not None) else None
+                ep = m.bid if (m.bid_avail > ZERO and m.bid is not None) else None
                 internal = ip is not None and (ep is None or ip >= ep)
             px = ip if internal else ep
             if px is None or (limit is not None and (px > limit if buy else px < limit)):
                 return
             if internal:
-                r = opp.head(px)
+                level = levels[px]
+                orders = level.orders
+                while not orders[0].alive:
+                    orders.popleft()
+                r = orders[0]
                 r_rem = r.quantity - r.filled
                 q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
                 fill(inst, o, q, px, "book", r.order_id)
@@ -467,7 +526,7 @@ class MatchingEngine:
         n = o.n_exec = o.n_exec + 1
         qty = o.quantity
         oid, account, venue, symbol, side = o.order_id, o.account, o.venue, o.symbol, o.side
-        eid = f"{oid}.{n}"
+        eid = _exec_id(oid, n)
         now = self.now
         out = self._out
         status = "filled" if filled == qty else ("partially_filled" if filled else "new")
@@ -497,7 +556,7 @@ class MatchingEngine:
         elif otype != "market":
             book = inst.book
             side = book.bids if o.side == "buy" else book.asks
-            if o.price in side.live:
+            if o.price in side.levels:
                 side.remove(o)
 
     def _emit(
@@ -530,7 +589,7 @@ class MatchingEngine:
         else:
             status = "new"
         e = Execution(
-            f"{o.order_id}.{n}", kind, o.order_id, o.account, o.venue, o.symbol, status,  # type: ignore[arg-type]
+            _exec_id(o.order_id, n), kind, o.order_id, o.account, o.venue, o.symbol, status,  # type: ignore[arg-type]
             self.now if ts is None else ts, o.side, o.order_type, filled, qty - filled, price, quantity,  # type: ignore[arg-type]
             o.price, o.stop_price, o.tif, liquidity, contra, reason, request_id,  # type: ignore[arg-type]
         )  # fmt: skip

@@ -29,7 +29,7 @@ class PositionBook:
     def apply(self, side: str, qty: Decimal, price: Decimal) -> None:
         signed = qty if side == "buy" else -qty
         quantity = self.quantity
-        if quantity == 0 or (quantity > 0) == (signed > 0):
+        if not quantity or (quantity > ZERO) == (signed > ZERO):
             self.lots.append([signed, price])
             self.quantity = quantity + signed
             self.cost += signed * price
@@ -40,7 +40,7 @@ class PositionBook:
             lot = lots[0]
             lot_qty, lot_px = lot
             take = min(left, abs(lot_qty))
-            if lot_qty > 0:  # closing a long by selling
+            if lot_qty > ZERO:  # closing a long by selling
                 self.realised += (price - lot_px) * take
                 lot[0] = lot_qty - take
                 self.cost -= take * lot_px
@@ -51,7 +51,7 @@ class PositionBook:
                 self.cost += take * lot_px
                 self.quantity += take
             left -= take
-            if lot[0] == 0:
+            if not lot[0]:
                 lots.popleft()
         if left:  # flipped: the rest opens a new position
             signed = left if side == "buy" else -left

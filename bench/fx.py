@@ -38,9 +38,11 @@ from bench.harness import (
     ratio,
     run_child,
 )
-from ingesters.dukascopy.bi5 import decode_ticks, seq_base, to_quotes
+from ingesters.dukascopy.bi5 import decode_ticks, seq_base, to_quote_ticks, to_quotes
 from ingesters.dukascopy.instruments import lookup
+from ingesters.dukascopy.service import BATCH_TICKS
 from pulse.codec import Codec
+from pulse.models import QuoteBatch
 from pulse.runtime import Endpoints
 from pulse.runtime.procs import free_port
 from pulse.settings import Settings
@@ -94,41 +96,51 @@ def _decode_only(report: Report, files: list[Path], size: Sizes) -> None:
     blobs = [(f.read_bytes(), DUKASCOPY_DAY.replace(hour=int(f.name[:2]))) for f in files]
     codec = Codec("json")
 
-    def one_pass(encode: bool) -> int:
+    def one_pass(mode: str) -> int:
         n = 0
         for data, hour in blobs:
             ns = int(hour.timestamp()) * 1_000_000_000
             records = decode_ticks(data, hour_start_ns=ns, divisor=inst.divisor, symbol=inst.code)
-            quotes = to_quotes(
-                records, symbol=inst.symbol, first_seq=seq_base(ns), volume_multiplier=inst.volume_multiplier
-            )
-            if encode:
-                for q in quotes:
-                    codec.encode(q)
-            n += len(quotes)
+            if mode == "quotes":  # one Quote event per tick (the per-tick publish path)
+                n += len(to_quotes(
+                    records, symbol=inst.symbol, first_seq=seq_base(ns), volume_multiplier=inst.volume_multiplier
+                ))  # fmt: skip
+                continue
+            ticks = to_quote_ticks(records, first_seq=seq_base(ns), volume_multiplier=inst.volume_multiplier)
+            if mode == "encode":  # + the QuoteBatch messages the backfill publishes, JSON-encoded
+                for i in range(0, len(ticks), BATCH_TICKS):
+                    part = ticks[i : i + BATCH_TICKS]
+                    codec.encode(QuoteBatch(venue="dukascopy", symbol=inst.symbol, ts_event=part[0].ts_event,
+                                            ts_recv=ns, seq=part[0].seq, ticks=tuple(part)))  # fmt: skip
+            n += len(ticks)
         return n
 
     figures = {}
-    for label, encode in (("decode", False), ("decode_encode", True)):
-        one_pass(encode)  # warm-up (also fills the decoders' memos, as a long backfill would)
+    for mode in ("decode", "quotes", "encode"):
+        one_pass(mode)  # warm-up (also fills the decoders' memos, as a long backfill would)
         runs = []
         for _ in range(3):
             t0 = time.perf_counter()
-            ticks = sum(one_pass(encode) for _ in range(size.decode_passes))
+            ticks = sum(one_pass(mode) for _ in range(size.decode_passes))
             runs.append(ticks / (time.perf_counter() - t0))
-        figures[label] = (median(runs), runs, ticks)
+        figures[mode] = (median(runs), runs, ticks)
     rate, runs, ticks = figures["decode"]
     report.add(
         "dukascopy_decode_ticks_per_s",
         rate,
-        f"dukascopy decode only (LZMA + records + exact Decimals + Quote events), {len(files)} real hour files, "
-        f"{ticks:,} ticks per run: {fmt_rate(rate)} ticks/s  (median; runs {fmt_runs(runs)})",
+        f"dukascopy decode only (LZMA + records + exact Decimals + QuoteBatch ticks, the backfill's path), "
+        f"{len(files)} real hour files, {ticks:,} ticks per run: {fmt_rate(rate)} ticks/s  "
+        f"(median; runs {fmt_runs(runs)})",
     )
-    rate, runs, _ = figures["decode_encode"]
+    rate, runs, _ = figures["quotes"]
+    report.line(f"dukascopy decode into one Quote event per tick instead: {fmt_rate(rate)} ticks/s  "
+                f"(median; runs {fmt_runs(runs)})")  # fmt: skip
+    rate, runs, _ = figures["encode"]
     report.add(
         "dukascopy_decode_encode_ticks_per_s",
         rate,
-        f"dukascopy decode + JSON encode: {fmt_rate(rate)} ticks/s  (median; runs {fmt_runs(runs)})",
+        f"dukascopy decode + JSON-encoded QuoteBatches of {BATCH_TICKS}: {fmt_rate(rate)} ticks/s  "
+        f"(median; runs {fmt_runs(runs)})",
     )
 
 

@@ -34,8 +34,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ingesters.dukascopy.bi5 import Bi5Error, decode_ticks, seq_base, to_quotes
+from ingesters.dukascopy.bi5 import Bi5Error, decode_ticks, seq_base, to_quote_ticks, to_quotes
 from ingesters.dukascopy.downloader import (
     DATAFEED_URL,
     DukascopyDownloader,
@@ -46,7 +47,7 @@ from ingesters.dukascopy.downloader import (
 )
 from ingesters.dukascopy.instruments import Instrument, lookup
 from pulse.errors import ConfigError
-from pulse.models import Quote
+from pulse.models import Quote, QuoteTick
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ _NS_PER_S = 1_000_000_000
 
 Publish = Callable[[Quote], Awaitable[None] | None]
 Flush = Callable[[], Awaitable[None] | None]
+#: (canonical symbol, ts_recv, the hour's ticks in order) → publish them; the per-hour fast path
+PublishTicks = Callable[[str, int, list[QuoteTick]], Awaitable[None] | None]
 
 
 class CheckpointStore:
@@ -152,8 +155,9 @@ async def backfill(
     end: datetime,
     *,
     base_url: str = DATAFEED_URL,
-    publish: Publish,
+    publish: Publish | None = None,
     checkpoint: CheckpointStore,
+    publish_ticks: PublishTicks | None = None,
     concurrency: int = 8,
     clock: Callable[[], int] = time.time_ns,
     progress: Callable[[int, int], None] | None = None,
@@ -166,9 +170,13 @@ async def backfill(
 
     ``symbol``: Dukascopy code or Pulse symbol (``EURUSD`` / ``EUR/USD``); unknown → ``SymbolError``.
     ``start``/``end``: on the hour; naive means UTC. ``publish(quote)`` may return an awaitable (awaited
-    before the next quote); ``flush()`` is awaited after each hour, before the checkpoint. ``clock`` gives
-    ``ts_recv`` (ns). ``progress(hours_done, hours_total)`` is called after every hour.
+    before the next quote); or, instead, ``publish_ticks(symbol, ts_recv, ticks)`` gets each hour's ticks at
+    once as :class:`~pulse.models.QuoteTick`\\ s (the same values; no Quote built per tick). ``flush()`` is
+    awaited after each hour, before the checkpoint. ``clock`` gives ``ts_recv`` (ns).
+    ``progress(hours_done, hours_total)`` is called after every hour.
     """
+    if (publish is None) == (publish_ticks is None):
+        raise ValueError("give exactly one of publish and publish_ticks")
     began = time.monotonic()
     instrument = lookup(symbol)
     start, end = _as_utc(start, "start"), _as_utc(end, "end")
@@ -200,7 +208,10 @@ async def backfill(
                     if error is not None:
                         _fail(report, hour, error, fail_fast)
                     if fetched is not None:
-                        await _publish_hour(instrument, fetched, report, publish, flush, checkpoint, clock, fail_fast)
+                        await _publish_hour(
+                            instrument, fetched, report, publish or publish_ticks, flush, checkpoint, clock, fail_fast,
+                            per_tick=publish is not None,
+                        )  # fmt: skip
                     tick_progress()
         finally:
             report.requests = downloader.stats.requests
@@ -229,11 +240,13 @@ async def _publish_hour(
     instrument: Instrument,
     fetched: HourFetch,
     report: BackfillReport,
-    publish: Publish,
+    publish: Any,
     flush: Flush | None,
     checkpoint: CheckpointStore,
     clock: Callable[[], int],
     fail_fast: bool,
+    *,
+    per_tick: bool = True,
 ) -> None:
     if fetched.status == "closed":
         report.hours_closed += 1
@@ -253,17 +266,21 @@ async def _publish_hour(
     if not records:
         report.hours_empty += 1
         return
-    quotes = to_quotes(
-        records, symbol=instrument.symbol, first_seq=seq_base(hour_ns), clock=clock,
-        volume_multiplier=instrument.volume_multiplier,
-    )  # fmt: skip
-    for quote in quotes:
-        result = publish(quote)
-        if result is not None:
-            await _maybe_await(result)
+    if per_tick:
+        quotes = to_quotes(
+            records, symbol=instrument.symbol, first_seq=seq_base(hour_ns), clock=clock,
+            volume_multiplier=instrument.volume_multiplier,
+        )  # fmt: skip
+        for quote in quotes:
+            result = publish(quote)
+            if result is not None:
+                await _maybe_await(result)
+    else:
+        ticks = to_quote_ticks(records, first_seq=seq_base(hour_ns), volume_multiplier=instrument.volume_multiplier)
+        await _maybe_await(publish(instrument.symbol, clock(), ticks))
     if flush is not None:
         await _maybe_await(flush())
-    checkpoint.mark_done(instrument.code, fetched.hour, ticks=len(quotes), nbytes=len(fetched.data))
+    checkpoint.mark_done(instrument.code, fetched.hour, ticks=len(records), nbytes=len(fetched.data))
     report.hours_downloaded += 1
-    report.ticks_published += len(quotes)
+    report.ticks_published += len(records)
     report.bytes_downloaded += len(fetched.data)

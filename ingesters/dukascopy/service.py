@@ -28,13 +28,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingesters.dukascopy.backfill import CheckpointStore, backfill
+from ingesters.dukascopy.bi5 import VENUE
 from ingesters.dukascopy.candles import CandleSide, Timeframe, backfill_candles, candle_periods, check_request
 from ingesters.dukascopy.downloader import DATAFEED_URL, hours_between
 from ingesters.dukascopy.instruments import lookup
 from pulse.bus import Bus, EventPublisher
 from pulse.errors import BusError, ConfigError
 from pulse.log import get_logger
-from pulse.models import Candle, Quote, QuoteBatch
+from pulse.models import Candle, Quote, QuoteBatch, QuoteTick
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.topics import topic
@@ -92,23 +93,26 @@ def run_backfill(
     try:
         publisher = EventPublisher(bus, NAMESPACE, producer_prefix=PRODUCER_PREFIX)
         ticks = 0
-        hour: list[Quote] = []  # the hour in progress; backfill() calls flush() after each hour's last tick
 
-        def publish(quote: Quote) -> None:
+        def publish(quote: Quote) -> None:  # one message per tick (batch_ticks == 1)
             nonlocal ticks
             ticks += 1
-            if batch_ticks == 1:
-                publisher.publish(quote)
-            else:
-                hour.append(quote)
+            publisher.publish(quote)
 
-        def send_hour() -> None:
-            for batch in QuoteBatch.chunks(hour, batch_ticks):
-                publisher.publish(batch)
-            hour.clear()
+        def publish_ticks(symbol: str, ts_recv: int, hour: list[QuoteTick]) -> None:
+            """One hour, cut from its first tick into QuoteBatches of ``batch_ticks``: a re-run publishes the
+            very same batches (what ``QuoteBatch.chunks`` of the hour's quotes gives)."""
+            nonlocal ticks
+            ticks += len(hour)
+            for i in range(0, len(hour), batch_ticks):
+                part = hour[i : i + batch_ticks]
+                first = part[0]
+                publisher.publish(
+                    QuoteBatch(venue=VENUE, symbol=symbol, ts_event=first.ts_event, ts_recv=ts_recv,
+                               seq=first.seq, ticks=tuple(part))
+                )  # fmt: skip
 
         async def flush() -> None:
-            send_hour()
             # Off the event loop, so downloads of the next hours keep going while the broker acknowledges.
             await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
 
@@ -125,7 +129,8 @@ def run_backfill(
                 start,
                 end,
                 base_url=url,
-                publish=publish,
+                publish=publish if batch_ticks == 1 else None,
+                publish_ticks=publish_ticks if batch_ticks > 1 else None,
                 flush=flush,
                 checkpoint=store,
                 concurrency=settings.dukascopy.concurrency,

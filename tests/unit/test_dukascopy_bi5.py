@@ -218,3 +218,19 @@ def test_urls_use_zero_based_months() -> None:
     )
     assert candle_url(base, "EURUSD", HOUR0, timeframe="day_1").endswith("EURUSD/2019/BID_candles_day_1.bi5")
     assert len(hours_between(HOUR0, datetime(2019, 2, 5, tzinfo=UTC))) == 24
+
+
+def test_quote_ticks_equal_the_quotes_they_stand_for() -> None:
+    """The backfill's fast path (records → QuoteTicks → QuoteBatch) carries exactly what to_quotes gives."""
+    from ingesters.dukascopy.bi5 import to_quote_ticks
+    from pulse.models import QuoteBatch
+
+    recs = ticks(0)
+    for mult in (1_000_000, None):
+        first = seq_base(HOUR0_NS)
+        quotes = to_quotes(recs, symbol="EUR/USD", first_seq=first, clock=lambda: 7, volume_multiplier=mult)
+        fast = to_quote_ticks(recs, first_seq=seq_base(HOUR0_NS), volume_multiplier=mult)
+        batch = QuoteBatch(venue="dukascopy", symbol="EUR/USD", ts_event=fast[0].ts_event, ts_recv=7,
+                           seq=fast[0].seq, ticks=tuple(fast))  # fmt: skip
+        assert batch.quotes() == quotes
+        assert [batch] == list(QuoteBatch.chunks(quotes, len(quotes)))

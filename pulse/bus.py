@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
+import _pulsar  # the client's compiled core (what pulsar.Producer wraps)
 import pulsar
 
 from pulse.codec import Codec
@@ -30,6 +31,7 @@ _COMPRESSION = {
     "zstd": pulsar.CompressionType.ZSTD,
     "none": pulsar.CompressionType.NONE,
 }
+_MessageBuilder = _pulsar.MessageBuilder
 _SUB_TYPES = {
     "shared": pulsar.ConsumerType.Shared,
     "key_shared": pulsar.ConsumerType.KeyShared,
@@ -259,6 +261,8 @@ class EventPublisher:
         self.stats = PublishStats()
         self._topics: dict[tuple[str, str, str], str] = {}
         self._on_ack = on_ack
+        self._native: dict[str, Any] = {}  # topic → the native producer (see publish)
+        self._props: dict[type, tuple[tuple[str, str], ...]] = {}  # per event type: its message properties
         self.ack_every = ack_every
         self.ack_interval_s = 0.1
 
@@ -271,17 +275,33 @@ class EventPublisher:
         return t
 
     def publish(self, event: Event, topic_name: str | None = None) -> None:
+        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``).
+
+        The message is built with the client's native ``MessageBuilder`` and handed to the native producer,
+        exactly as ``pulsar.Producer.send_async`` does minus its per-call argument type checks and schema
+        indirection (payloads are bytes already): ~1.3x the wrapper's rate in the raw publish loop (bench/).
+        """
         t = topic_name or self.topic_for(event)
-        producer = self.bus.producer(t, name=f"{self.prefix}.{t.rsplit('/', 1)[-1]}")
-        n = len(event.ticks) if isinstance(event, QuoteBatch) else 1
-        ts_event = event.ticks[-1].ts_event if isinstance(event, QuoteBatch) and event.ticks else event.ts_event
-        producer.send_async(
-            self.codec.encode(event),
-            self._callback(t, n, ts_event),
-            properties=self.codec.properties(event),
-            partition_key=event.symbol,
-            event_timestamp=event.ts_event // 1_000_000,
-        )
+        native = self._native.get(t)
+        if native is None:
+            producer = self.bus.producer(t, name=f"{self.prefix}.{t.rsplit('/', 1)[-1]}")
+            native = self._native[t] = producer._producer  # pulsar-client 3.x: the native producer it wraps
+        if type(event) is QuoteBatch:
+            n = len(event.ticks)
+            ts_event = event.ticks[-1].ts_event if event.ticks else event.ts_event
+        else:
+            n, ts_event = 1, event.ts_event
+        mb = _MessageBuilder()
+        mb.content(self.codec.encode(event))
+        props = self._props.get(type(event))
+        if props is None:
+            props = self._props[type(event)] = tuple(self.codec.properties(event).items())
+        for k, v in props:
+            mb.property(k, v)
+        mb.partition_key(event.symbol)
+        if event.ts_event > 0:
+            mb.event_timestamp(event.ts_event // 1_000_000)
+        native.send_async(mb.build(), self._callback(t, n, ts_event))
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
         """Publish bytes as they are (dead letters keep the venue's raw payload)."""

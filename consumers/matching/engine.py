@@ -48,7 +48,7 @@ from decimal import Decimal
 
 import msgspec
 
-from consumers.matching.book import ZERO, Book, Order, Side
+from consumers.matching.book import ZERO, Book, Order, Side, tick_unit, to_ticks
 from consumers.matching.messages import (
     CancelOrder,
     Command,
@@ -122,7 +122,7 @@ class _Inst:
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
-        self.book = Book()
+        self.book = Book(tick_unit(spec.price_increment))
         self.market = Market()
 
 
@@ -280,11 +280,15 @@ class MatchingEngine:
             m = inst.market
             assert price is not None
             if side == "buy":
-                opp = inst.book.asks.prices
-                crosses = (opp and opp[0] <= price) or (m.ask_avail > ZERO and m.ask is not None and m.ask <= price)
+                opp = inst.book.asks
+                crosses = (opp.prices and opp.levels[opp.prices[0]].price <= price) or (
+                    m.ask_avail > ZERO and m.ask is not None and m.ask <= price
+                )
             else:
-                opp = inst.book.bids.prices
-                crosses = (opp and opp[-1] >= price) or (m.bid_avail > ZERO and m.bid is not None and m.bid >= price)
+                opp = inst.book.bids
+                crosses = (opp.prices and opp.levels[opp.prices[-1]].price >= price) or (
+                    m.bid_avail > ZERO and m.bid is not None and m.bid >= price
+                )
             if crosses:
                 self._take(inst, o)
                 self._finish(inst, o)
@@ -460,18 +464,20 @@ class MatchingEngine:
             if rem <= ZERO:
                 return
             if buy:
-                ip = prices[0] if prices else None
+                level = levels[prices[0]] if prices else None
+                ip = level.price if level is not None else None
                 ep = m.ask if (m.ask_avail > ZERO and m.ask is not None) else None
                 internal = ip is not None and (ep is None or ip <= ep)
             else:
-                ip = prices[-1] if prices else None
+                level = levels[prices[-1]] if prices else None
+                ip = level.price if level is not None else None
                 ep = m.bid if (m.bid_avail > ZERO and m.bid is not None) else None
                 internal = ip is not None and (ep is None or ip >= ep)
             px = ip if internal else ep
             if px is None or (limit is not None and (px > limit if buy else px < limit)):
                 return
             if internal:
-                level = levels[px]
+                assert level is not None
                 orders = level.orders
                 while not orders[0].alive:
                     orders.popleft()
@@ -480,8 +486,19 @@ class MatchingEngine:
                 q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
                 fill(inst, o, q, px, "book", r.order_id)
                 fill(inst, r, q, px, "book", o.order_id)
-                if r.filled == r.quantity:
-                    self._close(r)
+                if r.filled == r.quantity:  # _close(r), inline: r is its level's head
+                    self.open.pop(r.order_id, None)
+                    r.alive = False
+                    n = level.live - 1
+                    if n:
+                        level.live = n
+                        while orders and not orders[0].alive:
+                            orders.popleft()
+                    else:
+                        if buy:
+                            del levels[prices[0]], prices[0]
+                        else:
+                            del levels[prices.pop()]
             else:
                 if buy:
                     avail = m.ask_avail
@@ -540,7 +557,9 @@ class MatchingEngine:
         if pos is None:
             pos = positions[key] = PositionBook()
         pos.apply(side, q, px)
-        mark = inst.market.mark()
+        m = inst.market  # its mark(), inline
+        bid, ask = m.bid, m.ask
+        mark = (bid + ask) / _TWO if bid is not None and ask is not None else m.last
         out.append(pos.view(account, venue, symbol, now, px if mark is None else mark, eid))
 
     def _close(self, o: Order) -> None:
@@ -556,7 +575,7 @@ class MatchingEngine:
         elif otype != "market":
             book = inst.book
             side = book.bids if o.side == "buy" else book.asks
-            if o.price in side.levels:
+            if side.holds(o):
                 side.remove(o)
 
     def _emit(
@@ -649,21 +668,22 @@ class MatchingEngine:
     def _rest_vs_touch(self, inst: _Inst, side: Side, buys: bool) -> None:
         m = inst.market
         while True:
-            best = side.best()
-            if best is None:
+            level = side.best()
+            if level is None:
                 return
+            best = level.price
             if buys:
                 px = m.ask
                 if best < px or m.ask_avail <= 0:  # type: ignore[operator]
                     return
-                r = side.head(best)
+                r = side.head(level)
                 q = min(r.quantity - r.filled, m.ask_avail)
                 m.ask_avail -= q
             else:
                 px = m.bid
                 if best > px or m.bid_avail <= 0:  # type: ignore[operator]
                     return
-                r = side.head(best)
+                r = side.head(level)
                 q = min(r.quantity - r.filled, m.bid_avail)
                 m.bid_avail -= q
             self._fill(inst, r, q, px, "quote", "")  # type: ignore[arg-type]
@@ -677,10 +697,13 @@ class MatchingEngine:
         book = inst.book
         for side, buys in ((book.bids, True), (book.asks, False)):
             while left > 0:
-                best = side.best()
-                if best is None or (best <= tp if buys else best >= tp):
+                level = side.best()
+                if level is None:
                     break
-                r = side.head(best)
+                best = level.price
+                if best <= tp if buys else best >= tp:
+                    break
+                r = side.head(level)
                 q = min(r.quantity - r.filled, left)
                 left -= q
                 self._fill(inst, r, q, best, "trade", "")
@@ -736,8 +759,13 @@ class MatchingEngine:
                 inst.market = Market.from_state(st)
         for acct, venue, symbol, st in doc["positions"]:
             eng.positions[(acct, venue, symbol)] = PositionBook.from_state(st)
-        for t in doc["open"]:
-            o = Order.from_tuple(t)
+        orders = [Order.from_tuple(t) for t in doc["open"]]
+        for inst in eng.instruments.values():  # ticks fine enough for the restored prices (see tick_unit)
+            resting = [o.price for o in orders if (o.venue, o.symbol) == inst.spec.key and o.price is not None]
+            unit = tick_unit(inst.spec.price_increment, resting)
+            if unit != tick_unit(inst.spec.price_increment):
+                inst.book = Book(unit)
+        for o in orders:
             eng.open[o.order_id] = o
             inst = eng.instruments.get((o.venue, o.symbol))
             if inst is None:
@@ -745,7 +773,9 @@ class MatchingEngine:
             if o.order_type in ("stop", "stop_limit") and not o.triggered:
                 (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).add(o)
             else:
-                inst.book.side(o.side).add(o)
+                side = inst.book.side(o.side)
+                o.tick = to_ticks(o.price, side.scale)  # type: ignore[arg-type]
+                side.add(o)
             if o.tif == "DAY" and o.expire_at:
                 heapq.heappush(eng._day, (o.expire_at, o.seq, o.order_id))
         return eng

@@ -34,30 +34,33 @@ class PositionBook:
             self.quantity = quantity + signed
             self.cost += signed * price
             return
-        lots = self.lots
-        left = qty  # closes the opposite position, oldest lot first
+        # closes the opposite position, oldest lot first (totals kept in locals, stored once at the end)
+        lots, cost, realised = self.lots, self.cost, self.realised
+        left = qty
         while left and lots:
             lot = lots[0]
             lot_qty, lot_px = lot
-            take = min(left, abs(lot_qty))
+            size = abs(lot_qty)
+            take = size if size < left else left  # min(left, size)
             if lot_qty > ZERO:  # closing a long by selling
-                self.realised += (price - lot_px) * take
-                lot[0] = lot_qty - take
-                self.cost -= take * lot_px
-                self.quantity -= take
+                realised += (price - lot_px) * take
+                rest = lot[0] = lot_qty - take
+                cost -= take * lot_px
+                quantity -= take
             else:  # closing a short by buying
-                self.realised += (lot_px - price) * take
-                lot[0] = lot_qty + take
-                self.cost += take * lot_px
-                self.quantity += take
+                realised += (lot_px - price) * take
+                rest = lot[0] = lot_qty + take
+                cost += take * lot_px
+                quantity += take
             left -= take
-            if not lot[0]:
+            if not rest:
                 lots.popleft()
         if left:  # flipped: the rest opens a new position
             signed = left if side == "buy" else -left
             lots.append([signed, price])
-            self.quantity += signed
-            self.cost += signed * price
+            quantity += signed
+            cost += signed * price
+        self.quantity, self.cost, self.realised = quantity, cost, realised
 
     @property
     def avg_price(self) -> Decimal | None:

@@ -323,6 +323,21 @@ def run(report: Report, settings: Settings, endpoints: Endpoints, *, quick: bool
 
 
 if __name__ == "__main__":
-    cfg = json.loads(sys.stdin.read())
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    emit_result(_receive(cfg) if cfg["mode"] == "receive" else _publish(cfg))
+    if len(sys.argv) > 1:  # python -m bench.alerting [--quick] [--engine]: these figures only (--engine: no runtime)
+        from bench.harness import bench_runtime, load_average
+        from pulse.settings import load_settings
+
+        quick = "--quick" in sys.argv
+        rep = Report()
+        rep.line(f"1-min load {load_average():.2f} before starting")
+        if "--engine" in sys.argv:
+            engine_bench(rep, quick=quick)
+        else:
+            with bench_runtime(load_settings()) as (bs, bep):
+                run(rep, bs, bep, quick=quick)
+        rep.line(f"1-min load {load_average():.2f} at the end")
+        rep.summary()
+    else:  # a child of the benchmark: its config as JSON on stdin
+        cfg = json.loads(sys.stdin.read())
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        emit_result(_receive(cfg) if cfg["mode"] == "receive" else _publish(cfg))

@@ -110,7 +110,10 @@ def _fmt(x: float) -> str:
 
 
 class _Eval:
-    """One rule's evaluator: its rule, its state, and the alert factory."""
+    """One rule's evaluator: its rule, its state, its precomputed thresholds, and the alert factory.
+
+    The per-tick work is done by the *nodes* (below) that hold the evaluators: a node computes what its rules
+    share (an indicator, a spread) once per tick, then runs each member's threshold logic inline."""
 
     __slots__ = ("cooldown_ns", "fp", "rule", "st")
 
@@ -122,20 +125,36 @@ class _Eval:
         self.init()
 
     def init(self) -> None:
-        """Set the kind-specific initial state (``st.data``)."""
+        """Set the kind-specific initial state (``st.data``) and the precomputed thresholds."""
+
+    def share_key(self) -> Any:
+        """Rules of one instrument with equal keys (and equal indicator state) share one indicator."""
+        return None
 
     def restore_data(self, raw: Any) -> Any:
         return raw
 
-    def fire(self, out: list[Alert], ts: int, inst: InstState, cond: str, value: str, threshold: str, msg: str) -> None:
-        """Disarm, then append an alert to ``out`` unless the cooldown swallows it."""
+    def gate(self, ts: int) -> bool:
+        """A trigger at ``ts``: disarm; False if the cooldown swallows it (counted), else True (it fires: call
+        :meth:`alert`). Callers gate before formatting the alert's text, which costs more than the evaluation."""
         st = self.st
         st.armed = False
         if ts - st.last_fire < self.cooldown_ns:
             st.swallowed += 1
-            return
+            return False
         st.last_fire = ts
         st.fired += 1
+        return True
+
+    def fire(self, out: list[Alert], ts: int, inst: InstState, cond: str, value: str, threshold: str, msg: str) -> None:
+        """Disarm, then append an alert to ``out`` unless the cooldown swallows it."""
+        if self.gate(ts):
+            self.alert(out, ts, inst, cond, value, threshold, msg)
+
+    def alert(
+        self, out: list[Alert], ts: int, inst: InstState, cond: str, value: str, threshold: str, msg: str
+    ) -> None:
+        """Append the alert (after :meth:`gate` said it fires)."""
         r = self.rule
         out.append(
             Alert(
@@ -155,10 +174,6 @@ class _Eval:
         )
 
 
-def _price(inst: InstState, field: str) -> Decimal | None:
-    return getattr(inst, field)  # type: ignore[no-any-return]
-
-
 # -- price_cross: a cross group per (instrument, price field) ----------------------------------------------
 class _CrossEval(_Eval):
     __slots__ = ("above", "level", "rearm")
@@ -171,108 +186,176 @@ class _CrossEval(_Eval):
         self.rearm = self.level - h if self.above else self.level + h
 
     def check(self, p: Decimal, inst: InstState, out: list[Alert]) -> None:
+        """Exact (Decimal). Idempotent: checking a rule again at a price it has already seen changes nothing, which
+        is what lets the group skip rules whose levels the price did not reach (and check a few extra)."""
         st = self.st
         if self.above:
             if p > self.level:
                 if st.armed:
-                    self.fire(
-                        out,
-                        inst.ts_event,
-                        inst,
-                        "above",
-                        str(p),
-                        str(self.level),
-                        f"price {p} crossed above {self.level}",
-                    )
+                    if self.gate(inst.ts_event):
+                        self.alert(
+                            out,
+                            inst.ts_event,
+                            inst,
+                            "above",
+                            str(p),
+                            str(self.level),
+                            f"price {p} crossed above {self.level}",
+                        )
                 else:
                     st.armed = False
             elif st.armed is None or p <= self.rearm:
                 st.armed = True
         elif p < self.level:
             if st.armed:
-                self.fire(
-                    out, inst.ts_event, inst, "below", str(p), str(self.level), f"price {p} crossed below {self.level}"
-                )
+                if self.gate(inst.ts_event):
+                    self.alert(
+                        out,
+                        inst.ts_event,
+                        inst,
+                        "below",
+                        str(p),
+                        str(self.level),
+                        f"price {p} crossed below {self.level}",
+                    )
             else:
                 st.armed = False
         elif st.armed is None or p >= self.rearm:
             st.armed = True
 
 
-class _CrossGroup:
-    """All ``price_cross`` rules of one instrument on one price field, with their levels in one sorted array."""
+#: relative margin of the float pre-filter of cross groups: a float mid ((bid + ask) * 0.5 in floats) is within a
+#: few ulps (~1e-15 relative) of the exact mid, so widening the float interval by 1e-12 cannot miss a level
+_XMARGIN = 1e-12
 
-    __slots__ = ("bounds", "evals", "field", "owners", "prev")
+
+class _CrossGroup:
+    """All ``price_cross`` rules of one instrument on one price field, with their levels in one sorted array.
+
+    The price moved from ``prev`` to ``p``: only rules with a trigger or re-arm level in [prev, p] can change
+    state. The search runs on floats (the tick's float price, levels as floats, the interval widened by a relative
+    1e-12 — float rounding is monotonic, so this finds a superset of the exact candidates); candidates are then
+    checked exactly in Decimal (the exact price, computed only then). Checking an extra rule is a no-op
+    (:meth:`_CrossEval.check` is idempotent), so alerts are exactly those of an exact search."""
+
+    __slots__ = ("bounds", "boundsf", "evals", "ffield", "field", "owners", "prev")
 
     def __init__(self, field: str, evals: list[_CrossEval]) -> None:
         self.field = field
+        self.ffield = field + "f"
         self.evals = sorted(evals, key=lambda e: e.rule.id)
         pairs = sorted((b, i) for i, e in enumerate(self.evals) for b in {e.level, e.rearm})
         self.bounds = [b for b, _ in pairs]
+        self.boundsf = [float(b) for b in self.bounds]  # sorted too (float conversion is monotonic)
         self.owners = [i for _, i in pairs]
-        self.prev: Decimal | None = None  # None: evaluate every rule (first tick, or after a restore)
+        self.prev: float | None = None  # float price of the last tick; None: check every rule (start, restore)
 
-    def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        p = getattr(inst, self.field)
-        if p is None:
+    def _exact(self, s: InstState) -> Decimal:
+        if self.field == "mid":  # the engine computes the exact mid lazily (see AlertEngine._apply)
+            return (s.bid + s.ask) / _TWO  # type: ignore[operator,no-any-return]
+        return getattr(s, self.field)  # type: ignore[no-any-return]
+
+    def __call__(self, s: InstState, out: list[Alert]) -> None:
+        pf = getattr(s, self.ffield)
+        if pf is None:
             return
         prev = self.prev
-        if prev is not None and p == prev:
-            return
-        self.prev = p
-        evals = self.evals
+        self.prev = pf
         if prev is None:
-            for e in evals:
-                e.check(p, inst, out)
+            p = self._exact(s)
+            for e in self.evals:
+                e.check(p, s, out)
             return
-        lo, hi = (prev, p) if prev < p else (p, prev)
-        i = bisect.bisect_left(self.bounds, lo)
-        j = bisect.bisect_right(self.bounds, hi)
+        lo, hi = (prev, pf) if prev < pf else (pf, prev)
+        lo -= abs(lo) * _XMARGIN
+        hi += abs(hi) * _XMARGIN
+        boundsf = self.boundsf
+        i = bisect.bisect_left(boundsf, lo)
+        j = bisect.bisect_right(boundsf, hi)
         if i == j:
             return
-        idx = sorted(set(self.owners[i:j]))  # rule-id order: deterministic output order
-        for k in idx:
-            evals[k].check(p, inst, out)
+        p = self._exact(s)
+        evals = self.evals
+        if j - i == 1:
+            evals[self.owners[i]].check(p, s, out)
+            return
+        for k in sorted(set(self.owners[i:j])):  # rule-id order: deterministic output order
+            evals[k].check(p, s, out)
 
 
-# -- the other kinds --------------------------------------------------------------------------------------
+# -- the other kinds: evaluators (per-rule thresholds) and nodes (the shared per-tick work) -------------------
 class _PctEval(_Eval):
-    __slots__ = ("field", "rearm")
+    __slots__ = ("down", "field", "npct", "pct", "rearm", "up")
 
     def init(self) -> None:
         r: PctChange = self.rule  # type: ignore[assignment]
         self.field = r.price + "f"
+        self.pct = r.pct
+        self.npct = -r.pct
+        self.up = r.direction != "down"
+        self.down = r.direction != "up"
         self.rearm = r.pct - r.hysteresis
         self.st.data = WindowedChange(window_ns=int(r.window_s * _NS))
         self.st.armed = True
 
+    def share_key(self) -> Any:
+        return ("pct", self.field, self.st.data.window_ns)
+
     def restore_data(self, raw: Any) -> Any:
         return msgspec.convert(raw, WindowedChange)
 
-    def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        p = getattr(inst, self.field)
+
+class _PctNode:
+    """``pct_change`` rules of one instrument with the same price field and window: one :class:`WindowedChange`."""
+
+    __slots__ = ("data", "field", "members")
+
+    def __init__(self, members: list[_PctEval]) -> None:
+        self.members = members
+        self.field = members[0].field
+        self.data: WindowedChange = members[0].st.data
+
+    def __call__(self, s: InstState, out: list[Alert]) -> None:
+        p = getattr(s, self.field)
         if p is None:
             return
-        chg = self.st.data.update(inst.ts_event, p)
-        if chg is None:
+        # WindowedChange.update, inlined (same steps and arithmetic)
+        w = self.data
+        t = s.ts_event
+        ts, px = w.ts, w.px
+        if not px or px[-1] != p:
+            ts.append(t)
+            px.append(p)
+        start = t - w.window_ns
+        h = w.head
+        n = len(ts)
+        while h + 1 < n and ts[h + 1] <= start:
+            h += 1
+        if h > 64 and h * 2 > n:  # compact: the dropped prefix is the larger half
+            del ts[:h], px[:h]
+            h = 0
+        w.head = h
+        if ts[h] > start:
             return
-        r: PctChange = self.rule  # type: ignore[assignment]
-        d = r.direction
-        hit = (chg >= r.pct and d != "down") or (chg <= -r.pct and d != "up")
-        if hit:
-            if self.st.armed:
-                cond = "up" if chg > 0 else "down"
-                self.fire(
-                    out,
-                    inst.ts_event,
-                    inst,
-                    cond,
-                    _fmt(chg),
-                    str(r.pct),
-                    f"moved {chg:+.4g}% in {r.window_s:g}s (price {p})",
-                )
-        elif abs(chg) < self.rearm:
-            self.st.armed = True
+        ref = px[h]
+        if not ref:
+            return
+        chg = (p / ref - 1.0) * 100.0
+        for e in self.members:
+            if (chg >= e.pct and e.up) or (chg <= e.npct and e.down):
+                if e.st.armed and e.gate(s.ts_event):
+                    r: PctChange = e.rule  # type: ignore[assignment]
+                    e.alert(
+                        out,
+                        s.ts_event,
+                        s,
+                        "up" if chg > 0 else "down",
+                        _fmt(chg),
+                        str(r.pct),
+                        f"moved {chg:+.4g}% in {r.window_s:g}s (price {p})",
+                    )
+            elif abs(chg) < e.rearm:
+                e.st.armed = True
 
 
 class _MaData(msgspec.Struct, kw_only=True):
@@ -283,14 +366,22 @@ class _MaData(msgspec.Struct, kw_only=True):
 
 
 class _MaEval(_Eval):
-    __slots__ = ("field", "interval_ns", "kind_t")
+    __slots__ = ("both", "field", "hyst", "interval_ns", "kind_t", "nhyst", "up")
 
     def init(self) -> None:
         r: MaCross = self.rule  # type: ignore[assignment]
         self.field = r.price + "f"
         self.interval_ns = int(r.interval_s * _NS)
         self.kind_t = SMA if r.ma == "sma" else EMA
+        self.hyst = r.hysteresis
+        self.nhyst = -r.hysteresis
+        self.both = r.direction == "both"
+        self.up = r.direction == "up"
         self.st.data = _MaData(fast=self.kind_t(n=r.fast), slow=self.kind_t(n=r.slow))
+
+    def share_key(self) -> Any:
+        r: MaCross = self.rule  # type: ignore[assignment]
+        return ("ma", self.field, r.ma, r.fast, r.slow, self.interval_ns)
 
     def restore_data(self, raw: Any) -> Any:
         t = self.kind_t
@@ -301,52 +392,19 @@ class _MaEval(_Eval):
             pending=raw["pending"],
         )
 
-    def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        p = getattr(inst, self.field)
-        if p is None:
-            return
-        x = p
-        d: _MaData = self.st.data
-        if not self.interval_ns:
-            self._sample(x, inst, out)
-            return
-        b = inst.ts_event // self.interval_ns
-        if d.bucket < 0:
-            d.bucket = b
-        elif b > d.bucket:
-            # the previous bucket closed with ``pending``; empty buckets repeat it (the price did not change)
-            r: MaCross = self.rule  # type: ignore[assignment]
-            for _ in range(min(b - d.bucket, r.slow + 1)):
-                self._sample(d.pending, inst, out)  # type: ignore[arg-type]
-            d.bucket = b
-        d.pending = x
-
-    def _sample(self, x: float, inst: InstState, out: list[Alert]) -> None:
-        d: _MaData = self.st.data
-        d.fast.update(x)
-        d.slow.update(x)
-        if not d.slow.ready:
-            return
-        fast, slow = d.fast.value, d.slow.value
-        if not slow:
-            return
-        r: MaCross = self.rule  # type: ignore[assignment]
-        diff = (fast - slow) / slow * 10_000.0
+    def cross(self, new: int, diff: float, fast: float, slow: float, s: InstState, out: list[Alert]) -> None:
+        """The regime changed to ``new`` (the node checked ``new != st.regime``; ``diff`` in bps)."""
         st = self.st
-        new = 1 if diff > r.hysteresis else -1 if diff < -r.hysteresis else st.regime
-        if new == st.regime or new == 0:
-            return
         old, st.regime = st.regime, new
         if old == 0:  # first regime: where the averages are, not a crossing
             return
-        if r.direction == "both" or (r.direction == "up") == (new > 0):
-            st.armed = True  # a regime change is the transition; cooldown still applies
-            cond = "cross_up" if new > 0 else "cross_down"
-            self.fire(
+        if (self.both or self.up == (new > 0)) and self.gate(s.ts_event):  # a regime change is the transition
+            r: MaCross = self.rule  # type: ignore[assignment]
+            self.alert(
                 out,
-                inst.ts_event,
-                inst,
-                cond,
+                s.ts_event,
+                s,
+                "cross_up" if new > 0 else "cross_down",
                 _fmt(diff),
                 _fmt(r.hysteresis),
                 f"{r.ma.upper()}({r.fast}) crossed {'above' if new > 0 else 'below'} {r.ma.upper()}({r.slow}) "
@@ -354,76 +412,215 @@ class _MaEval(_Eval):
             )
 
 
+class _MaNode:
+    """``ma_cross`` rules of one instrument with the same price field, average kind, lengths and sampling: one
+    pair of averages (EMA updates inlined; same arithmetic as :meth:`EMA.update`)."""
+
+    __slots__ = ("afast", "aslow", "data", "ema", "field", "interval_ns", "members", "nrep")
+
+    def __init__(self, members: list[_MaEval]) -> None:
+        e0 = members[0]
+        r: MaCross = e0.rule  # type: ignore[assignment]
+        self.members = members
+        self.field = e0.field
+        self.interval_ns = e0.interval_ns
+        self.nrep = r.slow + 1
+        self.data: _MaData = e0.st.data
+        self.ema = r.ma == "ema"
+        self.afast = 2.0 / (r.fast + 1)
+        self.aslow = 2.0 / (r.slow + 1)
+
+    def _sample(self, x: float) -> tuple[float, float] | None:
+        d = self.data
+        f, sl = d.fast, d.slow
+        if self.ema:
+            c = f.count
+            if c < f.n:
+                f.count = c = c + 1
+                f.value += (x - f.value) / c
+            else:
+                f.value += self.afast * (x - f.value)
+            c = sl.count
+            if c < sl.n:
+                sl.count = c = c + 1
+                sl.value += (x - sl.value) / c
+                if c < sl.n:
+                    return None
+            else:
+                sl.value += self.aslow * (x - sl.value)
+            fv, sv = f.value, sl.value
+        else:
+            f.update(x)
+            sl.update(x)
+            if len(sl.buf) < sl.n:
+                return None
+            fv, sv = f.value, sl.value
+        return (fv, sv) if sv else None
+
+    def __call__(self, s: InstState, out: list[Alert]) -> None:
+        x = getattr(s, self.field)
+        if x is None:
+            return
+        if not self.interval_ns:
+            if self.ema:  # _sample, inlined for the common case (EMAs on every tick)
+                d = self.data
+                f, sl = d.fast, d.slow
+                c = f.count
+                if c < f.n:
+                    f.count = c = c + 1
+                    f.value += (x - f.value) / c
+                else:
+                    f.value += self.afast * (x - f.value)
+                c = sl.count
+                if c < sl.n:
+                    sl.count = c = c + 1
+                    sl.value += (x - sl.value) / c
+                    if c < sl.n:
+                        return
+                else:
+                    sl.value += self.aslow * (x - sl.value)
+                fv, sv = f.value, sl.value
+                v = (fv, sv) if sv else None
+            else:
+                v = self._sample(x)
+            if v is not None:
+                fv, sv = v
+                diff = (fv - sv) / sv * 10_000.0
+                for e in self.members:
+                    reg = e.st.regime  # (a new regime of 0 is impossible: it equals the current one)
+                    new = 1 if diff > e.hyst else -1 if diff < e.nhyst else reg
+                    if new != reg:
+                        e.cross(new, diff, fv, sv, s, out)
+            return
+        d = self.data
+        b = s.ts_event // self.interval_ns
+        if d.bucket < 0:
+            d.bucket = b
+        elif b > d.bucket:
+            # the previous bucket closed with ``pending``; empty buckets repeat it (the price did not change)
+            samples = []
+            for _ in range(min(b - d.bucket, self.nrep)):
+                v = self._sample(d.pending)  # type: ignore[arg-type]
+                if v is not None:
+                    samples.append((v[0], v[1], (v[0] - v[1]) / v[1] * 10_000.0))
+            d.bucket = b
+            for e in self.members:  # rule-major, like one evaluator per rule
+                for fv, sv, diff in samples:
+                    reg = e.st.regime
+                    new = 1 if diff > e.hyst else -1 if diff < e.nhyst else reg
+                    if new != reg:
+                        e.cross(new, diff, fv, sv, s, out)
+        d.pending = x
+
+
 class _SpreadEval(_Eval):
-    __slots__ = ("rearm",)
+    __slots__ = ("bps", "rearm")
 
     def init(self) -> None:
         r: Spread = self.rule  # type: ignore[assignment]
+        self.bps = r.bps
         self.rearm = r.bps - r.hysteresis
         self.st.armed = True
 
-    def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        bid, ask, mid = inst.bidf, inst.askf, inst.midf
+    def share_key(self) -> Any:
+        return ("spread",)
+
+
+class _SpreadNode:
+    """Every ``spread`` rule of one instrument: the spread in bps is computed once per tick."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: list[_SpreadEval]) -> None:
+        self.members = members
+
+    def __call__(self, s: InstState, out: list[Alert]) -> None:
+        bid, ask, mid = s.bidf, s.askf, s.midf
         if bid is None or ask is None or not mid:
             return
         bps = (ask - bid) / mid * 10_000.0
-        r: Spread = self.rule  # type: ignore[assignment]
-        if bps > r.bps:
-            if self.st.armed:
-                self.fire(
-                    out,
-                    inst.ts_event,
-                    inst,
-                    "wide",
-                    _fmt(bps),
-                    _fmt(r.bps),
-                    f"spread {_fmt(bps)} bps (bid {inst.bid}, ask {inst.ask})",
-                )
-        elif bps <= self.rearm:
-            self.st.armed = True
+        for e in self.members:
+            if bps > e.bps:
+                if e.st.armed and e.gate(s.ts_event):
+                    e.alert(
+                        out,
+                        s.ts_event,
+                        s,
+                        "wide",
+                        _fmt(bps),
+                        _fmt(e.bps),
+                        f"spread {_fmt(bps)} bps (bid {s.bid}, ask {s.ask})",
+                    )
+            elif bps <= e.rearm:
+                e.st.armed = True
 
 
 class _VolumeEval(_Eval):
-    __slots__ = ("rearm",)
+    __slots__ = ("min_volume", "rearm", "z")
 
     def init(self) -> None:
         r: VolumeSpike = self.rule  # type: ignore[assignment]
+        self.z = r.z
+        self.min_volume = float(r.min_volume)
         self.rearm = r.z - r.hysteresis
         self.st.data = BucketVolume(interval_ns=int(r.interval_s * _NS), n=r.buckets)
         self.st.armed = True
 
+    def share_key(self) -> Any:
+        return ("volume", self.st.data.interval_ns, self.st.data.n)
+
     def restore_data(self, raw: Any) -> Any:
         return msgspec.convert(raw, BucketVolume)
 
-    def __call__(self, inst: InstState, out: list[Alert]) -> None:
-        size = inst.size
+
+class _VolumeNode:
+    """``volume_spike`` rules of one instrument with the same bucket length and baseline: one :class:`BucketVolume`."""
+
+    __slots__ = ("data", "members")
+
+    def __init__(self, members: list[_VolumeEval]) -> None:
+        self.members = members
+        self.data: BucketVolume = members[0].st.data
+
+    def __call__(self, s: InstState, out: list[Alert]) -> None:
+        size = s.size
         if size is None:
             return
-        bv: BucketVolume = self.st.data
-        closed, closed_z = bv.add(inst.ts_event, float(size))
-        if closed and (closed_z is None or closed_z < self.rearm):
-            self.st.armed = True  # a normal bucket ended: a later spike is a new one
-        z = bv.z(bv.current)
-        r: VolumeSpike = self.rule  # type: ignore[assignment]
-        if z is None or z < r.z or bv.current < float(r.min_volume) or not self.st.armed:
-            return
-        self.fire(
-            out,
-            inst.ts_event,
-            inst,
-            "spike",
-            _fmt(z),
-            _fmt(r.z),
-            f"volume {bv.current:.8g} in {r.interval_s:g}s bucket, z={_fmt(z)} (mean {bv.mean:.6g}, std {bv.std:.6g})",
-        )
+        bv = self.data
+        closed, closed_z = bv.add(s.ts_event, float(size))
+        cur = bv.current
+        if len(bv.ring) < bv.n:  # BucketVolume.z, inlined
+            z = None
+        elif bv.std == 0.0:
+            z = math.inf if cur > bv.mean else 0.0
+        else:
+            z = (cur - bv.mean) / bv.std
+        for e in self.members:
+            st = e.st
+            if closed and (closed_z is None or closed_z < e.rearm):
+                st.armed = True  # a normal bucket ended: a later spike is a new one
+            if z is None or z < e.z or bv.current < e.min_volume or not st.armed or not e.gate(s.ts_event):
+                continue
+            r: VolumeSpike = e.rule  # type: ignore[assignment]
+            e.alert(
+                out,
+                s.ts_event,
+                s,
+                "spike",
+                _fmt(z),
+                _fmt(r.z),
+                f"volume {bv.current:.8g} in {r.interval_s:g}s bucket, z={_fmt(z)} "
+                f"(mean {bv.mean:.6g}, std {bv.std:.6g})",
+            )
 
 
 class _DivergenceEval(_Eval):
-    __slots__ = ("a", "b", "field", "max_age_ns", "rearm")
+    __slots__ = ("a", "b", "field", "max_age_ns", "rearm", "ts_field")
 
     def init(self) -> None:
         r: Divergence = self.rule  # type: ignore[assignment]
         self.field = r.price
+        self.ts_field = "ts_trade" if self.field == "last" else "ts_quote"
         self.rearm = r.bps - r.hysteresis
         self.max_age_ns = int(r.max_age_s * _NS)
         self.st.armed = True
@@ -436,8 +633,7 @@ class _DivergenceEval(_Eval):
         pa, pb = getattr(a, self.field), getattr(b, self.field)
         if pa is None or pb is None:
             return
-        ts_field = "ts_trade" if self.field == "last" else "ts_quote"
-        if abs(getattr(a, ts_field) - getattr(b, ts_field)) > self.max_age_ns:
+        if abs(getattr(a, self.ts_field) - getattr(b, self.ts_field)) > self.max_age_ns:
             return
         mean = (pa + pb) / _TWO
         if not mean:
@@ -445,8 +641,8 @@ class _DivergenceEval(_Eval):
         bps = float(abs(pa - pb)) / float(mean) * 10_000.0
         r: Divergence = self.rule  # type: ignore[assignment]
         if bps > r.bps:
-            if self.st.armed:
-                self.fire(
+            if self.st.armed and self.gate(inst.ts_event):
+                self.alert(
                     out,
                     inst.ts_event,
                     inst,
@@ -508,15 +704,28 @@ def _last_session_start(when: datetime) -> int:
     return int(start.timestamp()) * _NS
 
 
+_NODE_TYPES: dict[type[_Eval], Any] = {
+    _PctEval: _PctNode,
+    _MaEval: _MaNode,
+    _SpreadEval: _SpreadNode,
+    _VolumeEval: _VolumeNode,
+}
+
+
 # -- the engine -------------------------------------------------------------------------------------------
 class _Instrument:
-    __slots__ = ("key", "on_quote", "on_trade", "primary", "state")
+    __slots__ = ("dirty", "key", "need_mid", "primary", "q_cross", "q_nodes", "state", "t_cross", "t_nodes")
 
     def __init__(self, key: Key) -> None:
         self.key = key
         self.state = InstState()
-        self.on_quote: list[Any] = []  # callables (inst_state, out) run when bid/ask changed
-        self.on_trade: list[Any] = []  # … when a trade arrived
+        self.dirty = False  # state changed since the last take_dirty
+        self.need_mid = False  # someone reads the exact ``state.mid`` per tick (divergence on mid); else lazy
+        # per-tick work, precomputed by AlertEngine._link: cross groups first, then nodes (other kinds)
+        self.q_cross: list[_CrossGroup] = []  # run when bid/ask changed
+        self.q_nodes: list[Any] = []
+        self.t_cross: list[_CrossGroup] = []  # … when a trade arrived
+        self.t_nodes: list[Any] = []
         self.primary: list[_Eval] = []  # rules whose state is snapshotted with this instrument
 
 
@@ -527,6 +736,10 @@ class _InstSnapshot(msgspec.Struct):
 
 _snap_enc = msgspec.msgpack.Encoder(decimal_format="string")
 _snap_dec = msgspec.msgpack.Decoder(_InstSnapshot)
+
+
+def _by_rule_id(a: Alert) -> int:
+    return a.rule_id
 
 
 class AlertEngine:
@@ -541,15 +754,16 @@ class AlertEngine:
         self._evals: list[_Eval] = []
         self._stale: list[tuple[_StaleEval, _Instrument]] = []
         self._started: int | None = None  # first on_timer: silence before it is not counted
-        self._dirty: set[Key] = set()
-        self.stats = {"ticks": 0, "ignored": 0, "alerts": 0}
-        crosses: dict[tuple[Key, str], list[_CrossEval]] = {}
+        self.ticks = self.ignored = self.alerts = 0
+        # (instrument, trade?) → evaluators in rule-id order, and the cross groups' rules by (instrument, field)
+        self._plan: list[tuple[_Instrument, bool, _Eval]] = []
+        self._crosses: dict[tuple[Key, str], list[_CrossEval]] = {}
         for rule in sorted(self.rules, key=lambda r: r.id):
             inst = self._instrument(rule.instrument)
             ev: _Eval
             if isinstance(rule, PriceCross):
                 ev = _CrossEval(rule)
-                crosses.setdefault((rule.instrument, rule.price), []).append(ev)  # type: ignore[arg-type]
+                self._crosses.setdefault((rule.instrument, rule.price), []).append(ev)  # type: ignore[arg-type]
             elif isinstance(rule, StaleFeed):
                 ev = _StaleEval(rule)
                 self._stale.append((ev, inst))  # type: ignore[arg-type]
@@ -558,19 +772,49 @@ class AlertEngine:
                 other = self._instrument((rule.other_venue, rule.symbol))
                 ev.a, ev.b = inst.state, other.state  # type: ignore[attr-defined]
                 for i in (inst, other):
-                    (i.on_trade if rule.price == "last" else i.on_quote).append(ev)
+                    self._plan.append((i, rule.price == "last", ev))
+                    if rule.price == "mid":
+                        i.need_mid = True
             else:
                 ev = {PctChange: _PctEval, MaCross: _MaEval, Spread: _SpreadEval, VolumeSpike: _VolumeEval}[type(rule)](
                     rule
                 )
                 trade = isinstance(rule, VolumeSpike) or getattr(rule, "price", "") == "last"
-                (inst.on_trade if trade else inst.on_quote).append(ev)
+                self._plan.append((inst, trade, ev))
             inst.primary.append(ev)
             self._evals.append(ev)
-        for (key, fld), evs in sorted(crosses.items(), key=lambda kv: min(e.rule.id for e in kv[1])):
-            g = _CrossGroup(fld, evs)
+        self._link()
+
+    def _link(self) -> None:
+        """(Re)build every instrument's per-tick work from the evaluators: cross groups, and one node per set of
+        rules that share an indicator — same instrument, same :meth:`_Eval.share_key` and the same indicator
+        state (equal after a fresh start; after a restore, only rules whose restored indicators are identical
+        share, so a changed or new rule never inherits another's history)."""
+        for inst in self._inst.values():
+            inst.q_cross, inst.q_nodes, inst.t_cross, inst.t_nodes = [], [], [], []
+        for (key, fld), evs in sorted(self._crosses.items(), key=lambda kv: min(e.rule.id for e in kv[1])):
             inst = self._inst[key]
-            (inst.on_trade if fld == "last" else inst.on_quote).insert(0, g)
+            (inst.t_cross if fld == "last" else inst.q_cross).insert(0, _CrossGroup(fld, evs))
+        groups: dict[Any, list[_Eval]] = {}
+        for inst, trade, ev in self._plan:
+            k = ev.share_key()
+            if k is None:
+                groups[(id(inst), trade, id(ev))] = [ev]
+            else:
+                state = _snap_enc.encode(ev.st.data) if ev.st.data is not None else b""
+                groups.setdefault((id(inst), trade, k, state), []).append(ev)
+        where = {id(inst): inst for inst, _, _ in self._plan}
+        for gk, evs in groups.items():  # insertion order: by the lowest rule id of each node
+            inst, trade = where[gk[0]], gk[1]
+            node_t = _NODE_TYPES.get(type(evs[0]))
+            if node_t is None:
+                node: Any = evs[0]  # divergence: its own node
+            else:
+                shared = evs[0].st.data
+                for e in evs[1:]:
+                    e.st.data = shared  # one indicator object: updated once per tick, snapshotted with each rule
+                node = node_t(evs)
+            (inst.t_nodes if trade else inst.q_nodes).append(node)
 
     def _instrument(self, key: Key) -> _Instrument:
         inst = self._inst.get(key)
@@ -582,12 +826,16 @@ class AlertEngine:
         """Every (venue, symbol) some rule reads, sorted."""
         return sorted(self._inst)
 
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"ticks": self.ticks, "ignored": self.ignored, "alerts": self.alerts}
+
     # -- evaluation ---------------------------------------------------------------------------------------
     def on_event(self, event: Any) -> list[Alert]:
         """Apply one event (a QuoteBatch is its quotes, in order); return the alerts it triggers."""
         inst = self._inst.get((event.venue, event.symbol))
         if inst is None:
-            self.stats["ignored"] += 1
+            self.ignored += 1
             return []
         out: list[Alert] = []
         if type(event) is QuoteBatch:
@@ -596,7 +844,7 @@ class AlertEngine:
         else:
             self._apply(inst, event, out)
         if out:
-            self.stats["alerts"] += len(out)
+            self.alerts += len(out)
         return out
 
     def _apply(self, inst: _Instrument, ev: Any, out: list[Alert]) -> None:
@@ -606,39 +854,59 @@ class AlertEngine:
             bid, ask = ev.bid, ev.ask
             if t is Ticker:
                 s.last, s.lastf = ev.last, float(ev.last)
+        elif t is Trade:
+            p = ev.price
+            if p != s.last or s.lastf is None:  # an unchanged price keeps its float
+                s.lastf = float(p)
+            s.last, s.size = p, ev.size
+            s.ts_trade = s.ts_event = ev.ts_event
+            s.ts_recv = s.recv_tick = ev.ts_recv
+            self.ticks += 1
+            inst.dirty = True
+            for g in inst.t_cross:
+                g(s, out)
+            if inst.t_nodes:
+                mark = len(out)
+                for fn in inst.t_nodes:
+                    fn(s, out)
+                if len(out) - mark > 1:  # nodes group rules by kind: restore rule-id order (stable)
+                    out[mark:] = sorted(out[mark:], key=_by_rule_id)
+            return
         elif t is BookDelta:
             bid = ev.best_bid.price if ev.best_bid is not None else None
             ask = ev.best_ask.price if ev.best_ask is not None else None
         elif t is BookSnapshot:
             bid = ev.bids[0].price if ev.bids else None
             ask = ev.asks[0].price if ev.asks else None
-        elif t is Trade:
-            s.last, s.size = ev.price, ev.size
-            s.lastf = float(ev.price)
-            s.ts_trade = s.ts_event = ev.ts_event
-            s.ts_recv = s.recv_tick = ev.ts_recv
-            self.stats["ticks"] += 1
-            self._dirty.add(inst.key)
-            for fn in inst.on_trade:
-                fn(s, out)
-            return
         else:  # Status, Candle: not a tick
-            self.stats["ignored"] += 1
+            self.ignored += 1
             return
-        s.bid, s.ask = bid, ask
-        s.bidf = bf = float(bid) if bid is not None else None
-        s.askf = af = float(ask) if ask is not None else None
-        if bf is not None and af is not None:
-            s.mid = (bid + ask) / _TWO
-            s.midf = (bf + af) * 0.5
+        # floats for the statistics kinds and the cross groups' pre-filter; an unchanged side keeps its float
+        # (invariant: bidf is None exactly when bid is None, and likewise for ask)
+        if bid is not None and ask is not None:
+            bf = s.bidf if bid == s.bid else float(bid)
+            af = s.askf if ask == s.ask else float(ask)
+            # the exact mid is computed when something needs it: cross groups on mid (their candidates only),
+            # divergence on mid (need_mid), snapshots (see snapshot())
+            s.mid = (bid + ask) / _TWO if inst.need_mid else None
+            s.midf = (bf + af) * 0.5  # type: ignore[operator]
         else:
+            bf = None if bid is None else s.bidf if bid == s.bid else float(bid)
+            af = None if ask is None else s.askf if ask == s.ask else float(ask)
             s.mid = s.midf = None
+        s.bid, s.ask, s.bidf, s.askf = bid, ask, bf, af
         s.ts_quote = s.ts_event = ev.ts_event
         s.ts_recv = s.recv_tick = ev.ts_recv
-        self.stats["ticks"] += 1
-        self._dirty.add(inst.key)
-        for fn in inst.on_quote:
-            fn(s, out)
+        self.ticks += 1
+        inst.dirty = True
+        for g in inst.q_cross:
+            g(s, out)
+        if inst.q_nodes:
+            mark = len(out)
+            for fn in inst.q_nodes:
+                fn(s, out)
+            if len(out) - mark > 1:  # nodes group rules by kind: restore rule-id order (stable)
+                out[mark:] = sorted(out[mark:], key=_by_rule_id)
 
     def on_timer(self, now_ns: int) -> list[Alert]:
         """Check ``stale_feed`` rules at ``now_ns`` (our clock, like ticks' ``ts_recv``)."""
@@ -649,15 +917,19 @@ class AlertEngine:
             before = len(out)
             ev.check(now_ns, inst.state, self._started, out)
             if len(out) != before or ev.st.swallowed:
-                self._dirty.add(inst.key)
+                inst.dirty = True
         if out:
-            self.stats["alerts"] += len(out)
+            self.alerts += len(out)
         return out
 
     # -- state ---------------------------------------------------------------------------------------------
     def take_dirty(self) -> set[Key]:
         """Instruments whose state changed since the last call (what a snapshot needs to write)."""
-        d, self._dirty = self._dirty, set()
+        d = set()
+        for key, inst in self._inst.items():
+            if inst.dirty:
+                inst.dirty = False
+                d.add(key)
         return d
 
     def snapshot(self, keys: Iterable[Key] | None = None) -> dict[Key, bytes]:
@@ -667,8 +939,11 @@ class AlertEngine:
             inst = self._inst.get(key)
             if inst is None:
                 continue
+            s = inst.state
+            if not inst.need_mid:  # materialise the lazy exact mid
+                s.mid = (s.bid + s.ask) / _TWO if s.bid is not None and s.ask is not None else None
             rules = {str(e.rule.id): (e.fp, e.st) for e in inst.primary}
-            out[key] = _snap_enc.encode(_InstSnapshot(inst.state, rules))
+            out[key] = _snap_enc.encode(_InstSnapshot(s, rules))
         return out
 
     def restore(self, blobs: dict[Key, bytes]) -> int:
@@ -689,10 +964,7 @@ class AlertEngine:
                 st.data = e.restore_data(st.data) if st.data is not None else e.st.data
                 e.st = st
                 restored += 1
-        for inst in self._inst.values():  # cross groups re-evaluate every rule on the next tick (idempotent)
-            for fn in (*inst.on_quote, *inst.on_trade):
-                if isinstance(fn, _CrossGroup):
-                    fn.prev = None
+        self._link()  # regroup shared indicators by restored state; cross groups re-check every rule (idempotent)
         return restored
 
     def rule_stats(self) -> dict[int, dict[str, int]]:

@@ -20,8 +20,19 @@ sent only for alerts the database had not seen; the alert *topic* may carry a re
 (at-least-once — de-duplicate on ``alert_id``). Stale-feed silence is measured on our clock, so it restarts
 counting at service start.
 
-Scale-out: a Key_Shared subscription keyed by the message key (the symbol), so every tick of an instrument
-goes to the same consumer, in order, and each process keeps state for its share of instruments. Several
+Latency path (main thread): one blocking ``receive``, then every message already queued is drained without
+waiting; each is decoded only if its topic carries an instrument some rule reads (explicit extra topics are
+skipped undecoded), evaluated, and its alerts are sent at once on a non-batching producer. The main thread never
+waits on the database or webhooks: alert groups go to the writer through an unbounded queue, at most one
+snapshot is in flight (while one commits, the next interval's messages simply stay held), and only a backlog
+of more than ``_MAX_HELD`` unacknowledged messages (the database is down) makes it wait. The GIL switch
+interval is lowered so the writer and webhook threads cannot delay a tick by the default 5 ms.
+
+Scale-out (``alerting.subscription_type``; ``auto`` = key_shared on a real cluster, shared on the embedded
+pulsar-lite, whose Key_Shared dispatch is slow and stalls after a consumer dies with unacknowledged messages —
+shared then means ONE service instance): a Key_Shared subscription keyed by the message key (the symbol), so
+every tick of an instrument goes to the same consumer, in order, and each process keeps state for its share of
+instruments. Several
 processes share the ``alert_state`` table (one row per instrument). A rule over two venues (``divergence``)
 needs both venues' topics to route one symbol to the same consumer; with Key_Shared that holds when the
 consumers join every topic together (same consumers, same hash ranges), which is how this service subscribes.
@@ -34,8 +45,10 @@ acknowledged, webhooks in flight get ``webhook_timeout_s`` to finish, and ``run`
 
 from __future__ import annotations
 
+import gc
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -53,7 +66,7 @@ from consumers.alerting.messages import Alert, alert_properties, encode_alert
 from consumers.alerting.rules import VENUE_NAMESPACES, Rule
 from consumers.alerting.store import AlertStore
 from consumers.alerting.webhooks import WebhookSender, WebhookWorker, check_webhooks
-from pulse.bus import Bus
+from pulse.bus import Bus, SubscriptionType
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
@@ -67,6 +80,10 @@ log = get_logger(__name__)
 _STATUS_EVERY_S = 0.5
 _RECEIVE_MS = 50
 _STORE_EVERY_S = 0.05
+_DRAIN_MAX = 1000  # messages processed per drain before the timer/snapshot/status checks run again
+_MAX_HELD = 200_000  # unacknowledged messages held before the main loop waits for the writer (database down)
+_SNAPSHOT_RETRY_S = 0.1  # a snapshot is due but the previous one is still committing: look again this soon
+_SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the service runs (default 5 ms)
 _json_dec = msgspec.json.Decoder(Event)
 _mp_dec = msgspec.msgpack.Decoder(Event)
 
@@ -157,7 +174,8 @@ class AlertingService:
         self._webhooks: WebhookWorker | None = None
         self._status = StatusFile(status_home, name) if status_home is not None else None
         self._status_at = 0.0
-        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=256)
+        self._handoff: queue.SimpleQueue[Any] = queue.SimpleQueue()  # unbounded: never blocks the main thread
+        self._snap_inflight = threading.Event()  # a snapshot is handed over and not yet committed
         self._writer_error: BaseException | None = None
         self._bus: Bus | None = None
         self._consumer: pulsar.Consumer | None = None
@@ -166,6 +184,19 @@ class AlertingService:
     @property
     def topics(self) -> list[str]:
         return list(self._topics or [])
+
+    def consumer_type(self) -> SubscriptionType:
+        """``alerting.subscription_type``: Key_Shared (scale out by instrument) on a real cluster; Shared on the
+        embedded pulsar-lite, whose Key_Shared dispatch is slow and stalls after a consumer died with
+        unacknowledged messages. Shared means one service instance per subscription."""
+        kind = self.settings.alerting.subscription_type
+        if kind == "auto":
+            kind = "shared" if not self.settings.pulsar.url else "key_shared"
+        return "shared" if kind == "shared" else "key_shared"
+
+    def _skip_topics(self, rules: Sequence[Rule]) -> frozenset[str]:
+        """Subscribed topics no rule reads (explicit topics): their messages are acknowledged undecoded."""
+        return frozenset(self.topics) - frozenset(topics_for_rules(self.settings, rules))
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -186,11 +217,12 @@ class AlertingService:
                 self._webhooks = WebhookWorker(self._sender)
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
             bus = self._bus
-            self._producer = bus.producer(self.topic, name=f"{self.name}.{self.topic.rsplit('/', 1)[-1]}")
+            self._producer = self._alert_producer(bus)
+            sub_type = self.consumer_type()
             self._consumer = self._retry(
                 "subscribe",
-                lambda: bus.subscribe(self.topics, self.settings.alerting.subscription, sub_type="key_shared",
-                                      consumer_name=f"{self.name}-{id(self):x}", receiver_queue_size=2000),
+                lambda: bus.subscribe(self.topics, self.settings.alerting.subscription, sub_type=sub_type,
+                                      consumer_name=f"{self.name}-{id(self):x}", receiver_queue_size=1000),
                 stop,
                 broker=True,
             )  # fmt: skip
@@ -204,8 +236,15 @@ class AlertingService:
                 restored_rules=self.stats.restored_rules,
                 alerts_topic=self.topic,
                 webhooks=len(self.settings.alerting.webhooks),
+                subscription_type=sub_type,
             )
-            self._loop(engine, stop)
+            gc.freeze()  # rules, engine and client objects are long-lived: keep them out of every collection
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(_SWITCH_INTERVAL_S)
+            try:
+                self._loop(engine, stop, self._skip_topics(self._rules))
+            finally:
+                sys.setswitchinterval(switch)
         except _Stopped:
             log.warning("stopped before the service was ready")
         finally:
@@ -219,9 +258,11 @@ class AlertingService:
         if self._writer_error is not None:
             raise self._writer_error
 
-    def _loop(self, engine: AlertEngine, stop: threading.Event) -> None:
+    def _loop(self, engine: AlertEngine, stop: threading.Event, skip: frozenset[str] = frozenset()) -> None:
         consumer = self._consumer
         assert consumer is not None
+        receive = consumer.receive
+        on_event = engine.on_event
         cfg = self.settings.alerting
         held: list[Any] = []  # messages applied to the engine, not yet covered by a committed snapshot
         pending: list[Alert] = []
@@ -229,7 +270,7 @@ class AlertingService:
         st = self.stats
         while not stop.is_set() and self._writer_error is None:
             try:
-                msg = consumer.receive(timeout_millis=_RECEIVE_MS)
+                msg = receive(_RECEIVE_MS)
             except pulsar.Timeout:
                 msg = None
             except Exception as exc:
@@ -237,19 +278,30 @@ class AlertingService:
                 log.warning("receive failed", error=str(exc))
                 stop.wait(0.5)
                 msg = None
-            if msg is not None:
+            n = 0
+            while msg is not None:  # this message, then whatever is already queued (no waiting)
                 st.received += 1
                 held.append(msg)
+                if not skip or msg.topic_name() not in skip:
+                    try:
+                        event = decode_event(msg.data())
+                    except CodecError as exc:
+                        st.decode_errors += 1
+                        log.warning("undecodable message skipped", topic=msg.topic_name(), error=str(exc)[:300])
+                    else:
+                        out = on_event(event)
+                        if out:
+                            self._publish(out)
+                            pending += out
+                n += 1
+                if n >= _DRAIN_MAX:
+                    break
                 try:
-                    event = decode_event(msg.data())
-                except CodecError as exc:
-                    st.decode_errors += 1
-                    log.warning("undecodable message skipped", topic=msg.topic_name(), error=str(exc)[:300])
-                else:
-                    out = engine.on_event(event)
-                    if out:
-                        self._publish(out)
-                        pending += out
+                    msg = receive(0)
+                except pulsar.Timeout:
+                    msg = None
+                except Exception:  # reported by the blocking receive above on the next turn
+                    msg = None
             now = time.monotonic()
             if now >= next_timer:
                 next_timer = now + cfg.timer_interval_s
@@ -262,18 +314,39 @@ class AlertingService:
                 self._put(pending)
                 pending, handed_at = [], now
             if now >= next_snap:
-                if pending:
-                    self._put(pending)
-                    pending, handed_at = [], now
-                next_snap = now + cfg.snapshot_interval_s
-                self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
-                held = []
+                if self._snap_inflight.is_set():  # the previous snapshot is still committing: keep holding
+                    next_snap = now + _SNAPSHOT_RETRY_S
+                    if len(held) > _MAX_HELD:  # the database is away: stop consuming until it commits
+                        self._snap_inflight.wait(_STATUS_EVERY_S)
+                else:
+                    if pending:
+                        self._put(pending)
+                        pending, handed_at = [], now
+                    next_snap = now + cfg.snapshot_interval_s
+                    self._snap_inflight.set()
+                    self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+                    held = []
             self._tick()
-        # stopping: the final snapshot covers everything applied
+        # stopping: the final snapshot covers everything applied (the writer commits them in order)
         if self._writer_error is None:
             if pending:
                 self._put(pending)
             self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+
+    def _alert_producer(self, bus: Bus) -> pulsar.Producer:
+        """The alerts producer: not batching (an alert is sent the moment it exists; alerts are few), blocking
+        rather than dropping when the broker is away, never timing a message out (like the bus's producers)."""
+        try:
+            return bus.client.create_producer(
+                self.topic,
+                producer_name=f"{self.name}.{self.topic.rsplit('/', 1)[-1]}",
+                batching_enabled=False,
+                max_pending_messages=self.settings.pulsar.max_pending_messages,
+                block_if_queue_full=True,
+                send_timeout_millis=0,
+            )
+        except Exception as exc:
+            raise BusError(f"cannot create producer on {self.topic}: {exc}") from exc
 
     def _publish(self, alerts: list[Alert]) -> None:
         producer = self._producer
@@ -293,12 +366,8 @@ class AlertingService:
                                 event_timestamp=a.ts_event // 1_000_000)  # fmt: skip
 
     def _put(self, item: Any) -> None:
-        while self._writer_error is None:
-            try:
-                self._handoff.put(item, timeout=_STATUS_EVERY_S)
-                return
-            except queue.Full:
-                self._tick()
+        if self._writer_error is None:
+            self._handoff.put(item)
 
     # -- writer thread ---------------------------------------------------------------------------------------
     def _write_loop(self, stop: threading.Event) -> None:
@@ -346,6 +415,12 @@ class AlertingService:
                 self._webhooks.submit(a)
 
     def _commit_snapshot(self, snap: _Snapshot, stop: threading.Event) -> None:
+        try:
+            self._commit(snap, stop)
+        finally:
+            self._snap_inflight.clear()
+
+    def _commit(self, snap: _Snapshot, stop: threading.Event) -> None:
         if snap.state:
             self._retry("store state", lambda: self.store.store_alerts((), snap.state), stop, final=True)
         self.stats.snapshots += 1

@@ -150,7 +150,7 @@ class _Receiver:
 
 
 def measure_round_trip(settings: Settings, ep: Endpoints, n: int, work: Path) -> dict[str, Any]:
-    tag = f"b{os.getpid()}"
+    tag = f"b{os.getpid()}x{time.monotonic_ns() % 1_000_000}"  # unique per call: no backlog of an earlier one
     s = settings.with_overrides(matching={"orders_topic": f"orders.{tag}", "fills_topic": f"fills.{tag}",
                                           "subscription": f"match-{tag}"})  # fmt: skip
     bus = Bus(s, ep.pulsar_url)

@@ -16,9 +16,13 @@ same executions with the same ids. Inputs are acknowledged to the broker only on
 fsync'd (or a snapshot covering them is durable), so an input is either in the journal or will be redelivered;
 a redelivered input already in the journal is recognised by its position (see :class:`Position`) and skipped.
 
-A checkpoint writes the snapshot (temp file, fsync, rename, fsync of the directory), then starts journal
-``gen + 1`` and deletes the old one; a crash in between leaves a snapshot whose journal does not exist yet
-(empty) and a stale journal that the next start deletes.
+A checkpoint starts journal ``gen + 1`` (:meth:`StateStore.rotate`: the records after the snapshot point go
+there), writes the snapshot (temp file, fsync, rename, fsync of the directory) and deletes the older journals
+(:meth:`StateStore.write_snapshot`). The service does the writing on its sync thread, off the processing path,
+and acknowledges nothing of journal ``gen + 1`` before that snapshot is durable. So after a crash either the new
+snapshot is durable (older journals are stale: the next start deletes them) or it is not, and the start replays
+the old snapshot, its journal and the newer one(s) in order (exactly the processing order; a journal torn at
+its end ends the replay there, since nothing after it was acknowledged).
 """
 
 from __future__ import annotations
@@ -50,23 +54,40 @@ class StateStore:
 
     # -- start ---------------------------------------------------------------------------------------
     def load(self) -> tuple[dict[str, Any] | None, list[list[Any]]]:
-        """The last snapshot (or None) and the journal records after it; opens that journal for appending."""
+        """The last snapshot (or None) and the journal records after it (its journal, then any newer one, in
+        order); opens the last journal read for appending."""
         snap: dict[str, Any] | None = None
         if self.snapshot_path.exists():
             snap = msgspec.msgpack.decode(self.snapshot_path.read_bytes())
             self.gen = int(snap["gen"])
-        for stale in self.dir.glob("journal-*.log"):
-            if stale.name != self._journal_name(self.gen):
-                stale.unlink()
+        gens = sorted(g for g in (self._gen_of(p) for p in self.dir.glob("journal-*.log")) if g is not None)
+        for g in gens:
+            if g < self.gen:
+                (self.dir / self._journal_name(g)).unlink()  # covered by the snapshot
+        records: list[list[Any]] = []
+        valid = 0
+        for g in [g for g in gens if g >= self.gen]:
+            path = self.dir / self._journal_name(g)
+            data_len = path.stat().st_size
+            read = list(self._read(path))
+            records += [r for r, _end in read]
+            self.gen = g
+            valid = read[-1][1] if read else 0
+            if valid < data_len:  # torn at the end: nothing after it was acknowledged, drop the newer journals
+                for newer in (x for x in gens if x > g):
+                    (self.dir / self._journal_name(newer)).unlink()
+                break
         path = self.dir / self._journal_name(self.gen)
-        read = list(self._read(path)) if path.exists() else []
-        records = [r for r, _end in read]
-        valid = read[-1][1] if read else 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         os.ftruncate(self._fd, valid)  # drop a torn last record
         os.lseek(self._fd, valid, os.SEEK_SET)
         self.written = valid
         return snap, records
+
+    @staticmethod
+    def _gen_of(path: Path) -> int | None:
+        stem = path.name[len("journal-") : -len(".log")]
+        return int(stem) if stem.isdigit() else None
 
     @staticmethod
     def _journal_name(gen: int) -> str:
@@ -105,10 +126,26 @@ class StateStore:
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Durably write a snapshot covering everything journalled so far, then start an empty journal."""
-        new_gen = self.gen + 1
+        old_fd, new_gen = self.rotate()
+        if old_fd is not None:
+            os.close(old_fd)
+        self.write_snapshot(state, new_gen)
+
+    def rotate(self) -> tuple[int | None, int]:
+        """Start journal ``gen + 1`` (appends go there from now on); returns the previous journal's descriptor
+        (still open: the caller closes it) and the new generation, which the snapshot of this point carries."""
+        old = self._fd
+        self.gen += 1
+        self._fd = os.open(self.dir / self._journal_name(self.gen), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.written = 0
+        return old, self.gen
+
+    def write_snapshot(self, state: dict[str, Any], gen: int) -> None:
+        """Durably write the snapshot of generation ``gen`` (its state as of :meth:`rotate`), then delete the
+        journals it covers. Thread-safe with respect to :meth:`append` (it touches no open journal)."""
         tmp = self.snapshot_path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
-            f.write(_enc.encode({**state, "gen": new_gen}))
+            f.write(_enc.encode({**state, "gen": gen}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.snapshot_path)
@@ -117,14 +154,16 @@ class StateStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        old = self.dir / self._journal_name(self.gen)
-        if self._fd is not None:
-            os.close(self._fd)
-        self.gen = new_gen
-        self._fd = os.open(self.dir / self._journal_name(new_gen), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self.written = 0
-        with contextlib.suppress(FileNotFoundError):
-            old.unlink()
+        for p in self.dir.glob("journal-*.log"):
+            g = self._gen_of(p)
+            if g is not None and g < gen:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+    @property
+    def fd(self) -> int | None:
+        """The current journal's descriptor (the sync thread fsyncs it)."""
+        return self._fd
 
     def close(self) -> None:
         if self._fd is not None:

@@ -10,12 +10,19 @@ processes them in arrival order::
     receive → duplicate? (position ≤ high-water mark of its topic and key: ack, skip)
             → journal append (the exact processing order, see journal.py)
             → engine → publish executions/positions to trading/<matching.fills_topic> (key = symbol)
-            → ack once the journal is fsync'd (a background thread, every ~50 ms)
+            → ack once the journal is fsync'd (a background thread, every ~50 ms: group commit)
 
-Every ``snapshot_interval_s`` (and on SIGTERM, after flushing the producer) a snapshot is written and the journal
-restarted. On start: snapshot + journal replay rebuild the exact state; the executions of replayed inputs that
-the broker had not confirmed (journal ``pub`` markers) are published again with the same ``exec_id``\\ s, so
-nothing is lost and a consumer dedupes the rare repeat on ``exec_id``.
+Latency: nothing on that path waits for the disk. Executions are published as soon as the engine returns them
+(no producer batching: a batch would hold a fill for up to the batching delay); the journal append goes to the
+page cache (it survives the process being killed); fsync and acknowledgement happen on the sync thread, once
+per ~50 ms for everything received since (so the ack-after-fsync guarantee holds at one fsync per group).
+
+Every ``snapshot_interval_s`` the state is serialised on the processing thread and the journal rotated there
+(cheap); the snapshot is written and fsync'd by the sync thread (see journal.py for the crash cases). On
+SIGTERM, after flushing the producer, a snapshot is written synchronously. On start: snapshot + journal replay
+rebuild the exact state; the executions of replayed inputs that the broker had not confirmed (journal ``pub``
+markers) are published again with the same ``exec_id``\\ s, so nothing is lost and a consumer
+dedupes the rare repeat on ``exec_id``.
 
 Scaling out: run one process per set of instruments with the same subscription: Key_Shared keeps each symbol's
 orders and market data on one consumer. The state of an instrument lives with the process that matched it, so
@@ -25,6 +32,7 @@ keep the membership fixed (or use sticky key ranges on a real cluster); a rebala
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -119,6 +127,8 @@ class MatchingService:
         self._marked_at = 0.0
         self._pending: deque[tuple[int, int, pulsar.Message, pulsar.Consumer]] = deque()  # (gen, offset, msg, c)
         self._lock = threading.Lock()
+        # a snapshot taken and its journal rotated, to be written by the sync thread: (state, gen, old journal fd)
+        self._ckpt_job: tuple[dict[str, Any], int, int | None] | None = None
         self._inbox: queue.Queue[tuple[pulsar.Consumer, pulsar.Message]] = queue.Queue()
         self._status = StatusFile(status_home, name) if status_home is not None else None
         self._status_at = 0.0
@@ -135,9 +145,7 @@ class MatchingService:
             self.producer = bus.client.create_producer(
                 self.fills_topic,
                 compression_type=pulsar.CompressionType.LZ4,
-                batching_enabled=True,
-                batching_max_publish_delay_ms=self.settings.pulsar.batching_max_publish_delay_ms,
-                batching_type=pulsar.BatchingType.KeyBased,
+                batching_enabled=False,
                 block_if_queue_full=True,
                 send_timeout_millis=0,
                 max_pending_messages=self.settings.pulsar.max_pending_messages,
@@ -186,13 +194,15 @@ class MatchingService:
                     self._mark_published()
                     self._marked_at = now
                 if now >= snap_at:
-                    self.checkpoint()
+                    self._checkpoint_async()
                     snap_at = now + snap_every
                 self._write_status()
             self.state = "stopping"
             for c in consumers:
                 with contextlib.suppress(Exception):
                     c.pause_message_listener()
+            if syncer.is_alive():
+                syncer.join(10)  # stop is set: it ends its round; the snapshot below supersedes a pending one
             self.producer.flush()
             self._acked_out = self.out_seq
             self._mark_published()
@@ -290,38 +300,77 @@ class MatchingService:
 
     # -- durability ----------------------------------------------------------------------------------
     def _sync_loop(self, stop: threading.Event) -> None:
-        """fsync the journal every ~50 ms and acknowledge the inputs it now durably holds."""
+        """Every ~50 ms: write a pending snapshot, fsync the journal, acknowledge the inputs now durable. The disk
+        waits happen outside the lock, so the processing thread never waits for them."""
         while not stop.wait(_SYNC_EVERY_S):
             with self._lock:
-                if not self._pending:
-                    continue
+                job, self._ckpt_job = self._ckpt_job, None
+            if job is not None:
+                state, gen, old_fd = job
                 try:
-                    gen, upto = self.store.sync()
+                    self.store.write_snapshot(state, gen)
                 except OSError as exc:
-                    log.warning("journal fsync failed", error=str(exc))
+                    log.warning("snapshot write failed", error=str(exc))
+                    with self._lock:
+                        if self._ckpt_job is None:
+                            self._ckpt_job = job  # retry next round; nothing of journal `gen` is acked before
                     continue
-                p = self._pending
-                while p and p[0][0] == gen and p[0][1] <= upto:
-                    _g, _o, msg, consumer = p.popleft()
-                    with contextlib.suppress(Exception):
-                        consumer.acknowledge(msg)
+                if old_fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(old_fd)
+                self._ack_through(gen - 1, None)  # every input of the older journals is in the snapshot
+            with self._lock:
+                if not self._pending or self._ckpt_job is not None:
+                    continue
+                gen, upto, fd = self.store.gen, self.store.written, self.store.fd
+            if fd is None:
+                continue
+            try:
+                os.fsync(fd)  # fds are closed only by this thread, or after it has ended
+            except OSError as exc:
+                log.warning("journal fsync failed", error=str(exc))
+                continue
+            self._ack_through(gen, upto)
+
+    def _ack_through(self, gen: int, upto: int | None) -> None:
+        """Acknowledge the pending inputs journalled before generation ``gen``, and those of ``gen`` up to byte
+        ``upto`` (all of them if None). Only the sync thread pops (or the processing thread when it has ended)."""
+        p = self._pending
+        while p and (p[0][0] < gen or (p[0][0] == gen and (upto is None or p[0][1] <= upto))):
+            _g, _o, msg, consumer = p.popleft()
+            with contextlib.suppress(Exception):
+                consumer.acknowledge(msg)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.snapshot(),
+            "hwm": sorted([k, list(v)] for k, v in self.hwm.items()),
+            "out_seq": self.out_seq,
+            "published": self.published,
+        }
+
+    def _checkpoint_async(self) -> None:
+        """Snapshot the state and rotate the journal here (processing thread, no disk wait); the sync thread
+        writes the snapshot. Skipped while the previous one is still pending."""
+        with self._lock:
+            if self._ckpt_job is not None:
+                return
+            state = self._state()
+            old_fd, gen = self.store.rotate()
+            self._ckpt_job = (state, gen, old_fd)
+            self.stats.snapshots += 1
 
     def checkpoint(self) -> None:
-        """Snapshot everything processed, start a new journal, acknowledge every input the snapshot covers."""
+        """Snapshot everything processed, start a new journal, acknowledge every input the snapshot covers
+        (synchronously: at start after recovery and at shutdown, when the sync thread is not running)."""
         with self._lock:
-            self.store.checkpoint(
-                {
-                    "engine": self.engine.snapshot(),
-                    "hwm": sorted([k, list(v)] for k, v in self.hwm.items()),
-                    "out_seq": self.out_seq,
-                    "published": self.published,
-                }
-            )
+            job, self._ckpt_job = self._ckpt_job, None
+            if job is not None and job[2] is not None:
+                with contextlib.suppress(OSError):
+                    os.close(job[2])
+            self.store.checkpoint(self._state())
             self.stats.snapshots += 1
-            while self._pending:
-                _g, _o, msg, consumer = self._pending.popleft()
-                with contextlib.suppress(Exception):
-                    consumer.acknowledge(msg)
+            self._ack_through(self.store.gen, None)
 
     def _recover(self) -> None:
         snap, records = self.store.load()

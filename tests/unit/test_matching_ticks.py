@@ -1,14 +1,17 @@
-"""The book's integer price ticks (an internal representation): exact conversion, ordering, and the fill price
-staying the Decimal the order was given with."""
+"""Internal representations of the optimised matching engine and service: the book's integer price ticks (exact
+conversion, ordering, fill prices staying the orders' Decimals) and the journal rotation behind the background
+snapshot (replay across journals)."""
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal as D
 
 import pytest
 
 from consumers.matching.book import Book, Order, tick_unit, to_ticks
 from consumers.matching.engine import InstrumentSpec, MatchingEngine
+from consumers.matching.journal import StateStore
 from consumers.matching.messages import Execution, NewOrder
 
 
@@ -110,3 +113,41 @@ def test_restore_with_a_coarser_increment_keeps_the_resting_prices_exact() -> No
     bids = e2.instruments[coarse.key].book.bids
     assert [str(bids.levels[t].price) for t in bids.prices] == ["100.05", "100.10", "100.15"]
     assert e2.snapshot() == e.snapshot()
+
+
+# -- the journal rotation the service's background snapshot relies on ----------------------------------------------
+def test_rotated_journal_before_its_snapshot_is_durable_is_replayed_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    st = StateStore(tmp_path)
+    st.load()
+    st.append(["in", "t", "k", [0, 1, 1, -1], b"a"])
+    old_fd, gen = st.rotate()  # the snapshot of gen 1 is not written yet (the process dies here)
+    st.append(["in", "t", "k", [0, 1, 2, -1], b"b"])
+    assert old_fd is not None and gen == 1
+    st.close()
+    os.close(old_fd)
+    snap, recs = StateStore(tmp_path).load()
+    assert snap is None and [r[4] for r in recs] == [b"a", b"b"]
+    # once the snapshot of gen 1 is durable, journal 0 is covered (deleted) and only journal 1 is replayed
+    st2 = StateStore(tmp_path)
+    st2.load()
+    st2.write_snapshot({"engine": b"E", "hwm": [], "out_seq": 0, "published": 0}, 1)
+    st2.close()
+    assert sorted(p.name for p in tmp_path.glob("journal-*.log")) == ["journal-1.log"]
+    snap, recs = StateStore(tmp_path).load()
+    assert snap is not None and snap["gen"] == 1 and [r[4] for r in recs] == [b"b"]
+
+
+def test_a_journal_torn_before_a_newer_one_ends_the_replay(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    st = StateStore(tmp_path)
+    st.load()
+    st.append(["in", "t", "k", [0, 1, 1, -1], b"a"])
+    old_fd, _gen = st.rotate()
+    st.append(["in", "t", "k", [0, 1, 2, -1], b"b"])
+    st.close()
+    os.write(old_fd, b"\x00\x00\x00\x09ab")  # journal 0 torn at its end
+    os.close(old_fd)
+    st2 = StateStore(tmp_path)
+    snap, recs = st2.load()
+    assert snap is None and [r[4] for r in recs] == [b"a"] and st2.gen == 0
+    assert not (tmp_path / "journal-1.log").exists()
+    st2.close()

@@ -16,6 +16,7 @@ from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -46,6 +47,7 @@ class Order(msgspec.Struct, eq=False, gc=False):
     alive: bool = True  # resting in a book or waiting as a stop
     triggered: bool = False
     tick: int | None = None  # the price in ticks of its book (set when it rests; not part of the state)
+    position: Any = None  # the account's PositionBook in this instrument, once it filled (not part of the state)
 
     @property
     def remaining(self) -> Decimal:

@@ -543,7 +543,7 @@ class MatchingEngine:
         n = o.n_exec = o.n_exec + 1
         qty = o.quantity
         oid, account, venue, symbol, side = o.order_id, o.account, o.venue, o.symbol, o.side
-        eid = _exec_id(oid, n)
+        eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
         now = self.now
         out = self._out
         status = "filled" if filled == qty else ("partially_filled" if filled else "new")
@@ -551,16 +551,18 @@ class MatchingEngine:
         e = Execution(eid, "fill", oid, account, venue, symbol, status, now, side, o.order_type, filled, qty - filled,  # type: ignore[arg-type]
                       px, q, o.price, o.stop_price, o.tif, liquidity, contra, "", "")  # type: ignore[arg-type]  # fmt: skip
         out.append(e)
-        key = (account, venue, symbol)
-        positions = self.positions
-        pos = positions.get(key)
-        if pos is None:
-            pos = positions[key] = PositionBook()
-        pos.apply(side, q, px)
+        pos = o.position
+        if pos is None:  # first fill of this order (the book is the account's in this instrument)
+            key = (account, venue, symbol)
+            positions = self.positions
+            pos = positions.get(key)
+            if pos is None:
+                pos = positions[key] = PositionBook()
+            o.position = pos
         m = inst.market  # its mark(), inline
         bid, ask = m.bid, m.ask
         mark = (bid + ask) / _TWO if bid is not None and ask is not None else m.last
-        out.append(pos.view(account, venue, symbol, now, px if mark is None else mark, eid))
+        out.append(pos.fill(side, q, px, account, venue, symbol, now, mark, eid))
 
     def _close(self, o: Order) -> None:
         """Take an open order out of wherever it waits (book level or stop queue)."""

@@ -62,6 +62,37 @@ class PositionBook:
             cost += signed * price
         self.quantity, self.cost, self.realised = quantity, cost, realised
 
+    def fill(
+        self,
+        side: str,
+        qty: Decimal,
+        price: Decimal,
+        account: str,
+        venue: str,
+        symbol: str,
+        ts: int,
+        mark: Decimal | None,
+        exec_id: str,
+    ) -> Position:
+        """``apply`` then ``view`` in one call (the engine's hot path): the same result, fewer lookups. ``mark``
+        None means the fill price."""  # fmt: skip
+        quantity = self.quantity
+        signed = qty if side == "buy" else -qty
+        if not quantity or (quantity > ZERO) == (signed > ZERO):  # opens or adds (apply's first branch)
+            self.lots.append([signed, price])
+            q = self.quantity = quantity + signed
+            cost = self.cost = self.cost + signed * price
+        else:
+            self.apply(side, qty, price)
+            q, cost = self.quantity, self.cost
+        if mark is None:
+            mark = price
+        if q:
+            return Position(
+                account, venue, symbol, ts, q, cost / q, cost, self.realised, q * mark - cost, mark, exec_id
+            )
+        return Position(account, venue, symbol, ts, q, None, cost, self.realised, ZERO, mark, exec_id)
+
     @property
     def avg_price(self) -> Decimal | None:
         return (self.cost / self.quantity) if self.quantity else None

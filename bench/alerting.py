@@ -323,7 +323,7 @@ def run(report: Report, settings: Settings, endpoints: Endpoints, *, quick: bool
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1:  # python -m bench.alerting [--quick] [--engine]: these figures only (--engine: no runtime)
+    if len(sys.argv) > 1:  # python -m bench.alerting [--quick] [--engine | --e2e]: these figures only
         from bench.harness import bench_runtime, load_average
         from pulse.settings import load_settings
 
@@ -332,6 +332,11 @@ if __name__ == "__main__":
         rep.line(f"1-min load {load_average():.2f} before starting")
         if "--engine" in sys.argv:
             engine_bench(rep, quick=quick)
+        elif "--e2e" in sys.argv:
+            import tempfile
+
+            with bench_runtime(load_settings()) as (bs, bep), tempfile.TemporaryDirectory() as tmp:
+                e2e_bench(rep, bs, bep, quick=quick, work=Path(tmp))
         else:
             with bench_runtime(load_settings()) as (bs, bep):
                 run(rep, bs, bep, quick=quick)

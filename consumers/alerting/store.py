@@ -91,6 +91,13 @@ state_table = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
+_INSERT_ALERTS = (
+    pg_insert(alerts_table).on_conflict_do_nothing(index_elements=["alert_id"]).returning(alerts_table.c.alert_id)
+)
+_upsert = pg_insert(state_table)
+_UPSERT_STATE = _upsert.on_conflict_do_update(
+    index_elements=["venue", "symbol"], set_={"state": _upsert.excluded.state, "updated_at": func.now()}
+)
 _LOCK_KEY = 0x50554C5345414C  # "PULSEAL": serialises schema creation between processes
 
 
@@ -162,19 +169,15 @@ class AlertStore:
         Returns the alerts that were new — the ones to deliver to webhooks (a replay delivers nothing twice)."""
         alerts = list(alerts)
         new: list[Alert] = []
+        # one fixed statement each, executed with many parameter sets: SQLAlchemy compiles it once (cached) and
+        # batches the rows into multi-row VALUES itself ("insertmanyvalues", RETURNING included) — a statement
+        # with the rows inlined was compiled anew on every call and cost more CPU than the database round trip
         with self.engine.begin() as conn:
             if alerts:
-                rows = [_alert_row(a) for a in alerts]
-                stmt = pg_insert(alerts_table).values(rows).on_conflict_do_nothing(index_elements=["alert_id"])
-                inserted = {r[0] for r in conn.execute(stmt.returning(alerts_table.c.alert_id))}
+                inserted = {r[0] for r in conn.execute(_INSERT_ALERTS, [_alert_row(a) for a in alerts])}
                 new = [a for a in alerts if a.alert_id in inserted]
             if state:
-                rows_s = [{"venue": v, "symbol": s, "state": blob} for (v, s), blob in state.items()]
-                stmt_s = pg_insert(state_table).values(rows_s)
-                stmt_s = stmt_s.on_conflict_do_update(
-                    index_elements=["venue", "symbol"], set_={"state": stmt_s.excluded.state, "updated_at": func.now()}
-                )
-                conn.execute(stmt_s)
+                conn.execute(_UPSERT_STATE, [{"venue": v, "symbol": s, "state": b} for (v, s), b in state.items()])
         return new
 
     def alerts(self, *, rule_ids: Sequence[int] | None = None, limit: int = 1000) -> list[dict[str, Any]]:

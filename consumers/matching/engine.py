@@ -459,6 +459,7 @@ class MatchingEngine:
         m = inst.market
         limit = o.price if o.order_type in ("limit", "stop_limit") else None
         fill = self._fill
+        mark = m.mark()  # fixed while taking: fills change no bid, ask or last
         while True:
             rem = o.quantity - o.filled
             if rem <= ZERO:
@@ -484,8 +485,8 @@ class MatchingEngine:
                 r = orders[0]
                 r_rem = r.quantity - r.filled
                 q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
-                fill(inst, o, q, px, "book", r.order_id)
-                fill(inst, r, q, px, "book", o.order_id)
+                fill(o, q, px, "book", r.order_id, mark)
+                fill(r, q, px, "book", o.order_id, mark)
                 if r.filled == r.quantity:  # _close(r), inline: r is its level's head
                     self.open.pop(r.order_id, None)
                     r.alive = False
@@ -508,7 +509,7 @@ class MatchingEngine:
                     avail = m.bid_avail
                     q = avail if avail < rem else rem
                     m.bid_avail = avail - q
-                fill(inst, o, q, px, "quote", "")
+                fill(o, q, px, "quote", "", mark)
 
     def _finish(self, inst: _Inst, o: Order) -> None:
         """After taking: rest the remainder (limit GTC/DAY) or cancel it (market, IOC, triggered stop)."""
@@ -538,7 +539,9 @@ class MatchingEngine:
         self._take(inst, o)
         self._finish(inst, o)
 
-    def _fill(self, inst: _Inst, o: Order, q: Decimal, px: Decimal, liquidity: str, contra: str) -> None:
+    def _fill(self, o: Order, q: Decimal, px: Decimal, liquidity: str, contra: str, mark: Decimal | None) -> None:
+        """One fill of ``o``: its execution, then its account's position at ``mark`` (the instrument's
+        ``Market.mark()``, which the caller computes once per matching loop; None: the fill price)."""
         filled = o.filled = o.filled + q
         n = o.n_exec = o.n_exec + 1
         qty = o.quantity
@@ -559,9 +562,6 @@ class MatchingEngine:
             if pos is None:
                 pos = positions[key] = PositionBook()
             o.position = pos
-        m = inst.market  # its mark(), inline
-        bid, ask = m.bid, m.ask
-        mark = (bid + ask) / _TWO if bid is not None and ask is not None else m.last
         out.append(pos.fill(side, q, px, account, venue, symbol, now, mark, eid))
 
     def _close(self, o: Order) -> None:
@@ -688,7 +688,7 @@ class MatchingEngine:
                 r = side.head(level)
                 q = min(r.quantity - r.filled, m.bid_avail)
                 m.bid_avail -= q
-            self._fill(inst, r, q, px, "quote", "")  # type: ignore[arg-type]
+            self._fill(r, q, px, "quote", "", m.mark())  # type: ignore[arg-type]
             if r.filled == r.quantity:
                 self._close(r)
 
@@ -708,7 +708,7 @@ class MatchingEngine:
                 r = side.head(level)
                 q = min(r.quantity - r.filled, left)
                 left -= q
-                self._fill(inst, r, q, best, "trade", "")
+                self._fill(r, q, best, "trade", "", m.mark())
                 if r.filled == r.quantity:
                     self._close(r)
         if book.buy_stops.entries:

@@ -84,6 +84,7 @@ _DRAIN_MAX = 1000  # messages processed per drain before the timer/snapshot/stat
 _MAX_HELD = 200_000  # unacknowledged messages held before the main loop waits for the writer (database down)
 _SNAPSHOT_RETRY_S = 0.1  # a snapshot is due but the previous one is still committing: look again this soon
 _SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the service runs (default 5 ms)
+_LAG_SAMPLES = 4096  # tick lag (tick's ts_recv → evaluated here) kept for the status percentiles
 _json_dec = msgspec.json.Decoder(Event)
 _mp_dec = msgspec.msgpack.Decoder(Event)
 
@@ -130,6 +131,7 @@ class AlertingStats:
     db_errors: int = 0
     broker_errors: int = 0
     restored_rules: int = 0
+    cpu_s: float = 0.0  # process CPU time while running (user + system)
 
 
 class _Snapshot(msgspec.Struct):
@@ -180,6 +182,8 @@ class AlertingService:
         self._bus: Bus | None = None
         self._consumer: pulsar.Consumer | None = None
         self._producer: pulsar.Producer | None = None
+        self._lag: list[int] = []  # ring of the last _LAG_SAMPLES tick lags (ns)
+        self._lag_pos = 0
 
     @property
     def topics(self) -> list[str]:
@@ -263,6 +267,7 @@ class AlertingService:
         assert consumer is not None
         receive = consumer.receive
         on_event = engine.on_event
+        lags = self._lag
         cfg = self.settings.alerting
         held: list[Any] = []  # messages applied to the engine, not yet covered by a committed snapshot
         pending: list[Alert] = []
@@ -289,6 +294,12 @@ class AlertingService:
                         st.decode_errors += 1
                         log.warning("undecodable message skipped", topic=msg.topic_name(), error=str(exc)[:300])
                     else:
+                        lag = time.time_ns() - event.ts_recv
+                        if len(lags) < _LAG_SAMPLES:
+                            lags.append(lag)
+                        else:
+                            lags[self._lag_pos] = lag
+                            self._lag_pos = (self._lag_pos + 1) % _LAG_SAMPLES
                         out = on_event(event)
                         if out:
                             self._publish(out)
@@ -478,7 +489,12 @@ class AlertingService:
         self._tick(final=True)
 
     def counters(self) -> dict[str, Any]:
+        self.stats.cpu_s = round(time.process_time(), 3)
         d: dict[str, Any] = asdict(self.stats)
+        if self._lag:  # how far behind the ticks' receive time this service evaluates them (recent ticks)
+            lag = sorted(self._lag)
+            d.update(lag_p50_ms=round(lag[len(lag) // 2] / 1e6, 2))
+            d.update(lag_p99_ms=round(lag[len(lag) * 99 // 100] / 1e6, 2))
         if self.engine is not None:
             d.update(ticks=self.engine.stats["ticks"], ignored=self.engine.stats["ignored"])
         if self._sender is not None:

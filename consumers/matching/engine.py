@@ -37,6 +37,15 @@ Matching rules (the README repeats them for users):
   its price level (new sequence number) and a new price is matched like an incoming order. The new quantity is
   the total and must exceed the filled quantity.
 - **Idempotency**: a command whose ``request_id`` was already processed is ignored (a redelivery).
+
+Performance notes (``bench/matching.py``; behaviour is locked by ``tests/unit/test_matching_golden.py``, whose
+digests were recorded with the original all-Decimal engine): book levels are keyed by integer price ticks
+(``book.tick_unit``: hashing a fresh Decimal costs ~1 µs, converting it to ticks a third of that); fills and
+reports keep the orders' own Decimals, so outputs are unchanged. Executions and positions are msgspec structs
+built positionally (~8x faster than by keyword), the frequent ones (accepted, fill, cancelled) inline; orders
+are msgspec structs (C constructor); a plain limit order takes a validation fast path and, when it cannot
+cross, skips the matching loop; the mark is computed once per matching loop and an order keeps a reference to
+its account's position book.
 """
 
 from __future__ import annotations

@@ -736,37 +736,32 @@ def symbols_add(
     _symbol_changes(obj, as_json, lambda ops: (ops.add(venue, sym, **kw) for sym in syms))
 
 
-@symbols.command("remove")
-@click.argument("venue")
-@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def symbols_remove(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
-    """Unregister instruments; running ingesters unsubscribe (stored data and topics are kept)."""
-    syms = _validated(venue, names)
-    _symbol_changes(obj, as_json, lambda ops: (ops.remove(venue, sym) for sym in syms))
+def _symbols_change(name: str, help_text: str, apply: Any) -> None:
+    """`pulse symbols remove|enable|disable VENUE SYMBOL… [--json]`: one shape, three changes."""
+
+    @symbols.command(name, help=help_text)
+    @click.argument("venue")
+    @click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_obj
+    def command(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
+        syms = _validated(venue, names)
+        _symbol_changes(obj, as_json, lambda ops: (apply(ops, venue, sym) for sym in syms))
 
 
-@symbols.command("enable")
-@click.argument("venue")
-@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def symbols_enable(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
-    """Resume streaming registered instruments."""
-    syms = _validated(venue, names)
-    _symbol_changes(obj, as_json, lambda ops: (ops.set_enabled(venue, sym, True) for sym in syms))
-
-
-@symbols.command("disable")
-@click.argument("venue")
-@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def symbols_disable(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
-    """Stop streaming registered instruments but keep them in the registry."""
-    syms = _validated(venue, names)
-    _symbol_changes(obj, as_json, lambda ops: (ops.set_enabled(venue, sym, False) for sym in syms))
+_symbols_change(
+    "remove",
+    "Unregister instruments; running ingesters unsubscribe (stored data and topics are kept).",
+    lambda ops, venue, sym: ops.remove(venue, sym),
+)
+_symbols_change(
+    "enable", "Resume streaming registered instruments.", lambda ops, venue, sym: ops.set_enabled(venue, sym, True)
+)
+_symbols_change(
+    "disable",
+    "Stop streaming registered instruments but keep them in the registry.",
+    lambda ops, venue, sym: ops.set_enabled(venue, sym, False),
+)
 
 
 @cli.group("pulsar")

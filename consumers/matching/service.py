@@ -32,8 +32,10 @@ keep the membership fixed (or use sticky key ranges on a real cluster); a rebala
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -60,6 +62,7 @@ log = get_logger(__name__)
 
 MARKET_CHANNELS = ("quote", "trade", "book")
 _SYNC_EVERY_S = 0.05
+_SWITCH_INTERVAL_S = 0.001
 _STATUS_EVERY_S = 0.5
 _market_json = msgspec.json.Decoder(Event)
 _market_mp = msgspec.msgpack.Decoder(Event)
@@ -140,6 +143,7 @@ class MatchingService:
         """Recover, consume until ``stop`` is set, then flush, snapshot, acknowledge and close."""
         bus = Bus(self.settings, self.endpoints.pulsar_url)
         consumers: list[pulsar.Consumer] = []
+        switch: float | None = None
         syncer = threading.Thread(target=self._sync_loop, args=(stop,), name=f"{self.name}-sync", daemon=True)
         try:
             self.producer = bus.client.create_producer(
@@ -169,6 +173,11 @@ class MatchingService:
                     )
                 )
             syncer.start()
+            gc.freeze()  # instruments, recovered state, client objects: long-lived, out of every collection
+            switch = sys.getswitchinterval()
+            # the listener and sync threads hand over within ~1 ms rather than the default 5 ms (a message that
+            # arrives while the processing thread holds the GIL waits for the switch)
+            sys.setswitchinterval(_SWITCH_INTERVAL_S)
             self.state = "running"
             log.info(
                 "matching started",
@@ -208,6 +217,8 @@ class MatchingService:
             self._mark_published()
             self.checkpoint()
         finally:
+            if switch is not None:
+                sys.setswitchinterval(switch)
             stop.set()
             if syncer.is_alive():
                 syncer.join(2)

@@ -26,7 +26,9 @@ skipped undecoded), evaluated, and its alerts are sent at once on a non-batching
 waits on the database or webhooks: alert groups go to the writer through an unbounded queue, at most one
 snapshot is in flight (while one commits, the next interval's messages simply stay held), and only a backlog
 of more than ``_MAX_HELD`` unacknowledged messages (the database is down) makes it wait. The GIL switch
-interval is lowered so the writer and webhook threads cannot delay a tick by the default 5 ms.
+interval is lowered so the writer and webhook threads cannot delay a tick by the default 5 ms, and the objects
+built at start are frozen out of the garbage collector's scans. ``lag_p50_ms`` / ``lag_p99_ms`` in the status
+are how long after their ``ts_recv`` the last 4,096 ticks were evaluated.
 
 Scale-out (``alerting.subscription_type``; ``auto`` = key_shared on a real cluster, shared on the embedded
 pulsar-lite, whose Key_Shared dispatch is slow and stalls after a consumer dies with unacknowledged messages —
@@ -274,6 +276,10 @@ class AlertingService:
         next_timer = next_snap = handed_at = time.monotonic()
         st = self.stats
         while not stop.is_set() and self._writer_error is None:
+            if len(held) > _MAX_HELD and self._snap_inflight.is_set():
+                stop.wait(0.05)  # the database is away: stop consuming until the snapshot in flight commits
+                self._tick()
+                continue
             try:
                 msg = receive(_RECEIVE_MS)
             except pulsar.Timeout:
@@ -327,8 +333,6 @@ class AlertingService:
             if now >= next_snap:
                 if self._snap_inflight.is_set():  # the previous snapshot is still committing: keep holding
                     next_snap = now + _SNAPSHOT_RETRY_S
-                    if len(held) > _MAX_HELD:  # the database is away: stop consuming until it commits
-                        self._snap_inflight.wait(_STATUS_EVERY_S)
                 else:
                     if pending:
                         self._put(pending)

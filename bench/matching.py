@@ -13,7 +13,7 @@ Engine (in process)
     command + encode of one execution).
 
 Broker round trip
-    ``python -m consumers.matching run`` (what ``pulse consumers matching run`` runs) in its own process on the
+    ``pulse consumers matching run`` in its own process on the
     bench broker. Resting paper buys are placed first; then quotes are published one every 5 ms, each showing a
     fresh ask at the buys' price, and each fills one buy; latency = quote published → its fill execution received
     here. Baseline, same run: a quote published → received by a plain consumer here (one broker hop).
@@ -211,7 +211,7 @@ def measure_round_trip(settings: Settings, ep: Endpoints, n: int, work: Path) ->
     }
     log = open(work / "matching-service.log", "ab")  # noqa: SIM115 — closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "consumers.matching", "--home", str(s.home), "run", "--instrument",
+        [sys.executable, "-m", "cli", "--home", str(s.home), "consumers", "matching", "run", "--instrument",
          f"{V}:{S}:0.01:0.001", "--name", f"bench-{tag}"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip

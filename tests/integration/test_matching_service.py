@@ -1,5 +1,5 @@
-"""The matching service as it runs: its own process (``python -m consumers.matching run``, what ``pulse consumers
-matching run`` runs) on the real pulsar-lite broker; orders through the CLI functions, quotes through the
+"""The matching service as it runs: its own process (``pulse consumers matching run``) on the real pulsar-lite
+broker; orders through the CLI functions, quotes through the
 ingesters' publisher; executions read back from the fills topic. Processes are stopped by pid."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def settings_for(base: Settings, unique: str) -> Settings:
 
 def start_service(settings: Settings, unique: str, symbol: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "consumers.matching", "--home", str(settings.home), "run",
+        [sys.executable, "-m", "cli", "--home", str(settings.home), "consumers", "matching", "run",
          "--instrument", f"{VENUE}:{symbol}:0.1:0.001", "--name", f"m-{unique}", "--json"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **matching_env(unique)},

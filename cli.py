@@ -541,6 +541,8 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 @click.option("--symbols", callback=parse_symbols, default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
 @click.option("--fx/--no-fx", default=True, show_default=True, help="Run the local OANDA venue and ingester too.")
 @click.option("--backfill", is_flag=True, help="Also backfill the shipped Dukascopy hours (EURUSD 2019-02-04 00-04).")
+@click.option("--consumers/--no-consumers", default=True, show_default=True,
+              help="Run the alerting and matching services too (demo alert rules, paper orders).")  # fmt: skip
 @click.pass_obj
 def demo(
     obj: Ctx,
@@ -551,8 +553,10 @@ def demo(
     symbols: list[str],
     fx: bool,
     backfill: bool,
+    consumers: bool,
 ) -> None:
-    """Run the whole pipeline on the embedded default: local Kraken → ingester → Pulsar → sink → PostgreSQL."""
+    """Run the whole pipeline on the embedded default: local Kraken (+ OANDA) → ingesters → Pulsar → sink →
+    PostgreSQL, with the alerting and matching services on the live ticks."""
     from pulse.demo import run_demo
 
     summary = run_demo(
@@ -565,6 +569,7 @@ def demo(
         backfill=backfill,
         live=not as_json,
         config=obj.config,
+        consumers=consumers,
     )
     if as_json:
         emit_json(summary)

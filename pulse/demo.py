@@ -123,7 +123,10 @@ def run_demo(
     backfill: bool = False,
     live: bool = True,
     config: str | None = None,
+    consumers: bool = True,
 ) -> dict[str, Any]:
+    from pulse import demo_consumers
+
     state = DemoState()
     rt = Runtime(settings)
     if not rt.status().running:
@@ -131,7 +134,7 @@ def run_demo(
         state.started_runtime = True
     ep = resolve_endpoints(settings)
     # a fresh run: old status files would mislead the view
-    for name in (*INGESTERS, SINK):
+    for name in (*INGESTERS, SINK, *demo_consumers.CONSUMERS):
         with contextlib.suppress(FileNotFoundError):
             (settings.home / "run" / f"{name}.json").unlink()
     if backfill and not SHARED_DUKASCOPY.is_dir():
@@ -215,6 +218,28 @@ def run_demo(
             state.children.append(fx_ing)
             stages += [fx_venue, fx_ing]
             ingesters.append(fx_ing)
+        trader: demo_consumers.PaperTrader | None = None
+        services: list[Child] = []
+        if consumers:
+            demo_consumers.install_rules(ep.database_url, symbols)
+            services = [
+                _spawn(settings, "alerting", ["consumers", "alerting", "run"], config),
+                _spawn(settings, "matching", demo_consumers.matching_args(symbols), config),
+            ]
+            state.children += services
+            stages += services
+            trader = demo_consumers.PaperTrader(settings, symbols)
+            # on a busy 2-core machine the services can take seconds to start: wait, so the view is complete
+            deadline = time.monotonic() + 60
+            while not all(read_status(settings.home, c.name) for c in services):
+                for c in services:
+                    if c.proc.poll() is not None:
+                        raise RuntimeError(f"{c.name} exited with {c.proc.returncode}; see {c.log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the consumers did not start within 60 s; see {settings.home / 'logs'}")
+                time.sleep(0.2)
+            t0 = time.monotonic()  # --duration counts from when the whole pipeline runs
+            trader.start()
         backfilled: dict[str, Any] = {}
         if backfill:
             backfilled = _backfill(settings, config, state)
@@ -224,9 +249,13 @@ def run_demo(
                 for c in stages:
                     if c.proc.poll() is not None:
                         raise RuntimeError(f"{c.name} exited with {c.proc.returncode}; see {c.log_path}")
-                view.update(_snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled))
+                snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
+                view.update({**snap, **demo_consumers.snapshot(settings, trader)} if consumers else snap)
+                if trader is not None:
+                    trader.tick()
                 time.sleep(0.5)
             ing_rcs = [i.stop() for i in ingesters]
+            svc_rcs = {c.name: c.stop() for c in services}
             # let the sink drain what the ingester published before it stops
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -239,9 +268,16 @@ def run_demo(
             for c in stages:
                 c.stop()
         snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
-        snap["exit_codes"] = {**{c.name: rc for c, rc in zip(ingesters, ing_rcs, strict=True)}, "sink": sink_rc}
+        if consumers:
+            snap.update(demo_consumers.snapshot(settings, trader))
+        snap["exit_codes"] = {
+            **{c.name: rc for c, rc in zip(ingesters, ing_rcs, strict=True)},
+            **svc_rcs,
+            "sink": sink_rc,
+        }
         snap["ok"] = (
             all(rc == 0 for rc in ing_rcs)
+            and all(rc == 0 for rc in svc_rcs.values())
             and sink_rc == 0
             and snap["sink_received"] >= snap["published_data"]
             and (not backfill or bool(backfilled.get("ok")))
@@ -394,6 +430,11 @@ class _LiveView:
             f"reconnects {snap['reconnects']} · gaps marked {snap['gaps']} · checksum failures "
             f"{snap['checksum_failures']} · parse errors {snap['parse_errors']} · dead letters {snap['dead_letters']}",
         ]
+        if "alerts" in snap:
+            lines.append(
+                f"alerts raised {snap['alerts']:,} (stored {snap['alerts_stored']:,}) · paper orders sent "
+                f"{snap['paper_orders']:,}, fills {snap['paper_fills']:,}"
+            )
         if snap["backfill"]:
             b = snap["backfill"]
             lines.append(
@@ -422,6 +463,11 @@ def _print_summary(snap: dict[str, Any]) -> None:
         f"  faults     reconnects {snap['reconnects']}, gaps marked {snap['gaps']}, checksum failures "
         f"{snap['checksum_failures']}, parse errors {snap['parse_errors']}, dead letters {snap['dead_letters']}"
     )
+    if "alerts" in snap:
+        c.print(
+            f"  consumers  {snap['alerts']:,} alerts ({snap['alerts_stored']:,} stored), {snap['paper_orders']:,} "
+            f"paper orders, {snap['paper_fills']:,} fills"
+        )
     if snap["backfill"]:
         b = snap["backfill"]
         c.print(

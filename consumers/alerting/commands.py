@@ -182,6 +182,10 @@ def alerting_run(obj: Any, as_json: bool) -> None:
     from consumers.alerting.webhooks import check_webhooks
     from pulse.runtime import resolve_endpoints
 
+    # first: a SIGTERM while it is still starting (a busy machine) must also end in a clean exit 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     s = obj.settings
     a = s.alerting
     check_webhooks(a.webhooks, a.webhook_allowed_hosts, s.webhook_secret())  # refused before anything starts
@@ -195,9 +199,6 @@ def alerting_run(obj: Any, as_json: bool) -> None:
     topics = topics_for_rules(s, rules)
     if not topics:
         raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     svc = AlertingService(s, ep, topics, rules=rules, status_home=s.home)
     svc.run(stop)
     if as_json:

@@ -400,6 +400,10 @@ def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json
     from consumers.matching.service import MatchingService
     from pulse.runtime import resolve_endpoints
 
+    # first: a SIGTERM while it is still starting (a busy machine) must also end in a clean exit 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     s = _settings(obj)
     specs = [parse_instrument_spec(t) for t in instrument_specs]
     ep = resolve_endpoints(s, need_database=not specs)
@@ -407,9 +411,6 @@ def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json
         specs = instruments_from_registry(ep.database_url)
         if not specs:
             raise ConfigError("no instruments: enable some in the registry or pass --instrument V:S:PINC:SINC")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     svc = MatchingService(s, ep, specs, name=name, status_home=s.home)
     svc.run(stop)
     if as_json:

@@ -124,7 +124,12 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     res = pulse(*args, *(["--backfill"] if backfill else []), env=port_env(), timeout=240)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     doc = json.loads(res.stdout)
-    assert doc["ok"] and doc["exit_codes"] == {"ingester": 0, "ingester-oanda": 0, "sink": 0}
+    assert doc["ok"] and doc["exit_codes"] == {
+        "ingester": 0, "ingester-oanda": 0, "alerting": 0, "matching": 0, "sink": 0
+    }  # fmt: skip
+    # the consumers ran on the live ticks: paper market orders were filled against the venue's quotes
+    assert doc["paper_orders"] >= 1 and 1 <= doc["paper_fills"] <= doc["paper_orders"]
+    assert doc["alerts_stored"] == doc["alerts"]
     for key in ("published", "stored", "parse_errors", "checksum_failures", "reconnects", "topics"):
         assert key in doc
     assert doc["published"] > 0 and doc["stored"] > 0

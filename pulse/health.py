@@ -78,7 +78,11 @@ def collect_health(
         health = _admin_health(settings)
         report["broker"]["admin"] = health
         check(health["healthy"], f"broker admin API {settings.pulsar.admin_url} ({health['detail']})")
-    report["topics"] = _topics(settings, ep.broker_metrics_url, lines)
+    report["topics"] = (
+        _admin_topics(settings, ep.database_url, lines)
+        if settings.pulsar.admin_url
+        else _topics(settings, ep.broker_metrics_url, lines)
+    )
     try:
         mode = database_mode(ep.database_url)
         report["database"] = {"ok": True, "mode": mode}
@@ -106,19 +110,60 @@ def _admin_health(settings: Settings) -> dict[str, Any]:
         return {"healthy": False, "status": 0, "detail": str(exc)}
 
 
+def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str, Any]:
+    """A real cluster: the admin API's (partitioned-)stats of every enabled registry instrument's topics."""
+    import asyncio
+
+    from control_plane.pulsar_admin import AdminError, PulsarAdmin
+    from control_plane.registry import Registry
+    from control_plane.symbols import instrument_topics
+    from pulse.broker_metrics import TopicMetrics
+
+    try:
+        with Registry(db_url) as reg:
+            names = [t for r in reg.list(enabled_only=True) for t in instrument_topics(r, settings.pulsar.tenant)]
+    except PulseError as exc:
+        lines.append(f"{'?':<10} topic stats: {exc}")
+        return {}
+
+    async def go() -> dict[str, TopicMetrics]:
+        out: dict[str, TopicMetrics] = {}
+        async with PulsarAdmin.from_settings(settings, retries=1) as admin:
+            for name in names:
+                try:
+                    st = await admin.stats(name)
+                except AdminError as exc:
+                    if exc.status == 404:
+                        continue  # not created yet (no producer so far)
+                    raise
+                subs = {k: float(v.msg_backlog) for k, v in st.subscriptions.items()}
+                out[name] = TopicMetrics(name, st.msg_rate_in, st.msg_rate_out, float(st.msg_in_counter),
+                                         float(sum(subs.values())), subs)  # fmt: skip
+        return out
+
+    try:
+        return _topic_lines(settings, asyncio.run(go()), lines)
+    except PulseError as exc:
+        lines.append(f"{'?':<10} topic stats unavailable: {exc}")
+        return {}
+
+
 def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str, Any]:
-    """Per-topic rates and backlog: the broker's Prometheus metrics (pulsar-lite, or ``<admin_url>/metrics/``
-    on a real broker, which exports the same names). Informational: never unhealthy by itself."""
+    """The embedded broker: per-topic rates and backlog from its Prometheus metrics (pulsar-lite exports
+    Pulsar's own topic metric names). Informational: never unhealthy by itself."""
     from pulse.broker_metrics import fetch_topic_metrics
 
-    url = metrics_url or (settings.pulsar.admin_url.rstrip("/") + "/metrics/" if settings.pulsar.admin_url else "")
-    if not url:
+    if not metrics_url:
         return {}
     try:
-        topics = fetch_topic_metrics(url)
+        topics = fetch_topic_metrics(metrics_url)
     except OSError as exc:
-        lines.append(f"{'?':<10} topic metrics unavailable at {url}: {exc}")
+        lines.append(f"{'?':<10} topic metrics unavailable at {metrics_url}: {exc}")
         return {}
+    return _topic_lines(settings, topics, lines)
+
+
+def _topic_lines(settings: Settings, topics: dict[str, Any], lines: list[str]) -> dict[str, Any]:
     tenant = f"persistent://{settings.pulsar.tenant}/"
     mine = {t: m for t, m in sorted(topics.items()) if t.startswith(tenant)}
     rate_in = sum(m.rate_in for m in mine.values())
@@ -131,9 +176,7 @@ def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str,
     return {t: m.as_dict() for t, m in mine.items()}
 
 
-def _services(
-    report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink_lag_s: float, check: Any
-) -> None:
+def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink_lag_s: float, check: Any) -> None:
     from datetime import UTC, datetime
 
     from control_plane.venues import expects_ticks

@@ -205,6 +205,17 @@ def test_symbols_add_provisions_through_the_admin_api_and_stops_at_the_first_fai
         ]
         assert any(f"kraken.{token}.trade" in st["result"] for st in steps if st["step"] == "admin")
 
+        # `pulse status` on a "real cluster": broker health and per-topic rates and backlog from the admin API
+        fake.stats[f"market-data/crypto/kraken.{token}.trade"] = {
+            "msgRateIn": 12.5, "msgRateOut": 10.0, "msgInCounter": 420,
+            "subscriptions": {"pulse-sink-postgres": {"msgBacklog": 7, "msgRateOut": 10.0, "consumers": []}},
+        }  # fmt: skip
+        health = json.loads(pulse(s, "status", "--json", env=env).stdout)
+        assert health["broker"]["admin"]["healthy"] is True
+        got = health["topics"][f"persistent://market-data/crypto/kraken.{token}.trade"]
+        assert (got["rate_in"], got["rate_out"], got["in_total"], got["backlog"]) == (12.5, 10.0, 420, 7)
+        assert got["subscriptions"] == {"pulse-sink-postgres": 7}
+
         # the first failure stops everything, names the step and the status; nothing is recorded
         fake.fail("PUT", rf"kraken\.{bad.replace('/', '-')}\.trade/partitions", status=500, times=None, reason="boom")
         res = pulse(s, "symbols", "add", "kraken", bad, "--channels", "trade", env=env)

@@ -225,6 +225,9 @@ class AlertingService:
             bus = self._bus
             self._producer = self._alert_producer(bus)
             sub_type = self.consumer_type()
+            # receiver_queue_size is not a latency lever here (one-hop experiments, 100 topics at 5,000 msgs/s:
+            # p99 ~320 ms at 1,000 and 5,000, worse at 100): the time is spent in the broker before it acks the
+            # publish. One consumer per topic was worse still, and Key_Shared on pulsar-lite dispatched nothing.
             self._consumer = self._retry(
                 "subscribe",
                 lambda: bus.subscribe(self.topics, self.settings.alerting.subscription, sub_type=sub_type,

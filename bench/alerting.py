@@ -22,7 +22,7 @@ Engine
 
 End to end
     Three processes: a publisher sending ``Quote`` s at 5,000/s to the live ``crypto`` topics of the 100
-    instruments (``ts_recv`` = send time), the alerting service (``python -m consumers.alerting run``, the
+    instruments (``ts_recv`` = send time), the alerting service (``pulse consumers alerting run``, the
     1,000 rules stored in PostgreSQL, webhooks off), and a receiver on the alerts topic computing
     ``receive time - alert.ts_tick_recv``. Baseline in the same run: the receiver subscribed to the tick
     topics themselves (one broker hop, the raw client round trip), with the publisher's sampled send → broker
@@ -361,8 +361,8 @@ def _scenario(settings: Settings, ep: Endpoints, syms: list[str], rules_in: list
     env = {**child_env(), "PULSE_ALERTING__SUBSCRIPTION": "bench-alerting", "PULSE_ALERTING__WEBHOOKS": "",
            "PULSE_ALERTING__ALERTS_TOPIC": settings.alerting.alerts_topic}  # fmt: skip
     log = open(work / f"alerting-service-{tag}.log", "ab")  # noqa: SIM115 — closed below
-    svc = subprocess.Popen([sys.executable, "-m", "consumers.alerting", "--home", str(settings.home), "run", "--json"],
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)  # fmt: skip
+    argv = [sys.executable, "-m", "cli", "--home", str(settings.home), "consumers", "alerting", "run", "--json"]
+    svc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log)
     try:
         end = time.monotonic() + 60
         while time.monotonic() < end:

@@ -79,8 +79,10 @@ class WebhookReceiver:
 
 
 def alerting_cmd(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`pulse alerts …`, or `pulse consumers alerting run …` for ``run …``."""
+    cmd = ["consumers", "alerting", *args] if args[:1] == ("run",) else list(args)
     return subprocess.Popen(
-        [sys.executable, "-m", "consumers.alerting", "--home", str(settings.home), *args],
+        [sys.executable, "-m", "cli", "--home", str(settings.home), *cmd],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -82,6 +82,7 @@ def schema(endpoints: Endpoints) -> None:
     ensure_schema(endpoints.database_url)
 
 
+@pytest.mark.timeout(300)  # see the restart deadline below
 def test_sigkill_mid_batch_then_restart_stores_exactly_the_set(
     runtime_settings: Settings, endpoints: Endpoints, unique: str
 ) -> None:

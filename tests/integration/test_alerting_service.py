@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pulsar
 import pytest
@@ -29,12 +22,11 @@ from consumers.alerting.webhooks import ALERT_ID_HEADER, SIGNATURE_HEADER, TIMES
 from pulse.bus import Bus, EventPublisher
 from pulse.models import Quote
 from pulse.runtime import Endpoints
-from pulse.runtime.procs import pid_alive
 from pulse.settings import Settings
 from pulse.status import read_status
 from pulse.topics import service_topic
+from tests.procs import process, pulse_cmd, stop, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "integration-webhook-secret"
 pytestmark = pytest.mark.slow
 
@@ -80,49 +72,13 @@ class WebhookReceiver:
 
 def alerting_cmd(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`pulse alerts …`, or `pulse consumers alerting run …` for ``run …``."""
-    cmd = ["consumers", "alerting", *args] if args[:1] == ("run",) else list(args)
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", "--home", str(settings.home), *cmd],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
+    return pulse_cmd(settings, *(["consumers", "alerting", *args] if args[:1] == ("run",) else args), env=env)
 
 
 def run_cmd(settings: Settings, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = alerting_cmd(settings, *args, env=env)
     out, err = proc.communicate(timeout=60)
     return proc.returncode, out, err
-
-
-@contextmanager
-def process(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert not pid_alive(proc.pid)
-
-
-def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def quote(symbol: str, bid: str, ask: str) -> Quote:
@@ -198,7 +154,7 @@ def test_alert_flows_to_topic_database_and_webhook_and_survives_restart(
                     assert all(ok for ok, _, _ in hook.got)
                     assert sorted(aid for _, _, aid in hook.got) == sorted(a.alert_id for a in got)
                     assert {decode_alert(body) for _, body, _ in hook.got} == set(got)
-                    rc, out, err = stop(svc)
+                    rc, out, err = stop(svc, timeout=60)
                     assert rc == 0, err[-3000:]
                     counters = json.loads(out)
                     assert counters["alerts"] == 2 and counters["stored"] == 2 and counters["webhook_delivered"] == 2
@@ -216,7 +172,7 @@ def test_alert_flows_to_topic_database_and_webhook_and_survives_restart(
                         got2 = receive_alerts(alerts_sub, 1)
                         assert [(a.condition, a.value) for a in got2] == [("above", "102.5")]
                         assert receive_alerts(alerts_sub, 1, timeout=1.0) == []
-                        rc, out, err = stop(svc)
+                        rc, out, err = stop(svc, timeout=60)
                         assert rc == 0, err[-3000:]
                         assert json.loads(out)["restored_rules"] >= 1
                     assert len(store.alerts(rule_ids=[rule_id])) == 3

@@ -13,8 +13,7 @@ from pulse.models import Quote
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import read_status
-from tests.integration.test_control_plane import pulse
-from tests.integration.test_kraken_pipeline import process, pulse_cmd, stop, wait_for
+from tests.procs import process, pulse, pulse_cmd, stop, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -20,29 +17,10 @@ import pytest
 
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
-from tests.integration.test_kraken_pipeline import (
-    REPO,
-    SimThread,
-    process,
-    pulse_cmd,
-    sent,
-    stop,
-    stored_trades,
-    wait_for,
-)
+from tests.integration.test_kraken_pipeline import SimThread, sent, stored_trades
+from tests.procs import process, pulse, pulse_cmd, stop, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def pulse(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", "--home", str(settings.home), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def markers(url: str, symbol: str, kind: str) -> list[int]:

@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,11 +19,10 @@ import pytest
 from ingesters.simulators.kraken import FaultPlan, KrakenSimulator
 from pulse.codec import decode_any
 from pulse.runtime import Endpoints
-from pulse.runtime.procs import pid_alive
 from pulse.settings import Settings
 from pulse.topics import dead_letter_topic, topic
+from tests.procs import process, pulse_cmd, stop, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
@@ -57,46 +50,6 @@ class SimThread:
         asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-def pulse_cmd(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", "--home", str(settings.home), *args],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-
-
-@contextmanager
-def process(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert not pid_alive(proc.pid)
-
-
-def stop(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str]:
-    """SIGTERM by pid, wait, return (exit code, stdout, stderr)."""
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def stored_trades(url: str, symbols: list[str]) -> list[tuple[str, str, Decimal, Decimal, str]]:

@@ -4,15 +4,10 @@ ingesters' publisher; executions read back from the fills topic. Processes are s
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal as D
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +17,10 @@ from consumers.matching.messages import Execution, NewOrder, Position
 from pulse.bus import Bus, EventPublisher
 from pulse.models import Quote
 from pulse.runtime import Endpoints
-from pulse.runtime.procs import pid_alive
 from pulse.settings import Settings
 from pulse.status import read_status
+from tests.procs import process, pulse_cmd, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 VENUE = "kraken"
 
@@ -51,34 +45,10 @@ def settings_for(base: Settings, unique: str) -> Settings:
 
 
 def start_service(settings: Settings, unique: str, symbol: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", "--home", str(settings.home), "consumers", "matching", "run",
-         "--instrument", f"{VENUE}:{symbol}:0.1:0.001", "--name", f"m-{unique}", "--json"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **matching_env(unique)},
+    return pulse_cmd(
+        settings, "consumers", "matching", "run", "--instrument", f"{VENUE}:{symbol}:0.1:0.001", "--name",
+        f"m-{unique}", "--json", env=matching_env(unique),
     )  # fmt: skip
-
-
-@contextmanager
-def process(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        assert not pid_alive(proc.pid)
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = 40.0) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def wait_running(settings: Settings, unique: str, proc: subprocess.Popen[str]) -> dict[str, Any]:

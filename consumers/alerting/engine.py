@@ -205,38 +205,16 @@ class _CrossEval(_Eval):
         """Exact (Decimal). Idempotent: checking a rule again at a price it has already seen changes nothing, which
         is what lets the group skip rules whose levels the price did not reach (and check a few extra)."""
         st = self.st
-        if self.above:
-            if p > self.level:
-                if st.armed:
-                    if self.gate(inst.ts_event):
-                        self.alert(
-                            out,
-                            inst.ts_event,
-                            inst,
-                            "above",
-                            str(p),
-                            str(self.level),
-                            f"price {p} crossed above {self.level}",
-                        )
-                else:
-                    st.armed = False
-            elif st.armed is None or p <= self.rearm:
-                st.armed = True
-        elif p < self.level:
+        above = self.above
+        if p > self.level if above else p < self.level:
             if st.armed:
                 if self.gate(inst.ts_event):
-                    self.alert(
-                        out,
-                        inst.ts_event,
-                        inst,
-                        "below",
-                        str(p),
-                        str(self.level),
-                        f"price {p} crossed below {self.level}",
-                    )
+                    side = "above" if above else "below"
+                    msg = f"price {p} crossed {side} {self.level}"
+                    self.alert(out, inst.ts_event, inst, side, str(p), str(self.level), msg)
             else:
                 st.armed = False
-        elif st.armed is None or p >= self.rearm:
+        elif st.armed is None or (p <= self.rearm if above else p >= self.rearm):
             st.armed = True
 
 

@@ -768,6 +768,18 @@ _snap_enc = msgspec.msgpack.Encoder(decimal_format="string")
 _snap_dec = msgspec.msgpack.Decoder(_InstSnapshot)
 
 
+def _evaluate(s: InstState, crosses: list[Any], nodes: list[Any], out: list[Alert]) -> None:
+    """Run a tick's cross groups, then its per-kind nodes, keeping the alerts in rule-id order."""
+    for g in crosses:
+        g(s, out)
+    if nodes:
+        mark = len(out)
+        for fn in nodes:
+            fn(s, out)
+        if len(out) - mark > 1:  # nodes group rules by kind: restore rule-id order (stable)
+            out[mark:] = sorted(out[mark:], key=_by_rule_id)
+
+
 def _by_rule_id(a: Alert) -> int:
     return a.rule_id
 
@@ -893,14 +905,7 @@ class AlertEngine:
             s.ts_recv = s.recv_tick = ev.ts_recv
             self.ticks += 1
             inst.dirty = True
-            for g in inst.t_cross:
-                g(s, out)
-            if inst.t_nodes:
-                mark = len(out)
-                for fn in inst.t_nodes:
-                    fn(s, out)
-                if len(out) - mark > 1:  # nodes group rules by kind: restore rule-id order (stable)
-                    out[mark:] = sorted(out[mark:], key=_by_rule_id)
+            _evaluate(s, inst.t_cross, inst.t_nodes, out)
             return
         elif t is BookDelta:
             bid = ev.best_bid.price if ev.best_bid is not None else None
@@ -929,14 +934,7 @@ class AlertEngine:
         s.ts_recv = s.recv_tick = ev.ts_recv
         self.ticks += 1
         inst.dirty = True
-        for g in inst.q_cross:
-            g(s, out)
-        if inst.q_nodes:
-            mark = len(out)
-            for fn in inst.q_nodes:
-                fn(s, out)
-            if len(out) - mark > 1:  # nodes group rules by kind: restore rule-id order (stable)
-                out[mark:] = sorted(out[mark:], key=_by_rule_id)
+        _evaluate(s, inst.q_cross, inst.q_nodes, out)
 
     def on_timer(self, now_ns: int) -> list[Alert]:
         """Check ``stale_feed`` rules at ``now_ns`` (our clock, like ticks' ``ts_recv``)."""

@@ -785,10 +785,10 @@ def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
     import asyncio
     from urllib.parse import urlsplit
 
-    from control_plane.provision import EMBEDDED_NOTE, provision_base, provision_instrument, provision_jdbc_sink
+    from control_plane.provision import EMBEDDED_NOTE, provision_jdbc_sink
     from control_plane.pulsar_admin import PulsarAdmin
     from control_plane.registry import Registry
-    from control_plane.symbols import instrument_topics
+    from control_plane.symbols import instrument_topics, provision_layout
     from pulse.runtime import resolve_endpoints
     from pulse.topics import parse_topic
 
@@ -805,13 +805,7 @@ def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
 
     async def go() -> list[Any]:
         async with PulsarAdmin.from_settings(s) as admin:
-            steps = await provision_base(admin, s)
-            for r in rows:
-                channels = [parse_topic(t).channel for t in instrument_topics(r, tenant)]
-                steps += await provision_instrument(
-                    admin, r.namespace, r.venue, r.symbol, channels, tenant=tenant,
-                    register_schemas=s.pulsar.codec == "json",
-                )  # fmt: skip
+            steps = await provision_layout(admin, s, rows)
             if jdbc_table:
                 db = urlsplit(ep.database_url)
                 inputs = [t for r in rows if r.namespace == "historical" for t in instrument_topics(r, tenant)

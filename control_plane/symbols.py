@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from control_plane.commands import InstrumentCommand, Op, encode
+from control_plane.provision import EMBEDDED_NOTE, StepResult, provision_base, provision_instrument
+from control_plane.pulsar_admin import PulsarAdmin
 from control_plane.registry import Instrument, Registry
 from control_plane.venues import Venue, check_channels, resolve, venue
 from pulse.bus import Bus
@@ -110,7 +112,7 @@ class SymbolOps:
         tenant = self.settings.pulsar.tenant
         steps: list[Step] = []
         if self.provision is None:
-            steps.append({"step": "topics", "result": "embedded broker: topics are created on first use"})
+            steps.append({"step": "topics", "result": EMBEDDED_NOTE})
         else:
             steps += self.provision(self.settings, inst)
         row, result = self.registry.upsert(inst)
@@ -152,7 +154,7 @@ def open_symbol_ops(settings: Settings) -> Iterator[SymbolOps]:
     from pulse.runtime import resolve_endpoints
 
     ep = resolve_endpoints(settings)
-    provision = _admin_provisioner(settings) if settings.pulsar.admin_url else None
+    provision = provision_via_admin if settings.pulsar.admin_url else None
     registry = Registry(ep.database_url)
     try:
         registry.ensure_schema()
@@ -165,28 +167,26 @@ def open_symbol_ops(settings: Settings) -> Iterator[SymbolOps]:
         registry.close()
 
 
-def _admin_provisioner(settings: Settings) -> Provisioner:
-    """Provision through the admin REST API: the tenant and namespaces (idempotent, checked every time), then
-    the instrument's partitioned topics and schemas. An :class:`AdminError` names the failed step."""
+async def provision_layout(admin: PulsarAdmin, settings: Settings, instruments: list[Instrument]) -> list[StepResult]:
+    """Through the admin REST API: the tenant and namespaces (idempotent, checked every time), then each
+    instrument's partitioned topics and schemas. The first failure raises an ``AdminError`` naming its step."""
+    tenant = settings.pulsar.tenant
+    steps = await provision_base(admin, settings)
+    for inst in instruments:
+        steps += await provision_instrument(
+            admin, inst.namespace, inst.venue, inst.symbol,
+            [parse_topic(t).channel for t in instrument_topics(inst, tenant)],
+            tenant=tenant, register_schemas=settings.pulsar.codec == "json",
+        )  # fmt: skip
+    return steps
 
-    def run(s: Settings, inst: Instrument) -> list[Step]:
-        import asyncio
 
-        from control_plane.provision import provision_base, provision_instrument
-        from control_plane.pulsar_admin import PulsarAdmin
+def provision_via_admin(settings: Settings, inst: Instrument) -> list[Step]:
+    """The :data:`Provisioner` of a real cluster (``pulsar.admin_url`` set)."""
+    import asyncio
 
-        tenant = s.pulsar.tenant
-        channels = [parse_topic(t).channel for t in instrument_topics(inst, tenant)]
+    async def go() -> list[StepResult]:
+        async with PulsarAdmin.from_settings(settings) as admin:
+            return await provision_layout(admin, settings, [inst])
 
-        async def go() -> list[Any]:
-            async with PulsarAdmin.from_settings(s) as admin:
-                steps = await provision_base(admin, s)
-                steps += await provision_instrument(
-                    admin, inst.namespace, inst.venue, inst.symbol, channels,
-                    tenant=tenant, register_schemas=s.pulsar.codec == "json",
-                )  # fmt: skip
-                return steps
-
-        return [{"step": "admin", "result": str(r)} for r in asyncio.run(go())]
-
-    return run
+    return [{"step": "admin", "result": str(r)} for r in asyncio.run(go())]

@@ -202,10 +202,10 @@ def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink
         if ages:
             newest_published = max(newest_published, now - min(ages.values()))
         live = set(doc.get("subscriptions") or ages)  # what it streams now (removed symbols keep old ticks)
+        expected = expects_ticks(venue, when)  # one venue, one market-hours answer for all its instruments
         for sym, age in sorted(ages.items()):
             if sym not in live:
                 continue
-            expected = expects_ticks(venue, when)
             stale = expected and age > max_tick_age_s
             check(not stale, f"  {venue} {sym} last tick {age}s ago" + ("" if expected else " (market closed)"))
     for entry in sinks:

@@ -332,29 +332,9 @@ class _PctNode:
         p = getattr(s, self.field)
         if p is None:
             return
-        # WindowedChange.update, inlined (same steps and arithmetic)
-        w = self.data
-        t = s.ts_event
-        ts, px = w.ts, w.px
-        if not px or px[-1] != p:
-            ts.append(t)
-            px.append(p)
-        start = t - w.window_ns
-        h = w.head
-        n = len(ts)
-        while h + 1 < n and ts[h + 1] <= start:
-            h += 1
-        if h > 64 and h * 2 > n:  # compact: the dropped prefix is the larger half
-            del ts[:h], px[:h]
-            h = 0
-        if h != w.head:
-            w.head = h
-        if ts[h] > start:
+        chg = self.data.update(s.ts_event, p)
+        if chg is None:
             return
-        ref = px[h]
-        if not ref:
-            return
-        chg = (p / ref - 1.0) * 100.0
         for e in self.members:
             if (chg >= e.pct and e.up) or (chg <= e.npct and e.down):
                 if e.st.armed and e.gate(s.ts_event):

@@ -97,7 +97,8 @@ class WindowedChange(msgspec.Struct, kw_only=True):
         if h > 64 and h * 2 > n:  # compact: the dropped prefix is the larger half
             del ts[:h], px[:h]
             h = 0
-        self.head = h
+        if h != self.head:  # a msgspec attribute write costs more than the comparison (hot path)
+            self.head = h
         if ts[h] > start:
             return None
         ref = px[h]

@@ -238,11 +238,12 @@ def run_demo(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the consumers did not start within 60 s; see {settings.home / 'logs'}")
                 time.sleep(0.2)
-            t0 = time.monotonic()  # --duration counts from when the whole pipeline runs
-            trader.start()
         backfilled: dict[str, Any] = {}
         if backfill:
             backfilled = _backfill(settings, config, state)
+        t0 = time.monotonic()  # --duration counts from when the whole pipeline runs (and the backfill is done)
+        if trader is not None:
+            trader.start()
         view = _LiveView(enabled=live)
         with view:
             while not interrupted and (duration is None or time.monotonic() - t0 < duration):

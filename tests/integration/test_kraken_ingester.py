@@ -127,7 +127,12 @@ async def test_stalled_feed_trips_the_watchdog_and_reconnects_with_a_gap(
         [topic("crypto", "kraken", sym, "trade"), topic("crypto", "kraken", sym, "status")],
         f"s-{unique}",
     )
-    kinds = [ev.kind for m, _ in msgs if isinstance(ev := decode_any(m.data(), m.properties()), Status)]
+    # two topics: a consumer interleaves them in any order, so order the markers by when they were made
+    markers = sorted(
+        (ev for m, _ in msgs if isinstance(ev := decode_any(m.data(), m.properties()), Status)),
+        key=lambda ev: ev.ts_event,
+    )
+    kinds = [ev.kind for ev in markers]
     assert "stale" in kinds and "gap" in kinds
     assert kinds.index("stale") < kinds.index("gap")  # marked stale, then the gap once reconnected
 

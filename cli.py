@@ -161,8 +161,8 @@ def ingest_kraken(
     k = s.kraken
     live: dict[str, Any] = {}
 
-    def build(ctx: Any) -> KrakenIngester:
-        li = live["li"] = LiveInstruments(ctx.publisher.bus, "ingest-kraken", "kraken", _registry_url(s, symbols))
+    def build(ctx: Any, bus: Any) -> KrakenIngester:
+        li = live["li"] = LiveInstruments(bus, "ingest-kraken", "kraken", _registry_url(s, symbols))
         subs = li.initial({sym: tuple(k.channels) for sym in k.symbols})
         log_start("kraken", li.source, subs)
         return KrakenIngester(k, ctx, symbols=subs, channels=k.channels, depth=k.depth, url=k.url)
@@ -214,8 +214,8 @@ def ingest_oanda(obj: Ctx, instruments: list[str] | None, api_url: str | None, a
     o = s.oanda
     live: dict[str, Any] = {}
 
-    def build(ctx: Any) -> OandaIngester:
-        li = live["li"] = LiveInstruments(ctx.publisher.bus, "ingest-oanda", "oanda", _registry_url(s, instruments))
+    def build(ctx: Any, bus: Any) -> OandaIngester:
+        li = live["li"] = LiveInstruments(bus, "ingest-oanda", "oanda", _registry_url(s, instruments))
         from ingesters.oanda.symbols import instrument_to_symbol, symbol_to_instrument
 
         subs = li.initial({instrument_to_symbol(i): ("quote",) for i in o.instruments})

@@ -261,9 +261,9 @@ def _publish(cfg: dict[str, Any]) -> dict[str, Any]:
     acks: list[int] = []  # sampled send → broker ack (ts_event = send time), after the warm-up
     measure_from = cfg.get("measure_from_ns", 0)
 
-    def on_ack(_topic: str, ts_event: int) -> None:
+    def on_ack(_topic: str, ts_event: int, acked_ns: int) -> None:
         if ts_event >= measure_from:
-            acks.append(time.time_ns() - ts_event)
+            acks.append(acked_ns - ts_event)
 
     pub = EventPublisher(bus, "crypto", producer_prefix="bench-alerting", on_ack=on_ack)
     syms = cfg["symbols"]

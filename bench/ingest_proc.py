@@ -1,10 +1,11 @@
 """The ingester side of a benchmark, run as its own process: ``python -m bench.ingest_proc`` (config on stdin).
 
-It wires an ingester exactly as :func:`ingesters.base.app.run_ingester` does — ``Bus`` → ``EventPublisher`` →
-``IngestContext`` → ``KrakenIngester`` / ``OandaIngester``, status file and all — with two bench-only probes:
+It wires an ingester exactly as :func:`ingesters.base.app.run_ingester` does — ``open_publisher`` (with
+``pulsar.publish_process`` a publisher process, whose CPU is reported as ``publisher``) → ``IngestContext`` →
+``KrakenIngester`` / ``OandaIngester``, status file and all — with two bench-only probes:
 
-* ``EventPublisher(on_ack=…)`` counts broker acks, keeps the time of the last one and, in a latency run,
-  records ``time.time_ns() - ts_event`` for every acknowledged trade sent after the first marker;
+* the publisher's ``on_ack`` counts broker acks, keeps the time of the last one and, in a latency run,
+  records ``ack time - ts_event`` for every acknowledged trade sent after the first marker;
 * the parser is wrapped so that a heartbeat — the replay venue's marker — snapshots the counters: the
   first marker ends the warm-up, the second (or ``max_measure_s`` running out) ends the measured part and
   stops the ingester, which then flushes; the figure runs from the first marker to the last ack.
@@ -22,7 +23,6 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -31,9 +31,10 @@ from bench.harness import cpu_seconds, emit_result
 from ingesters.base.context import IngestContext
 from ingesters.kraken.parser import Parsed
 from ingesters.oanda.parser import ParsedLine
-from pulse.bus import Bus, EventPublisher
+from pulse.bus import PublisherBase
 from pulse.log import setup_logging
 from pulse.models import Event
+from pulse.publish_proc import OffloadedPublisher, open_publisher
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 
@@ -70,12 +71,12 @@ class Probe:
         self._suffix = latency_suffix or "\0never"
         self._lat_from = 1 << 62  # ns; set at the first marker
 
-    def on_ack(self, topic_name: str, ts_event: int) -> None:
-        now_ns = time.time_ns()
+    def on_ack(self, topic_name: str, ts_event: int, acked_ns: int) -> None:
         self.acked += 1
-        self.last_ack = time.perf_counter()
+        # the ack's own time on this process's perf_counter (a publisher process reports acks a moment later)
+        self.last_ack = time.perf_counter() - max(0, time.time_ns() - acked_ns) / 1e9
         if ts_event >= self._lat_from and topic_name.endswith(self._suffix):
-            self.latencies.append(now_ns - ts_event)
+            self.latencies.append(acked_ns - ts_event)
 
     def snapshot(self) -> dict[str, float]:
         assert self.ctx is not None
@@ -137,23 +138,23 @@ class Probe:
         return out
 
 
-class NullPublisher(EventPublisher):
-    """An EventPublisher without a broker: each event is encoded (payload and properties) and counted as acked
-    at once. It measures everything the ingester process does except the Pulsar client."""
-
-    def __init__(self, settings: Settings, namespace: str, **kwargs: Any) -> None:
-        super().__init__(SimpleNamespace(settings=settings, flush=lambda: None), namespace, **kwargs)  # type: ignore[arg-type]
+class NullPublisher(PublisherBase):
+    """A publisher without a broker: each event is encoded (payload and properties) and counted as acked at
+    once. It measures everything the ingester process does except the Pulsar client."""
 
     def publish(self, event: Event, topic_name: str | None = None) -> None:
         t = topic_name or self.topic_for(event)
         self.codec.encode(event)
-        self.codec.properties(event)
+        self.properties_of(event)
         self._ack_now(t)
         if self._on_ack:
-            self._on_ack(t, event.ts_event)
+            self._on_ack(t, event.ts_event, time.time_ns())
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
         self._ack_now(topic_name)
+
+    def flush(self) -> None:
+        pass
 
     def _ack_now(self, t: str) -> None:
         st = self.stats.of(t)
@@ -162,7 +163,7 @@ class NullPublisher(EventPublisher):
         st.settle(True, st.sent, st.sent_events)
 
 
-def _finish(publisher: EventPublisher, timeout_s: float) -> None:
+def _finish(publisher: PublisherBase, timeout_s: float) -> None:
     publisher.flush()
     deadline = time.monotonic() + timeout_s
     while publisher.stats.pending > 0 and time.monotonic() < deadline:
@@ -177,13 +178,15 @@ def run_streaming(cfg: dict[str, Any], settings: Settings) -> dict[str, Any]:
         latency_suffix=".trade" if cfg.get("latency") else None,
         max_measure_s=cfg.get("max_measure_s"),
     )
-    null = cfg.get("publisher") == "null"
-    bus = None if null else Bus(settings, cfg["pulsar_url"])
-    publisher = (
-        NullPublisher(settings, namespace, producer_prefix=f"bench-{venue}", on_ack=probe.on_ack)
-        if bus is None
-        else EventPublisher(bus, namespace, producer_prefix=f"bench-{venue}", on_ack=probe.on_ack)
-    )
+    publisher: PublisherBase
+    if cfg.get("publisher") == "null":
+        publisher = NullPublisher(settings, namespace, producer_prefix=f"bench-{venue}", on_ack=probe.on_ack)
+    else:  # what `pulse ingest` opens: with pulsar.publish_process, a publisher process (its CPU is counted)
+        publisher = open_publisher(
+            settings, cfg["pulsar_url"], namespace, producer_prefix=f"bench-{venue}", on_ack=probe.on_ack
+        )
+        if isinstance(publisher, OffloadedPublisher):
+            probe.pids["publisher"] = publisher.pid
     ctx = IngestContext(publisher, venue=venue, name=f"bench-ingest-{venue}", status_home=Path(cfg["home"]))
     probe.ctx = ctx
 
@@ -199,8 +202,7 @@ def run_streaming(cfg: dict[str, Any], settings: Settings) -> dict[str, Any]:
         _finish(publisher, settings.pulsar.operation_timeout_s)
         final = probe.snapshot()
     finally:
-        if bus is not None:
-            bus.close()
+        publisher.close()
     summary = ctx.snapshot()
     summary.pop("topics", None)
     return {**probe.result(final), "ingester": summary}

@@ -32,9 +32,7 @@ QUICK = {"ceiling_n": 8_000, "ceiling_reps": 1, "codec_n": 20_000, "codec_reps":
 PARTS = ("ingesters", "consumers")
 
 
-def run_benchmarks(
-    settings: Settings, *, as_json: bool, quick: bool, parts: tuple[str, ...] = PARTS
-) -> dict[str, Any]:
+def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     """Run everything against one fresh embedded runtime; print figures; return (and with ``as_json`` print)
     the document."""
     sizes = QUICK if quick else FULL

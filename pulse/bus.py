@@ -241,30 +241,34 @@ class PublishStats:
         return sum(st.sent - st.acked - st.failed for st in self.topics.values())
 
 
-class EventPublisher:
-    """Publishes canonical events to their topic in one namespace, keyed by instrument."""
+#: ``on_ack(topic, ts_event, acked_ns)``: a sampled broker ack — the topic, the acknowledged (last) event's
+#: ``ts_event`` and the wall-clock time of the ack, both in ns since the epoch.
+AckHook = Callable[[str, int, int], None]
+
+
+class PublisherBase:
+    """What every publisher shares: topic naming in one namespace, the codec, message properties and counters.
+
+    :class:`EventPublisher` sends through a Pulsar client in this process; :class:`pulse.publish_proc.
+    OffloadedPublisher` hands encoded messages to a publisher process. Both count per topic in ``stats``.
+    """
 
     def __init__(
-        self,
-        bus: Bus,
-        namespace: str,
-        *,
-        producer_prefix: str,
-        on_ack: Callable[[str, int], None] | None = None,  # (topic, event's ts_event ns) for sampled acks
-        ack_every: int = 64,
+        self, settings: Settings, namespace: str, *, producer_prefix: str, on_ack: AckHook | None = None
     ) -> None:
-        self.bus = bus
+        self.settings = settings
         self.namespace = namespace
-        self.tenant = bus.settings.pulsar.tenant
-        self.codec = Codec(bus.settings.pulsar.codec)
+        self.tenant = settings.pulsar.tenant
+        self.codec = Codec(settings.pulsar.codec)
         self.prefix = producer_prefix
-        self.stats = PublishStats()
+        self._stats = PublishStats()
         self._topics: dict[tuple[str, str, str], str] = {}
         self._on_ack = on_ack
-        self._native: dict[str, Any] = {}  # topic → the native producer (see publish)
-        self._props: dict[type, tuple[tuple[str, str], ...]] = {}  # per event type: its message properties
-        self.ack_every = ack_every
-        self.ack_interval_s = 0.1
+        self._props: dict[type, dict[str, str]] = {}  # per event type: its message properties
+
+    @property
+    def stats(self) -> PublishStats:
+        return self._stats
 
     def topic_for(self, event: Event) -> str:
         key = (event.venue, event.symbol, _tag(event))
@@ -275,33 +279,81 @@ class EventPublisher:
         return t
 
     def publish(self, event: Event, topic_name: str | None = None) -> None:
-        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``).
+        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``)."""
+        raise NotImplementedError
 
-        The message is built with the client's native ``MessageBuilder`` and handed to the native producer,
-        exactly as ``pulsar.Producer.send_async`` does minus its per-call argument type checks and schema
-        indirection (payloads are bytes already): ~1.3x the wrapper's rate in the raw publish loop (bench/).
+    def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
+        """Publish bytes as they are (dead letters keep the venue's raw payload)."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Wait until the broker answered everything sent; then every count is exact."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release what the publisher owns."""
+        self.flush()
+
+    def properties_of(self, event: Event) -> dict[str, str]:
+        """The message properties of ``event`` (one dict per event type, built once: do not modify it)."""
+        props = self._props.get(type(event))
+        if props is None:
+            props = self._props[type(event)] = self.codec.properties(event)
+        return props
+
+
+def event_counts(event: Event) -> tuple[int, int]:
+    """(events in the message, the last one's ``ts_event``): a QuoteBatch counts its ticks."""
+    if type(event) is QuoteBatch:
+        return len(event.ticks), (event.ticks[-1].ts_event if event.ticks else event.ts_event)
+    return 1, event.ts_event
+
+
+class EventPublisher(PublisherBase):
+    """Publishes canonical events to their topic in one namespace, keyed by instrument, through ``bus``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        namespace: str,
+        *,
+        producer_prefix: str,
+        on_ack: AckHook | None = None,
+        ack_every: int = 64,
+        owns_bus: bool = False,
+    ) -> None:
+        super().__init__(bus.settings, namespace, producer_prefix=producer_prefix, on_ack=on_ack)
+        self.bus = bus
+        self.owns_bus = owns_bus  # close() closes the bus too
+        self._native: dict[str, Any] = {}  # topic → the native producer (see send_encoded)
+        self.ack_every = ack_every
+        self.ack_interval_s = 0.1
+
+    def publish(self, event: Event, topic_name: str | None = None) -> None:
+        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``)."""
+        n, last_ts = event_counts(event)
+        payload = self.codec.encode(event)
+        self.send_encoded(topic_name or self.topic_for(event), payload, self.properties_of(event), event.symbol,
+                          event.ts_event, n, last_ts)  # fmt: skip
+
+    def send_encoded(
+        self, t: str, payload: bytes, props: dict[str, str], key: str, ts_event: int, n: int, last_ts: int
+    ) -> None:
+        """Send an encoded event: ``n`` events in it (a QuoteBatch counts its ticks), ``last_ts`` the last one's
+        ``ts_event`` (handed to ``on_ack``).
+
+        The message is built with the client's native ``MessageBuilder`` (one chained call) and handed to the
+        native producer, exactly as ``pulsar.Producer.send_async`` does minus its per-call argument type checks
+        and schema indirection (payloads are bytes already): ~1.3x the wrapper's rate in the raw publish loop.
         """
-        t = topic_name or self.topic_for(event)
         native = self._native.get(t)
         if native is None:
             producer = self.bus.producer(t, name=f"{self.prefix}.{t.rsplit('/', 1)[-1]}")
             native = self._native[t] = producer._producer  # pulsar-client 3.x: the native producer it wraps
-        if type(event) is QuoteBatch:
-            n = len(event.ticks)
-            ts_event = event.ticks[-1].ts_event if event.ticks else event.ts_event
-        else:
-            n, ts_event = 1, event.ts_event
-        mb = _MessageBuilder()
-        mb.content(self.codec.encode(event))
-        props = self._props.get(type(event))
-        if props is None:
-            props = self._props[type(event)] = tuple(self.codec.properties(event).items())
-        for k, v in props:
-            mb.property(k, v)
-        mb.partition_key(event.symbol)
-        if event.ts_event > 0:
-            mb.event_timestamp(event.ts_event // 1_000_000)
-        native.send_async(mb.build(), self._callback(t, n, ts_event))
+        mb = _MessageBuilder().content(payload).properties(props).partition_key(key)
+        if ts_event > 0:
+            mb.event_timestamp(ts_event // 1_000_000)
+        native.send_async(mb.build(), self._callback(t, n, last_ts))
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
         """Publish bytes as they are (dead letters keep the venue's raw payload)."""
@@ -317,7 +369,7 @@ class EventPublisher:
         with no send timeout a message cannot fail while a later one succeeds, so one answer settles every
         earlier message of the topic, and :meth:`flush` settles the rest.
         """
-        st = self.stats.of(t)
+        st = self._stats.of(t)
         st.sent += 1
         st.sent_events += n
         now = time.monotonic()
@@ -325,7 +377,7 @@ class EventPublisher:
             return None
         st.sampled_at = now
         upto, upto_events = st.sent, st.sent_events
-        stats, on_ack = self.stats, self._on_ack
+        stats, on_ack = self._stats, self._on_ack
 
         def done(res: pulsar.Result, _msg_id: object) -> None:
             ok = res == pulsar.Result.Ok
@@ -333,15 +385,23 @@ class EventPublisher:
             if not ok:
                 stats.last_error = str(res)
             elif on_ack is not None:
-                on_ack(t, ts_event)
+                on_ack(t, ts_event, time.time_ns())
 
         return done
 
     def flush(self) -> None:
         """Wait until the broker answered everything sent; then every count is exact."""
         self.bus.flush()  # raises BusError if the client failed
-        for st in self.stats.topics.values():
+        for st in self._stats.topics.values():
             st.settle(True, st.sent, st.sent_events)
+
+    def close(self) -> None:
+        """Flush; close the bus if this publisher owns it."""
+        try:
+            self.flush()
+        finally:
+            if self.owns_bus:
+                self.bus.close()
 
 
 def _tag(event: Event) -> str:

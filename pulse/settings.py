@@ -64,6 +64,8 @@ class PulsarSettings(_Section):
     batching_max_messages: PosInt = 1000
     max_pending_messages: PosInt = 20000
     operation_timeout_s: PosInt = 30
+    # live ingesters: hand encoded messages to a publisher process that owns the client (auto: with 2+ CPUs)
+    publish_process: Literal["auto", "on", "off"] = "auto"
 
 
 class DatabaseSettings(_Section):

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ingesters.base.context import IngestContext
-from pulse.bus import Bus, EventPublisher
+from pulse.bus import Bus
 from pulse.log import get_logger
+from pulse.publish_proc import open_publisher
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 
@@ -33,13 +34,18 @@ def run_ingester(
     venue: str,
     namespace: str,
     name: str,
-    build: Callable[[IngestContext], Runnable],
+    build: Callable[[IngestContext, Bus], Runnable],
     status_home: Path | None = None,
     extra_tasks: Callable[[Runnable, asyncio.Event], list[Awaitable[Any]]] | None = None,
 ) -> dict[str, Any]:
     """Run an ingester in this process until a signal; returns its final counters."""
-    bus = Bus(settings, endpoints.pulsar_url)
-    publisher = EventPublisher(bus, namespace, producer_prefix=name)
+    bus = Bus(settings, endpoints.pulsar_url)  # this process's client: its consumers (the control topic), and
+    # its producers unless a publisher process owns them (pulsar.publish_process)
+    try:
+        publisher = open_publisher(settings, endpoints.pulsar_url, namespace, producer_prefix=name, bus=bus)
+    except BaseException:
+        bus.close()
+        raise
     ctx = IngestContext(publisher, venue=venue, name=name, status_home=status_home or settings.home)
 
     async def main() -> None:
@@ -47,7 +53,7 @@ def run_ingester(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        ingester = build(ctx)
+        ingester = build(ctx, bus)
         aux = [asyncio.ensure_future(a) for a in (extra_tasks(ingester, stop) if extra_tasks else [])]
         try:
             await ingester.run(stop)
@@ -63,7 +69,7 @@ def run_ingester(
         asyncio.run(main())
     finally:
         try:
-            publisher.flush()
+            publisher.close()  # flushes first: every event received is acknowledged before exit
         finally:
             bus.close()
             ctx.extra["state"] = "stopped"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pulse.bus import EventPublisher
+from pulse.bus import PublisherBase
 from pulse.log import get_logger, mask
 from pulse.models import Event, Status, StatusKind
 from pulse.status import StatusFile
@@ -42,7 +42,7 @@ class Counters:
 class IngestContext:
     def __init__(
         self,
-        publisher: EventPublisher,
+        publisher: PublisherBase,
         *,
         venue: str,
         name: str,

@@ -32,6 +32,7 @@ from pulse.bus import Bus, EventPublisher
 from pulse.codec import decode_any
 from pulse.errors import FatalVenueError
 from pulse.models import Event, Level, Quote, Status
+from pulse.publish_proc import OffloadedPublisher
 from pulse.runtime import Endpoints
 from pulse.settings import OandaSettings, Settings
 from pulse.topics import dead_letter_topic, topic
@@ -50,13 +51,18 @@ DLQ = dead_letter_topic("ingest.oanda")
 
 # -- harness ---------------------------------------------------------------------------------------------
 class Harness:
-    """A real publisher on the ``fx`` namespace and an IngestContext, as ``run_ingester`` builds them."""
+    """A real publisher on the ``fx`` namespace and an IngestContext, as ``run_ingester`` builds them: in this
+    process (``inline``) or through a publisher process (``process``, pulsar.publish_process)."""
 
-    def __init__(self, settings: Settings, endpoints: Endpoints, unique: str, home: Path) -> None:
+    def __init__(self, settings: Settings, endpoints: Endpoints, unique: str, home: Path, kind: str) -> None:
         self.name = f"ingest-oanda-{unique}"
         self.unique = unique
         self.bus = Bus(settings, endpoints.pulsar_url)
-        self.publisher = EventPublisher(self.bus, "fx", producer_prefix=self.name)
+        self.publisher: EventPublisher | OffloadedPublisher = (
+            OffloadedPublisher(settings, endpoints.pulsar_url, "fx", producer_prefix=self.name)
+            if kind == "process"
+            else EventPublisher(self.bus, "fx", producer_prefix=self.name)
+        )
         self.ctx = IngestContext(self.publisher, venue="oanda", name=self.name, status_home=home)
         self.t0 = time.time_ns()
 
@@ -119,12 +125,15 @@ class Harness:
         return out
 
     def close(self) -> None:
+        self.publisher.close()
         self.bus.close()
 
 
 @pytest.fixture
-async def harness(runtime_settings: Settings, endpoints: Endpoints, unique: str, tmp_path: Path):
-    h = Harness(runtime_settings, endpoints, unique, tmp_path)
+async def harness(
+    request: pytest.FixtureRequest, runtime_settings: Settings, endpoints: Endpoints, unique: str, tmp_path: Path
+):
+    h = Harness(runtime_settings, endpoints, unique, tmp_path, getattr(request, "param", "inline"))
     yield h
     h.close()
 
@@ -227,6 +236,7 @@ def sim_requests(sim: OandaSimulator) -> int:
 
 
 # -- tests -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("harness", ["inline", "process"], indirect=True)
 async def test_quotes_reach_the_broker_exactly_as_the_venue_sent_them(
     harness: Harness, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -263,6 +273,7 @@ async def test_quotes_reach_the_broker_exactly_as_the_venue_sent_them(
     assert any("connected" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("harness", ["inline", "process"], indirect=True)
 async def test_disconnect_reconnects_and_marks_a_gap(harness: Harness) -> None:
     async with simulator(faults=OandaFaults(disconnect_after=25, connections=1)) as sim:
         ctx = harness.ctx
@@ -299,6 +310,7 @@ async def test_silent_stream_trips_the_stale_watchdog(harness: Harness) -> None:
     assert ctx.counters.reconnects >= 1 and ctx.counters.gaps == len(PAIRS)
 
 
+@pytest.mark.parametrize("harness", ["inline", "process"], indirect=True)
 async def test_malformed_lines_are_counted_and_dead_lettered(harness: Harness) -> None:
     # 40 lines, every 5th malformed, then the venue goes quiet: exactly 8 malformed lines, deterministically.
     faults = OandaFaults(malformed_every=5, stall_after=40, connections=1)

@@ -127,10 +127,14 @@ class Market:
 
 
 class _Inst:
-    __slots__ = ("book", "market", "spec")
+    __slots__ = ("book", "market", "min_size", "price_increment", "size_increment", "spec")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
+        # the increments, one attribute load away for the validation fast path of _new
+        self.price_increment = spec.price_increment
+        self.size_increment = spec.size_increment
+        self.min_size = spec.min_size
         self.book = Book(tick_unit(spec.price_increment))
         self.market = Market()
 
@@ -242,28 +246,25 @@ class MatchingEngine:
         order_requests[oid] = rid
         seq = self.seq = self.seq + 1
         now = self.now
-        tif = cmd.tif
-        qty = cmd.quantity
-        venue, symbol, account, side, otype = cmd.venue, cmd.symbol, cmd.account, cmd.side, cmd.order_type
-        o = Order(oid, rid, account, venue, symbol, side, otype, qty, cmd.price, cmd.stop_price, tif, now, seq)
+        tif, qty, price, side, otype = cmd.tif, cmd.quantity, cmd.price, cmd.side, cmd.order_type
+        venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
+        o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, cmd.stop_price, tif, now, seq)
         inst = self.instruments.get((venue, symbol))
-        price = cmd.price
-        spec = inst.spec if inst is not None else None
         # fast path for the common case (a plain limit order): the same checks as _invalid, in the same order,
         # which gives the reason whenever one of them fails
         if (
             otype == "limit"
-            and spec is not None
+            and inst is not None
             and account
             and price is not None
             and cmd.stop_price is None
             and qty.is_finite()
             and qty > ZERO
-            and not qty % spec.size_increment
-            and (spec.min_size is None or qty >= spec.min_size)
+            and not qty % inst.size_increment
+            and (inst.min_size is None or qty >= inst.min_size)
             and price.is_finite()
             and price > ZERO
-            and not price % spec.price_increment
+            and not price % inst.price_increment
         ):
             reason = None
         else:
@@ -283,20 +284,22 @@ class MatchingEngine:
         # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
         o.n_exec = 1
         e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, qty - ZERO,  # type: ignore[arg-type]
-                      None, None, o.price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
+                      None, None, price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
         self._out.append(e)
         if otype == "limit":
-            m = inst.market
             assert price is not None
+            book, m = inst.book, inst.market
+            # does it cross the paper book's best opposite price or the unconsumed touch? (touch: None first, the
+            # cheap test)
             if side == "buy":
-                opp = inst.book.asks
-                crosses = (opp.prices and opp.levels[opp.prices[0]].price <= price) or (
-                    m.ask_avail > ZERO and m.ask is not None and m.ask <= price
+                own, prices = book.bids, book.asks.prices
+                crosses = (prices and book.asks.levels[prices[0]].price <= price) or (
+                    m.ask is not None and m.ask_avail > ZERO and m.ask <= price
                 )
             else:
-                opp = inst.book.bids
-                crosses = (opp.prices and opp.levels[opp.prices[-1]].price >= price) or (
-                    m.bid_avail > ZERO and m.bid is not None and m.bid >= price
+                own, prices = book.asks, book.bids.prices
+                crosses = (prices and book.bids.levels[prices[-1]].price >= price) or (
+                    m.bid is not None and m.bid_avail > ZERO and m.bid >= price
                 )
             if crosses:
                 self._take(inst, o)
@@ -304,8 +307,7 @@ class MatchingEngine:
             elif tif == "IOC":
                 self._finish(inst, o)  # cancels it
             else:  # rests untouched (what _finish does for a limit order that took nothing)
-                book = inst.book
-                (book.bids if side == "buy" else book.asks).add(o)
+                own.add(o)
                 self.open[oid] = o
                 if tif == "DAY":
                     heapq.heappush(self._day, (o.expire_at, seq, oid))
@@ -358,16 +360,18 @@ class MatchingEngine:
         return None
 
     def _cancel(self, cmd: CancelOrder) -> None:
-        o = self._owned(cmd)
-        if o is None:
+        o = self.open.get(cmd.order_id)  # _owned, inline
+        if o is None or o.account != cmd.account:
+            self._refuse(cmd, o)
             return
         self._close(o)
         # the "cancelled" execution, inline (see _emit)
         n = o.n_exec = o.n_exec + 1
-        filled, qty = o.filled, o.quantity
-        e = Execution(_exec_id(o.order_id, n), "cancelled", o.order_id, o.account, o.venue, o.symbol, "cancelled",  # type: ignore[arg-type]
-                      self.now, o.side, o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif,  # type: ignore[arg-type]
-                      "", "", "cancelled by request", cmd.request_id)  # fmt: skip
+        oid, filled, qty = o.order_id, o.filled, o.quantity
+        eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
+        e = Execution(eid, "cancelled", oid, o.account, o.venue, o.symbol, "cancelled", self.now, o.side,  # type: ignore[arg-type]
+                      o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif, "", "",  # type: ignore[arg-type]
+                      "cancelled by request", cmd.request_id)  # fmt: skip
         self._out.append(e)
 
     def _replace(self, cmd: ReplaceOrder) -> None:
@@ -428,6 +432,11 @@ class MatchingEngine:
         o = self.open.get(cmd.order_id)
         if o is not None and o.account == cmd.account:
             return o
+        self._refuse(cmd, o)
+        return None
+
+    def _refuse(self, cmd: CancelOrder | ReplaceOrder, o: Order | None) -> None:
+        """Reject a cancel/replace of an order this account cannot change (``o``: the open order of that id)."""
         if o is not None:
             reason = f"order {cmd.order_id!r} belongs to another account"
         elif cmd.order_id in self.order_requests:
@@ -435,7 +444,6 @@ class MatchingEngine:
         else:
             reason = f"unknown order {cmd.order_id!r}"
         self._reject_request(cmd, cmd.order_id, reason)
-        return None
 
     def _reject_request(self, cmd: Command, order_id: str, reason: str) -> None:
         """A reject that concerns no order of this account: its id derives from the request."""
@@ -476,12 +484,12 @@ class MatchingEngine:
             if buy:
                 level = levels[prices[0]] if prices else None
                 ip = level.price if level is not None else None
-                ep = m.ask if (m.ask_avail > ZERO and m.ask is not None) else None
+                ep = m.ask if (m.ask is not None and m.ask_avail > ZERO) else None
                 internal = ip is not None and (ep is None or ip <= ep)
             else:
                 level = levels[prices[-1]] if prices else None
                 ip = level.price if level is not None else None
-                ep = m.bid if (m.bid_avail > ZERO and m.bid is not None) else None
+                ep = m.bid if (m.bid is not None and m.bid_avail > ZERO) else None
                 internal = ip is not None and (ep is None or ip >= ep)
             px = ip if internal else ep
             if px is None or (limit is not None and (px > limit if buy else px < limit)):
@@ -586,7 +594,7 @@ class MatchingEngine:
         elif otype != "market":
             book = inst.book
             side = book.bids if o.side == "buy" else book.asks
-            if side.holds(o):
+            if o.tick in side.levels:  # side.holds(o), inline: it rests there
                 side.remove(o)
 
     def _emit(

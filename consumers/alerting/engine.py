@@ -259,7 +259,7 @@ class _CrossGroup:
             self.glo, self.ghi = math.inf, -math.inf
 
     def _exact(self, s: InstState) -> Decimal:
-        if self.field == "mid":  # the engine computes the exact mid lazily (see AlertEngine._apply)
+        if self.field == "mid":  # the engine computes the exact mid lazily (see AlertEngine.on_event)
             return (s.bid + s.ask) / _TWO  # type: ignore[operator,no-any-return]
         return getattr(s, self.field)  # type: ignore[no-any-return]
 
@@ -556,10 +556,10 @@ class _SpreadNode:
         self.members = members
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        bid, ask, mid = s.bidf, s.askf, s.midf
-        if bid is None or ask is None or not mid:
+        mid = s.midf
+        if not mid:  # None (a side is missing: see AlertEngine.on_event) or 0
             return
-        bps = (ask - bid) / mid * 10_000.0
+        bps = (s.askf - s.bidf) / mid * 10_000.0  # type: ignore[operator]
         for e in self.members:
             if bps > e.bps:
                 if e.st.armed and e.gate(s.ts_event):
@@ -898,50 +898,46 @@ class AlertEngine:
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def on_event(self, event: Any) -> list[Alert]:
-        """Apply one event (a QuoteBatch is its quotes, in order); return the alerts it triggers."""
+        """Apply one event (a QuoteBatch is its quotes, in order); return the alerts it triggers.
+
+        The tick's state update, then its cross groups and nodes (see :func:`_sort_tail` for the order of the
+        alerts), all in this one method: it runs for every tick."""
         inst = self._inst.get((event.venue, event.symbol))
         if inst is None:
             self.ignored += 1
             return []
-        out: list[Alert] = []
-        if type(event) is QuoteBatch:
-            for q in event.quotes():
-                self._apply(inst, q, out)
-        else:
-            self._apply(inst, event, out)
-        if out:
-            self.alerts += len(out)
-        return out
-
-    def _apply(self, inst: _Instrument, ev: Any, out: list[Alert]) -> None:
-        """Update the instrument's state with one tick, then run its cross groups and nodes (see :func:`_sort_tail`
-        for the order of the alerts)."""
         s = inst.state
-        t = type(ev)
+        t = type(event)
         if t is Trade:
-            p = ev.price
+            p = event.price
             if p != s.last or s.lastf is None:  # an unchanged price keeps its float
                 s.lastf = float(p)
-            s.last, s.size = p, ev.size
-            s.ts_trade = s.ts_event = ev.ts_event
+            s.last, s.size = p, event.size
+            s.ts_trade = s.ts_event = event.ts_event
             crosses, nodes = inst.t_cross_run, inst.t_nodes_run
         else:
             if t is Quote:
-                bid, ask = ev.bid, ev.ask
+                bid, ask = event.bid, event.ask
             elif t is Ticker:
-                bid, ask = ev.bid, ev.ask
-                s.last, s.lastf = ev.last, float(ev.last)
+                bid, ask = event.bid, event.ask
+                s.last, s.lastf = event.last, float(event.last)
             elif t is BookDelta:
-                bid = ev.best_bid.price if ev.best_bid is not None else None
-                ask = ev.best_ask.price if ev.best_ask is not None else None
+                bid = event.best_bid.price if event.best_bid is not None else None
+                ask = event.best_ask.price if event.best_ask is not None else None
             elif t is BookSnapshot:
-                bid = ev.bids[0].price if ev.bids else None
-                ask = ev.asks[0].price if ev.asks else None
+                bid = event.bids[0].price if event.bids else None
+                ask = event.asks[0].price if event.asks else None
+            elif t is QuoteBatch:  # its quotes, one by one (the instrument is known: the lookup above)
+                alerts: list[Alert] = []
+                for q in event.quotes():
+                    alerts += self.on_event(q)
+                return alerts
             else:  # Status, Candle: not a tick
                 self.ignored += 1
-                return
+                return []
             # floats for the statistics kinds and the cross groups' pre-filter; an unchanged side keeps its float
-            # (invariant: bidf is None exactly when bid is None, and likewise for ask)
+            # (invariant: bidf is None exactly when bid is None, and likewise for ask; midf is None exactly when
+            # either is)
             if bid is not None and ask is not None:
                 bf = s.bidf if bid == s.bid else float(bid)
                 af = s.askf if ask == s.ask else float(ask)
@@ -956,11 +952,12 @@ class AlertEngine:
                 af = None if ask is None else s.askf if ask == s.ask else float(ask)
                 s.mid = s.midf = None
             s.bid, s.ask, s.bidf, s.askf = bid, ask, bf, af
-            s.ts_quote = s.ts_event = ev.ts_event
+            s.ts_quote = s.ts_event = event.ts_event
             crosses, nodes = inst.q_cross_run, inst.q_nodes_run
-        s.ts_recv = s.recv_tick = ev.ts_recv
+        s.ts_recv = s.recv_tick = event.ts_recv
         self.ticks += 1
         inst.dirty = True
+        out: list[Alert] = []
         for g in crosses:
             g(s, out)
         if out:  # a cross group fired (rare): the nodes' alerts follow, sorted among themselves
@@ -972,8 +969,12 @@ class AlertEngine:
         else:
             for fn in nodes:
                 fn(s, out)
+            if not out:
+                return out
             if len(out) > 1:
                 _sort_tail(out, 0)
+        self.alerts += len(out)
+        return out
 
     def on_timer(self, now_ns: int) -> list[Alert]:
         """Check ``stale_feed`` rules at ``now_ns`` (our clock, like ticks' ``ts_recv``)."""

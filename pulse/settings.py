@@ -153,6 +153,9 @@ class AlertingSettings(_Section):
     # only after the snapshot covering them commits, so a restart replays exactly what the snapshot lacks
     snapshot_interval_s: PosFloat = 1.0
     timer_interval_s: PosFloat = 1.0  # how often stale-feed rules are checked (engine.on_timer)
+    # how often a running service checks the stored rules; a change (`pulse alerts add|remove`) reloads them in
+    # place: final snapshot and acks, then the new rule set on the same state. 0: only at start
+    rules_poll_s: Annotated[float, Meta(ge=0)] = 2.0
     # "auto": key_shared on a real cluster (pulsar.url set), shared on the embedded pulsar-lite (whose Key_Shared
     # dispatch is slow and stalls after a consumer dies with unacked messages; shared then means ONE instance)
     subscription_type: Literal["auto", "key_shared", "shared"] = "auto"

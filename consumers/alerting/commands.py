@@ -19,6 +19,9 @@ import click
 
 from consumers.alerting.rules import COMMON_FIELDS, RULE_TYPES, RuleError, describe, make_rule, rule_to_dict
 from pulse.errors import ConfigError
+from pulse.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _kinds_help() -> str:
@@ -190,17 +193,31 @@ def alerting_run(obj: Any, as_json: bool) -> None:
     a = s.alerting
     check_webhooks(a.webhooks, a.webhook_allowed_hosts, s.webhook_secret())  # refused before anything starts
     ep = resolve_endpoints(s)
-    store = AlertStore(ep.database_url)
-    try:
-        store.ensure_schema()
-        rules = store.rules(enabled_only=True)
-    finally:
-        store.close()
-    topics = topics_for_rules(s, rules)
-    if not topics:
-        raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
-    svc = AlertingService(s, ep, topics, rules=rules, status_home=s.home)
-    svc.run(stop)
+    svc = None
+    waiting = False
+    while not stop.is_set():  # once, and again each time the stored rules change while it runs (rules_poll_s)
+        store = AlertStore(ep.database_url)
+        try:
+            store.ensure_schema()
+            rules = store.rules(enabled_only=True)
+        finally:
+            store.close()
+        topics = topics_for_rules(s, rules)
+        if not topics:
+            if svc is None:
+                raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
+            if not waiting:  # every rule was removed while it ran: wait for the next one
+                log.warning("no enabled alert rules; waiting for `pulse alerts add`")
+                waiting = True
+            stop.wait(max(a.rules_poll_s, 0.5))
+            continue
+        waiting = False
+        svc = AlertingService(s, ep, topics, rules=rules, status_home=s.home, follow_rules=True,
+                              stats=svc.stats if svc is not None else None)  # fmt: skip
+        svc.run(stop)
+        if not svc.rules_changed.is_set():
+            break
+    assert svc is not None
     if as_json:
         click.echo(json.dumps(svc.counters(), indent=2, default=str))
     sys.stdout.flush()

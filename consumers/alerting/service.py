@@ -157,6 +157,8 @@ class AlertingService:
         rules: Sequence[Rule] | None = None,
         name: str = "alerting",
         status_home: Path | None = None,
+        follow_rules: bool = False,
+        stats: AlertingStats | None = None,
     ) -> None:
         a = settings.alerting
         secret = settings.webhook_secret()
@@ -168,8 +170,12 @@ class AlertingService:
         self._rules = list(rules) if rules is not None else None
         self._topics = list(topics) if topics else None
         self.topic = alerts_topic(settings)
-        self.stats = AlertingStats()
+        self.stats = stats or AlertingStats()  # a reload carries the counters over
         self.engine: AlertEngine | None = None
+        # follow_rules: poll the stored rules every alerting.rules_poll_s; a change ends run() like a stop (final
+        # snapshot, acks) with rules_changed set, and the caller starts again on the new rules
+        self.follow_rules = follow_rules and a.rules_poll_s > 0
+        self.rules_changed = threading.Event()
         self._sender = (
             WebhookSender(a.webhooks, secret, allowed_hosts=a.webhook_allowed_hosts, timeout_s=a.webhook_timeout_s,
                           max_attempts=a.webhook_max_attempts, backoff_max_s=a.webhook_backoff_max_s)
@@ -237,6 +243,10 @@ class AlertingService:
             )  # fmt: skip
             writer = threading.Thread(target=self._write_loop, args=(stop,), name=f"{self.name}-writer")
             writer.start()
+            if self.follow_rules:
+                ids = tuple(sorted(r.id for r in self._rules if r.enabled))
+                threading.Thread(target=self._watch_rules, args=(ids, stop), name=f"{self.name}-rules",
+                                 daemon=True).start()  # fmt: skip
             log.info(
                 "alerting started",
                 rules=len(self._rules),
@@ -278,7 +288,8 @@ class AlertingService:
         pending: list[Alert] = []
         next_timer = next_snap = handed_at = time.monotonic()
         st = self.stats
-        while not stop.is_set() and self._writer_error is None:
+        changed = self.rules_changed
+        while not stop.is_set() and not changed.is_set() and self._writer_error is None:
             if len(held) > _MAX_HELD and self._snap_inflight.is_set():
                 stop.wait(0.05)  # the database is away: stop consuming until the snapshot in flight commits
                 self._tick()
@@ -382,6 +393,20 @@ class AlertingService:
         for a in alerts:
             producer.send_async(encode_alert(a), done, properties=props, partition_key=a.symbol,
                                 event_timestamp=a.ts_event // 1_000_000)  # fmt: skip
+
+    def _watch_rules(self, ids: tuple[int, ...], stop: threading.Event) -> None:
+        """Poll the stored rules' ids until they differ from ``ids`` (then set ``rules_changed``) or stop."""
+        every = self.settings.alerting.rules_poll_s
+        while not stop.wait(every):
+            try:
+                now = self.store.rule_ids(enabled_only=True)
+            except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:
+                log.debug("rules check failed; trying again", error=str(exc)[:300])
+                continue
+            if now != ids:
+                log.info("alert rules changed; reloading", rules_before=len(ids), rules_now=len(now))
+                self.rules_changed.set()
+                return
 
     def _put(self, item: Any) -> None:
         if self._writer_error is None:
@@ -522,7 +547,7 @@ class AlertingService:
                 rules=len(self._rules or []),
                 subscription=self.settings.alerting.subscription,
                 alerts_topic=self.topic,
-                state="stopped" if final else "running",
+                state=("reloading" if self.rules_changed.is_set() else "stopped") if final else "running",
             )
         except OSError as exc:
             log.warning("status file write failed", path=str(self._status.path), error=str(exc))

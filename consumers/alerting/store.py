@@ -156,6 +156,14 @@ class AlertStore:
                 raise RuleError(f"stored rule #{row['id']} is invalid: {exc}") from exc
         return out
 
+    def rule_ids(self, *, enabled_only: bool = True) -> tuple[int, ...]:
+        """The ids of the stored (enabled) rules, in order: cheap enough to poll for changes."""
+        q = select(rules_table.c.id).order_by(rules_table.c.id)
+        if enabled_only:
+            q = q.where(rules_table.c.enabled)
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(q).scalars())
+
     def remove_rules(self, ids: Sequence[int]) -> list[int]:
         """Delete rules by id; return the ids that existed."""
         with self.engine.begin() as conn:

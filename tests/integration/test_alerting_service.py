@@ -194,3 +194,71 @@ def test_webhook_host_not_allowed_is_refused_at_start(runtime_settings: Settings
     assert rc == 2
     assert "'hooks.evil.example' is not in alerting.webhook_allowed_hosts" in err
     assert SECRET not in err
+
+
+def test_rules_added_and_removed_while_it_runs_take_effect_without_a_restart(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    s = runtime_settings
+    sym_a, sym_b = f"RA{unique[:7].upper()}/USD", f"RB{unique[:7].upper()}/USD"
+
+    def add(symbol: str, level: str) -> int:
+        rc, out, err = run_cmd(s, "alerts", "add", "price-cross", "--venue", "kraken", "--symbol", symbol,
+                               "--above", level, "--cooldown", "0", "--json")  # fmt: skip
+        assert rc == 0, err[-2000:]
+        return int(json.loads(out)["id"])
+
+    rule_a = add(sym_a, "100")
+    alerts_name = f"events.r{unique}"
+    env = {
+        "PULSE_ALERTING__SUBSCRIPTION": f"alerting-r{unique}",
+        "PULSE_ALERTING__ALERTS_TOPIC": alerts_name,
+        "PULSE_ALERTING__SNAPSHOT_INTERVAL_S": "0.2",
+        "PULSE_ALERTING__RULES_POLL_S": "0.3",
+    }
+    store = AlertStore(endpoints.database_url)
+    bus = Bus(s, endpoints.pulsar_url)
+    try:
+        alerts_sub = bus.subscribe(service_topic("alerts", alerts_name), f"test-r{unique}")
+        pub = EventPublisher(bus, "crypto", producer_prefix=f"test-r{unique}")
+        svc = alerting_cmd(s, "run", "--json", env=env)
+
+        def serving_stored_rules() -> bool:
+            st = read_status(s.home, "alerting")
+            return bool(st and st["pid"] == svc.pid and st.get("state") == "running"
+                        and st.get("rules") == len(store.rule_ids()))  # fmt: skip
+
+        def cross(symbol: str, below: str, above: str) -> None:
+            for bid in (below, above):
+                pub.publish(quote(symbol, bid, str(Decimal(bid) + 1)))
+            pub.flush()
+
+        with process(svc):
+            wait_for(serving_stored_rules, "the alerting service to run")
+            cross(sym_a, "98", "101")  # mids 98.5 → 101.5
+            assert [(a.rule_id, a.value) for a in receive_alerts(alerts_sub, 1)] == [(rule_a, "101.5")]
+
+            rule_b = add(sym_b, "50")  # a rule on an instrument the running service does not consume yet
+            wait_for(serving_stored_rules, "the new rule to be loaded")
+            cross(sym_b, "40", "60")
+            assert [(a.rule_id, a.value) for a in receive_alerts(alerts_sub, 1)] == [(rule_b, "60.5")]
+
+            rc, out, err = run_cmd(s, "alerts", "remove", str(rule_a))
+            assert rc == 0, err[-2000:]
+            wait_for(serving_stored_rules, "the removed rule to be unloaded")
+            cross(sym_a, "98", "101")  # would fire rule A again (re-armed below the level)
+            cross(sym_b, "40", "70")  # rule B still fires, with its state kept across the reloads
+            got = receive_alerts(alerts_sub, 2, timeout=5.0)
+            assert [(a.rule_id, a.value) for a in got] == [(rule_b, "70.5")]
+
+            assert svc.poll() is None, "rules changed without restarting the process"
+            rc, out, err = stop(svc, timeout=60)
+            assert rc == 0, err[-3000:]
+            counters = json.loads(out)
+            assert counters["alerts"] == 3  # counted across the reloads
+            assert "alert rules changed; reloading" in err
+    finally:
+        bus.close()
+        store.close()
+    rc, _, err = run_cmd(s, "alerts", "remove", str(rule_b))
+    assert rc == 0, err[-2000:]

@@ -132,6 +132,9 @@ class MatchingSettings(_Section):
     state_dir: str = ""  # snapshots; empty: <runtime.home>/state/matching
     snapshot_interval_s: PosFloat = 5.0
     default_account: str = "paper"
+    # how often a running service started from the registry checks it; a change (`pulse symbols add|remove|
+    # enable|disable`) reloads the instruments in place (flush, snapshot, then recover on the new list). 0: never
+    instruments_poll_s: Annotated[float, Meta(ge=0)] = 2.0
     # "auto": key_shared on a real cluster, shared on the embedded pulsar-lite (whose Key_Shared dispatch stalls
     # after a consumer dies with unacked messages; shared then means ONE service instance)
     subscription_type: Literal["auto", "key_shared", "shared"] = "auto"

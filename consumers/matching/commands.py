@@ -37,6 +37,7 @@ from consumers.matching.messages import (
     encode,
 )
 from pulse.errors import ConfigError, PulseError
+from pulse.log import get_logger
 from pulse.settings import Settings
 from pulse.symbols import canonical
 from pulse.topics import NAMESPACES, service_topic
@@ -57,6 +58,9 @@ def parse_instrument_ref(text: str) -> tuple[str, str]:
     if not sep or not venue or not symbol:
         raise ConfigError(f"invalid instrument {text!r}: expected VENUE:SYMBOL, e.g. kraken:BTC/USD")
     return venue.strip().lower(), canonical(symbol)
+
+
+log = get_logger(__name__)
 
 
 def _decimal(name: str, text: str) -> Decimal:
@@ -402,19 +406,56 @@ def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json
 
     # first: a SIGTERM while it is still starting (a busy machine) must also end in a clean exit 0
     stop = threading.Event()
+    running = [stop]  # the current service's own stop event (a registry change ends one service, not the command)
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        running[0].set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     s = _settings(obj)
     specs = [parse_instrument_spec(t) for t in instrument_specs]
     ep = resolve_endpoints(s, need_database=not specs)
+    follow = not specs and s.matching.instruments_poll_s > 0
     if not specs:
         specs = instruments_from_registry(ep.database_url)
         if not specs:
             raise ConfigError("no instruments: enable some in the registry or pass --instrument V:S:PINC:SINC")
-    svc = MatchingService(s, ep, specs, name=name, status_home=s.home)
-    svc.run(stop)
+    svc = None
+    while True:  # once, and again each time the registry's instruments change while it runs
+        halt = running[0] = threading.Event()
+        if stop.is_set():
+            halt.set()
+        changed: list[list[InstrumentSpec]] = []
+        if follow:
+            args = (ep.database_url, specs, s.matching.instruments_poll_s, halt, changed)
+            threading.Thread(target=_watch_registry, args=args, name="matching-registry", daemon=True).start()
+        svc = MatchingService(s, ep, specs, name=name, status_home=s.home,
+                              stats=svc.stats if svc is not None else None)  # fmt: skip
+        svc.run(halt)
+        if stop.is_set() or not changed:
+            break
+        specs = changed[0]
     if as_json:
         _emit(svc.snapshot_stats())
+
+
+def _watch_registry(
+    url: str, specs: list[InstrumentSpec], every: float, halt: threading.Event, changed: list[list[InstrumentSpec]]
+) -> None:
+    """Poll the registry until its enabled instruments differ from ``specs`` (then end the service: ``halt``)."""
+    while not halt.wait(every):
+        try:
+            now = instruments_from_registry(url)
+        except Exception as exc:  # the database is away: the service runs on; check again later
+            log.debug("registry check failed; trying again", error=str(exc)[:300])
+            continue
+        if set(now) != set(specs):
+            log.info("instruments changed; reloading", before=len(specs), now=len(now))
+            changed.append(now)
+            halt.set()
+            return
 
 
 @click.group("matching")

@@ -109,6 +109,7 @@ class MatchingService:
         *,
         name: str = "matching",
         status_home: Path | None = None,
+        stats: MatchingStats | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints = endpoints
@@ -120,7 +121,7 @@ class MatchingService:
         self.fills_topic = service_topic("trading", ms.fills_topic, tenant)
         self.market_topics = market_topics(settings, self.instruments)
         self.store = StateStore(state_dir(settings, name))
-        self.stats = MatchingStats()
+        self.stats = stats or MatchingStats()  # a reload carries the counters over
         self.engine = MatchingEngine(self.instruments)
         self.hwm: dict[str, Position] = {}  # "topic|key" → last processed position
         self.out_seq = 0  # outputs produced so far (deterministic given the inputs)

@@ -66,3 +66,62 @@ def test_registry_instrument_is_tradeable_through_pulse_orders(
         assert [o["remaining"] for o in listed["orders"] if o["symbol"] == sym] == ["0.5"]
         code, _, err = stop(svc)
         assert code == 0, err
+
+
+def test_an_instrument_added_to_the_registry_while_matching_runs_is_tradeable_without_a_restart(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    s = runtime_settings
+    first, later = f"KA{unique[:6].upper()}/USD", f"KB{unique[:6].upper()}/USD"
+    env = {
+        "PULSE_MATCHING__ORDERS_TOPIC": f"orders.r{unique}",
+        "PULSE_MATCHING__FILLS_TOPIC": f"fills.r{unique}",
+        "PULSE_MATCHING__SUBSCRIPTION": f"m-r{unique}",
+        "PULSE_MATCHING__STATE_DIR": str(s.home / f"state-r{unique}"),
+        "PULSE_MATCHING__INSTRUMENTS_POLL_S": "0.3",
+    }
+    added = pulse(s, "symbols", "add", "kraken", first, "--channels", "ticker", "--price-precision", "1")
+    assert added.returncode == 0, added.stderr
+    name = f"matching-r{unique}"
+    svc = pulse_cmd(s, "consumers", "matching", "run", "--name", name, "--json", env=env)
+
+    def serving(symbol: str) -> bool:
+        doc = read_status(s.home, name) or {}
+        return doc.get("pid") == svc.pid and doc.get("state") == "running" and f"kraken:{symbol}" in doc["instruments"]
+
+    with process(svc):
+        wait_for(lambda: serving(first), "the matching service to run")
+        # an order resting on the first instrument must survive the reload
+        res = pulse(s, "orders", "submit", f"kraken:{first}", "buy", "1", "--price", "90.0", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+
+        added = pulse(s, "symbols", "add", "kraken", later, "--channels", "ticker", "--price-precision", "1")
+        assert added.returncode == 0, added.stderr
+        wait_for(lambda: serving(later), "the new instrument to be loaded")
+        time.sleep(1.0)  # its market-data subscription starts at the latest message
+        bus = Bus(s, endpoints.pulsar_url)
+        try:
+            pub = EventPublisher(bus, "crypto", producer_prefix=f"test-r{unique}")
+            now = time.time_ns()
+            pub.publish(Quote(venue="kraken", symbol=later, ts_event=now, ts_recv=now, bid=49.9, bid_size=5,
+                              ask=50.0, ask_size=3))  # fmt: skip
+            pub.flush()
+        finally:
+            bus.close()
+        wait_for(lambda: f"kraken:{later}" in (read_status(s.home, name) or {}).get("last_tick", {}), "the quote")
+        res = pulse(s, "orders", "submit", f"kraken:{later}", "buy", "2", "--price", "50.0", "--json", env=env)
+        assert res.returncode == 0, res.stderr
+        fills = [e for e in json.loads(res.stdout)["executions"] if e["kind"] == "fill"]
+        assert [(f["quantity"], f["price"]) for f in fills] == [("2", "50.0")]
+
+        listed = json.loads(pulse(s, "orders", "list", "--json", env=env).stdout)
+        assert [(o["symbol"], o["remaining"]) for o in listed["orders"] if o["symbol"] in (first, later)] == [
+            (first, "1")
+        ]
+        assert svc.poll() is None, "the registry changed without restarting the process"
+        code, out, err = stop(svc)
+        assert code == 0, err
+        assert "instruments changed; reloading" in err
+        assert json.loads(out)["orders"] == 2  # counted across the reload
+    for sym in (first, later):
+        assert pulse(s, "symbols", "remove", "kraken", sym).returncode == 0

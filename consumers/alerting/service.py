@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import gc
 import queue
-import random
 import sys
 import threading
 import time
@@ -72,6 +71,7 @@ from pulse.bus import Bus, SubscriptionType
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
+from pulse.retry import RetryStopped, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
@@ -264,7 +264,7 @@ class AlertingService:
                 self._loop(engine, stop, self._skip_topics(self._rules))
             finally:
                 sys.setswitchinterval(switch)
-        except _Stopped:
+        except RetryStopped:
             log.warning("stopped before the service was ready")
         finally:
             if writer is not None:
@@ -438,7 +438,7 @@ class AlertingService:
                 if isinstance(nxt, _Snapshot):
                     self._commit_snapshot(nxt, stop)
         except BaseException as exc:
-            if not isinstance(exc, _Stopped):
+            if not isinstance(exc, RetryStopped):
                 log.error("alerting writer failed", error=f"{type(exc).__name__}: {exc}")
                 self._writer_error = exc
             stop.set()
@@ -487,28 +487,22 @@ class AlertingService:
     def _retry(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False, final: bool = False) -> Any:
         """Call ``fn`` until the database (or broker) answers: capped, jittered backoff, stop-aware. With ``final``
         keep trying for a while after stop (the last snapshot is worth a few seconds)."""
-        errors: tuple[type[BaseException], ...] = (
-            (BusError,) if broker else (sqlalchemy.exc.OperationalError, psycopg.OperationalError)
+
+        def count(_exc: BaseException) -> None:
+            if broker:
+                self.stats.broker_errors += 1
+            else:
+                self.stats.db_errors += 1
+
+        return retry_until_ok(
+            fn,
+            what=what,
+            dependency="broker" if broker else "database",
+            errors=(BusError,) if broker else (sqlalchemy.exc.OperationalError, psycopg.OperationalError),
+            stop=stop,
+            on_error=count,
+            grace_after_stop_s=10.0 if final else 0.0,
         )
-        delay = 0.1
-        deadline: float | None = None
-        while True:
-            try:
-                return fn()
-            except errors as exc:
-                if broker:
-                    self.stats.broker_errors += 1
-                else:
-                    self.stats.db_errors += 1
-                if stop.is_set():
-                    deadline = deadline or time.monotonic() + (10.0 if final else 0.0)
-                    if time.monotonic() >= deadline:
-                        raise _Stopped from exc
-                wait = random.uniform(delay / 2, delay)
-                log.warning(f"{'broker' if broker else 'database'} unavailable, retrying", action=what,
-                            retry_in_s=round(wait, 2), error=str(exc)[:300])  # fmt: skip
-                time.sleep(wait)
-                delay = min(delay * 2, 10.0)
 
     def _close(self) -> None:
         for what, fn in (("consumer", self._consumer), ("client", self._bus)):
@@ -551,7 +545,3 @@ class AlertingService:
             )
         except OSError as exc:
             log.warning("status file write failed", path=str(self._status.path), error=str(exc))
-
-
-class _Stopped(Exception):
-    """Stop was requested while the database or broker was unavailable."""

@@ -35,7 +35,6 @@ Exclusive/Failover subscriptions may be delivered many times there).
 from __future__ import annotations
 
 import queue
-import random
 import re
 import threading
 import time
@@ -54,6 +53,7 @@ from pulse.bus import Bus
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
+from pulse.retry import RetryStopped, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
@@ -70,7 +70,6 @@ log = get_logger(__name__)
 _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
 _PARTITION = re.compile(r"-partition-\d+$")
-_BACKOFF_INITIAL_S = 0.1
 _LATENCY_WINDOW = 1024
 _json_dec = msgspec.json.Decoder(Event)
 _mp_dec = msgspec.msgpack.Decoder(Event)
@@ -195,10 +194,6 @@ class _Batch:
     first_at: float  # monotonic time the batch's receive started
 
 
-class _Stopped(Exception):
-    """Stop was requested while the database was unavailable: leave the batch unacknowledged."""
-
-
 _DONE = object()  # end-of-stream marker for the writer thread
 
 
@@ -311,7 +306,7 @@ class PostgresSink:
                 self._tick()
             if items and self._writer_error is None:
                 self._hand_over(_Batch(items, first_at), stop, final=True)
-        except _Stopped:
+        except RetryStopped:
             log.warning("stopped with the database unavailable; the batch in hand will be redelivered")
         finally:
             if writer_thread is not None:
@@ -522,7 +517,7 @@ class PostgresSink:
                     return
                 self._store(batch.items, stop)
                 self.stats.visible_latencies_s.append(time.monotonic() - batch.first_at)
-        except _Stopped:
+        except RetryStopped:
             log.warning("stopped with the database unavailable; the batch in hand will be redelivered")
             self._drain()
         except BaseException as exc:
@@ -591,33 +586,23 @@ class PostgresSink:
     # -- retry / ack / dead letters --------------------------------------------------------------------
     def _retrying(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False) -> Any:
         """Call ``fn`` until it stops raising DatabaseUnavailable (or BusError with ``broker``): capped, jittered
-        backoff, stop-aware."""
-        errors: tuple[type[Exception], ...] = (BusError,) if broker else (DatabaseUnavailable,)
-        delay = _BACKOFF_INITIAL_S
-        while True:
-            try:
-                return fn()
-            except errors as exc:
-                if broker:
-                    self.stats.broker_errors += 1
-                else:
-                    self.stats.db_errors += 1
-                if stop.is_set():
-                    raise _Stopped from exc
-                wait = random.uniform(delay / 2, delay)
-                log.warning(
-                    f"{'broker' if broker else 'database'} unavailable, retrying",
-                    action=what,
-                    retry_in_s=round(wait, 2),
-                    error=str(exc),
-                )
-                self._sleep(wait, stop)
-                delay = min(delay * 2, self.config.retry_max_s)
+        backoff, stop-aware (:func:`pulse.retry.retry_until_ok`)."""
 
-    def _sleep(self, seconds: float, stop: threading.Event) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0 and not stop.is_set():
-            stop.wait(min(left, _STATUS_EVERY_S))
+        def count(_exc: BaseException) -> None:
+            if broker:
+                self.stats.broker_errors += 1
+            else:
+                self.stats.db_errors += 1
+
+        return retry_until_ok(
+            fn,
+            what=what,
+            dependency="broker" if broker else "database",
+            errors=(BusError,) if broker else (DatabaseUnavailable,),
+            stop=stop,
+            on_error=count,
+            max_delay_s=self.config.retry_max_s,
+        )
 
     def _ack(self, msg: pulsar.Message) -> None:
         try:

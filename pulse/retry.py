@@ -22,6 +22,15 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
+def counting(stats: object, field: str) -> Callable[[BaseException], None]:
+    """An ``on_error`` that adds 1 to ``stats.<field>`` per failed attempt."""
+
+    def count(_exc: BaseException) -> None:
+        setattr(stats, field, getattr(stats, field) + 1)
+
+    return count
+
+
 class RetryStopped(Exception):
     """Stop was requested while the dependency was still unavailable."""
 

@@ -71,7 +71,7 @@ from pulse.bus import Bus, SubscriptionType
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
-from pulse.retry import RetryStopped, retry_until_ok
+from pulse.retry import RetryStopped, counting, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
@@ -488,19 +488,13 @@ class AlertingService:
         """Call ``fn`` until the database (or broker) answers: capped, jittered backoff, stop-aware. With ``final``
         keep trying for a while after stop (the last snapshot is worth a few seconds)."""
 
-        def count(_exc: BaseException) -> None:
-            if broker:
-                self.stats.broker_errors += 1
-            else:
-                self.stats.db_errors += 1
-
         return retry_until_ok(
             fn,
             what=what,
             dependency="broker" if broker else "database",
             errors=(BusError,) if broker else (sqlalchemy.exc.OperationalError, psycopg.OperationalError),
             stop=stop,
-            on_error=count,
+            on_error=counting(self.stats, "broker_errors" if broker else "db_errors"),
             grace_after_stop_s=10.0 if final else 0.0,
         )
 

@@ -53,7 +53,7 @@ from pulse.bus import Bus
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
-from pulse.retry import RetryStopped, retry_until_ok
+from pulse.retry import RetryStopped, counting, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
@@ -588,19 +588,13 @@ class PostgresSink:
         """Call ``fn`` until it stops raising DatabaseUnavailable (or BusError with ``broker``): capped, jittered
         backoff, stop-aware (:func:`pulse.retry.retry_until_ok`)."""
 
-        def count(_exc: BaseException) -> None:
-            if broker:
-                self.stats.broker_errors += 1
-            else:
-                self.stats.db_errors += 1
-
         return retry_until_ok(
             fn,
             what=what,
             dependency="broker" if broker else "database",
             errors=(BusError,) if broker else (DatabaseUnavailable,),
             stop=stop,
-            on_error=count,
+            on_error=counting(self.stats, "broker_errors" if broker else "db_errors"),
             max_delay_s=self.config.retry_max_s,
         )
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pulse.retry import RetryStopped, retry_until_ok
+from pulse.retry import RetryStopped, counting, retry_until_ok
 
 
 class Flaky:
@@ -64,3 +64,13 @@ def test_the_grace_period_keeps_trying_after_stop() -> None:
     out = retry_until_ok(fn, what="last snapshot", dependency="database", errors=(ConnectionError,), stop=stop,
                          initial_s=0.001, max_delay_s=0.002, grace_after_stop_s=5.0)  # fmt: skip
     assert out == "ok" and fn.calls == 3
+
+
+def test_counting_adds_one_per_failed_attempt() -> None:
+    class Stats:
+        db_errors = 0
+
+    st = Stats()
+    retry_until_ok(Flaky(2), what="x", dependency="database", errors=(ConnectionError,), stop=threading.Event(),
+                   on_error=counting(st, "db_errors"), initial_s=0.001, max_delay_s=0.002)  # fmt: skip
+    assert st.db_errors == 2

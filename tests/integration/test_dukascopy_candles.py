@@ -35,6 +35,7 @@ from pulse.models import Candle
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from tests.conftest import SHARED_DATA
+from tests.consume import drain
 
 DATA = SHARED_DATA / "dukascopy"
 DAY = DATA / "EURUSD" / "2019" / "01" / "04"  # zero-based month: 2019-02-04
@@ -53,22 +54,15 @@ FAST = RetryPolicy(initial_s=0.01, max_s=0.05, timeout_s=5.0, empty_retries=1)
 def read_candles(settings: Settings, endpoints: Endpoints, sub: str, since_ns: int, until_ns: int, expected: int):
     """Candles of TOPIC stamped (ts_recv) in [since_ns, until_ns], in delivery order, from a new Earliest
     subscription: the topic is shared by the session, the stamp tells the runs apart."""
+
+    def take(msg: pulsar.Message) -> list[Candle]:
+        ev = decode_any(msg.data(), msg.properties())
+        return [ev] if isinstance(ev, Candle) and since_ns <= ev.ts_recv <= until_ns else []
+
     bus = Bus(settings, endpoints.pulsar_url)
-    out: list[Candle] = []
     try:
         consumer = bus.subscribe(TOPIC, sub, receiver_queue_size=5000)
-        end = time.monotonic() + DEADLINE_S
-        while time.monotonic() < end:
-            try:
-                msg = consumer.receive(timeout_millis=300 if len(out) >= expected else 1000)
-            except pulsar.Timeout:
-                if len(out) >= expected:
-                    break
-                continue
-            consumer.acknowledge(msg)
-            ev = decode_any(msg.data(), msg.properties())
-            if isinstance(ev, Candle) and since_ns <= ev.ts_recv <= until_ns:
-                out.append(ev)
+        out = drain(consumer, expected, deadline_s=DEADLINE_S, take=take)
         consumer.close()
     finally:
         bus.close()

@@ -28,6 +28,7 @@ from pulse.models import Quote, QuoteBatch, unbatched
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from tests.conftest import SHARED_DATA
+from tests.consume import drain
 
 DATA = SHARED_DATA / "dukascopy"
 DAY = DATA / "EURUSD" / "2019" / "01" / "04"
@@ -52,24 +53,19 @@ def file_ticks() -> int:
 def read_topic(settings: Settings, endpoints: Endpoints, sub: str, since_ns: int, until_ns: int, expected: int):
     """Quotes of TOPIC stamped in [since_ns, until_ns], in delivery order, from a new Earliest subscription
     (a QuoteBatch message counts as its quotes; ``read_topic.messages`` is how many messages they took)."""
-    bus = Bus(settings, endpoints.pulsar_url)
-    out: list[Quote] = []
     read_topic.messages = 0  # type: ignore[attr-defined]
+
+    def take(msg: pulsar.Message) -> list[Quote]:
+        ev = decode_any(msg.data(), msg.properties())
+        if not (isinstance(ev, Quote | QuoteBatch) and since_ns <= ev.ts_recv <= until_ns):
+            return []
+        read_topic.messages += 1  # type: ignore[attr-defined]
+        return unbatched(ev)  # type: ignore[arg-type]
+
+    bus = Bus(settings, endpoints.pulsar_url)
     try:
         consumer = bus.subscribe(TOPIC, sub, receiver_queue_size=5000)
-        end = time.monotonic() + DEADLINE_S
-        while time.monotonic() < end:
-            try:
-                msg = consumer.receive(timeout_millis=300 if len(out) >= expected else 1000)
-            except pulsar.Timeout:
-                if len(out) >= expected:
-                    break  # drained: nothing more follows
-                continue
-            consumer.acknowledge(msg)
-            ev = decode_any(msg.data(), msg.properties())
-            if isinstance(ev, Quote | QuoteBatch) and since_ns <= ev.ts_recv <= until_ns:
-                out += unbatched(ev)  # type: ignore[arg-type]
-                read_topic.messages += 1  # type: ignore[attr-defined]
+        out = drain(consumer, expected, deadline_s=DEADLINE_S, take=take)
         consumer.close()
     finally:
         bus.close()

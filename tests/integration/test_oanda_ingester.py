@@ -36,6 +36,7 @@ from pulse.publish_proc import OffloadedPublisher
 from pulse.runtime import Endpoints
 from pulse.settings import OandaSettings, Settings
 from pulse.topics import dead_letter_topic, topic
+from tests.consume import drain
 
 TOKEN = "oanda-s3cr3t-TOKEN-6f1d2c9a8b7e"
 ACCOUNT = "101-004-7654321-001"
@@ -85,44 +86,23 @@ class Harness:
         return await asyncio.to_thread(self._read, topics, expected)
 
     def _read(self, topics: list[str], expected: int) -> list[tuple[str, Event]]:
+        def take(msg: pulsar.Message) -> list[tuple[str, Event]]:
+            ev = decode_any(msg.data(), msg.properties())
+            return [(msg.topic_name(), ev)] if ev.ts_recv >= self.t0 else []
+
         consumer = self.bus.subscribe(topics, f"test-oanda-{self.unique}-{time.monotonic_ns()}")
-        out: list[tuple[str, Event]] = []
-        end = time.monotonic() + DEADLINE_S
         try:
-            while time.monotonic() < end:
-                timeout = 300 if len(out) >= expected else 500  # then drain: nothing more may follow
-                try:
-                    msg = consumer.receive(timeout_millis=timeout)
-                except pulsar.Timeout:
-                    if len(out) >= expected:
-                        break
-                    continue
-                consumer.acknowledge(msg)
-                ev = decode_any(msg.data(), msg.properties())
-                if ev.ts_recv >= self.t0:
-                    out.append((msg.topic_name(), ev))
+            return drain(consumer, expected, deadline_s=DEADLINE_S, take=take, wait_ms=500)
         finally:
             consumer.close()
-        return out
 
     def read_dead_letters(self, expected: int) -> list[pulsar.Message]:
         consumer = self.bus.subscribe(DLQ, f"test-oanda-dlq-{self.unique}")
-        out: list[pulsar.Message] = []
-        end = time.monotonic() + DEADLINE_S
         try:
-            while time.monotonic() < end:
-                try:
-                    msg = consumer.receive(timeout_millis=300 if len(out) >= expected else 500)
-                except pulsar.Timeout:
-                    if len(out) >= expected:
-                        break
-                    continue
-                consumer.acknowledge(msg)
-                if msg.properties().get("source") == self.name:
-                    out.append(msg)
+            return drain(consumer, expected, deadline_s=DEADLINE_S, wait_ms=500,
+                         take=lambda m: [m] if m.properties().get("source") == self.name else [])  # fmt: skip
         finally:
             consumer.close()
-        return out
 
     def close(self) -> None:
         self.publisher.close()

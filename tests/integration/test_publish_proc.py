@@ -24,6 +24,7 @@ from pulse.publish_proc import OffloadedPublisher, open_publisher
 from pulse.runtime import Endpoints
 from pulse.runtime.procs import free_port, pid_alive
 from pulse.settings import Settings
+from tests.consume import drain
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,21 +49,10 @@ def events(venue: str, n: int) -> list[Event]:
 
 def read_all(bus: Bus, topics: list[str], expected: int, sub: str) -> list[pulsar.Message]:
     consumer = bus.subscribe(topics, sub)
-    out: list[pulsar.Message] = []
-    end = time.monotonic() + 15
     try:
-        while time.monotonic() < end:
-            try:
-                msg = consumer.receive(timeout_millis=300 if len(out) >= expected else 1000)
-            except pulsar.Timeout:
-                if len(out) >= expected:
-                    break
-                continue
-            consumer.acknowledge(msg)
-            out.append(msg)
+        return drain(consumer, expected, deadline_s=15, take=lambda m: [m])
     finally:
         consumer.close()
-    return out
 
 
 def as_seen(msgs: list[pulsar.Message]) -> list[tuple[object, ...]]:

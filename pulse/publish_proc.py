@@ -110,7 +110,7 @@ class OffloadedPublisher(PublisherBase):
         self.max_batch = max_batch
         self._buf: list[tuple[str, bytes, int, str, int, int, int]] = []
         self._scheduled = False
-        self._prop_ids: dict[int, int] = {}  # id(properties dict) → its id in the child
+        self._prop_ids: dict[type, int] = {}  # event type → the id of its properties in the child
         self._flush_token = 0
         self._flushed: dict[int, str] = {}
         self._reader = _FrameReader()
@@ -146,10 +146,9 @@ class OffloadedPublisher(PublisherBase):
         st = self._stats.of(t)
         st.sent += 1
         st.sent_events += n
-        props = self.properties_of(event)
-        pid = self._prop_ids.get(id(props))
+        pid = self._prop_ids.get(type(event))
         if pid is None:
-            pid = self._register_props(props)
+            pid = self._register_props(event)
         buf = self._buf
         buf.append((t, self.codec.encode(event), pid, event.symbol, event.ts_event, n, last_ts))
         if len(buf) >= self.max_batch:
@@ -205,10 +204,10 @@ class OffloadedPublisher(PublisherBase):
         return self._stats
 
     # -- internals --------------------------------------------------------------------------------------
-    def _register_props(self, props: dict[str, str]) -> int:
-        pid = len(self._prop_ids)
-        self._prop_ids[id(props)] = pid
-        self._write(["p", pid, props])
+    def _register_props(self, event: Event) -> int:
+        """Send the child the properties of ``event``'s type, once; return their id."""
+        pid = self._prop_ids[type(event)] = len(self._prop_ids)
+        self._write(["p", pid, self.properties_of(event)])
         return pid
 
     def _schedule(self) -> None:
@@ -315,17 +314,14 @@ def open_publisher(
 class _Reporter(threading.Thread):
     """Writes counters (when they change) and sampled acks every ``interval`` s, and flush replies in order."""
 
-    def __init__(self, fd: int, pub: EventPublisher, interval: float = 0.02) -> None:
+    def __init__(self, fd: int, stats: PublishStats, acks: list[list[Any]], interval: float = 0.02) -> None:
         super().__init__(name="publish-proc-reporter", daemon=True)
         self.fd = fd
-        self.pub = pub
+        self.stats = stats  # the child's publisher's counters
+        self.acks = acks  # sampled acks, appended by the client's I/O thread
         self.interval = interval
-        self.acks: list[list[Any]] = []
         self.replies: queue.Queue[list[Any] | None] = queue.Queue()
         self._sent: dict[str, tuple[int, int, int]] = {}
-
-    def on_ack(self, t: str, ts_event: int, acked_ns: int) -> None:  # the client's I/O thread
-        self.acks.append([t, ts_event, acked_ns])
 
     def run(self) -> None:
         while True:
@@ -341,13 +337,14 @@ class _Reporter(threading.Thread):
 
     def _report(self) -> None:
         changed = {}
-        for t, st in list(self.pub.stats.topics.items()):
+        for t, st in list(self.stats.topics.items()):
             now = (st.acked, st.acked_events, st.failed)
             if self._sent.get(t) != now:
                 changed[t] = self._sent[t] = now
-        acks, self.acks = self.acks, []
+        acks = self.acks[:]
+        del self.acks[: len(acks)]  # (what the I/O thread appended meanwhile stays for the next report)
         if changed or acks:
-            _write_all(self.fd, _frame(["s", changed, acks, self.pub.stats.last_error]))
+            _write_all(self.fd, _frame(["s", changed, acks, self.stats.last_error]))
 
 
 def _child_main() -> int:
@@ -358,7 +355,6 @@ def _child_main() -> int:
     os.dup2(2, 1)  # nothing printed by accident can corrupt the frame stream
     in_fd = 0
     reader = _FrameReader()
-    frames: list[Any] = []
 
     def next_frames() -> list[Any] | None:
         while True:
@@ -385,9 +381,10 @@ def _child_main() -> int:
     except BusError as exc:
         _write_all(out_fd, _frame(["x", str(exc)]))
         return 1
-    reporter = _Reporter(out_fd, None)  # type: ignore[arg-type]
-    pub = EventPublisher(bus, namespace, producer_prefix=prefix, on_ack=reporter.on_ack)
-    reporter.pub = pub
+    acks: list[list[Any]] = []
+    pub = EventPublisher(bus, namespace, producer_prefix=prefix,
+                         on_ack=lambda t, ts_event, acked_ns: acks.append([t, ts_event, acked_ns]))  # fmt: skip
+    reporter = _Reporter(out_fd, pub.stats, acks)
     reporter.start()
     _write_all(out_fd, _frame(["r"]))
     props: dict[int, dict[str, str]] = {}

@@ -71,6 +71,7 @@ from pulse.bus import Bus, SubscriptionType
 from pulse.errors import BusError, CodecError
 from pulse.log import get_logger
 from pulse.models import Event
+from pulse.polling import poll_until_changed
 from pulse.retry import RetryStopped, counting, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
@@ -396,17 +397,17 @@ class AlertingService:
 
     def _watch_rules(self, ids: tuple[int, ...], stop: threading.Event) -> None:
         """Poll the stored rules' ids until they differ from ``ids`` (then set ``rules_changed``) or stop."""
-        every = self.settings.alerting.rules_poll_s
-        while not stop.wait(every):
-            try:
-                now = self.store.rule_ids(enabled_only=True)
-            except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:
-                log.debug("rules check failed; trying again", error=str(exc)[:300])
-                continue
-            if now != ids:
-                log.info("alert rules changed; reloading", rules_before=len(ids), rules_now=len(now))
-                self.rules_changed.set()
-                return
+        now = poll_until_changed(
+            lambda: self.store.rule_ids(enabled_only=True),
+            lambda v: v == ids,
+            every_s=self.settings.alerting.rules_poll_s,
+            halt=stop,
+            errors=(sqlalchemy.exc.OperationalError, psycopg.OperationalError),
+            what="rules",
+        )
+        if now is not None:
+            log.info("alert rules changed; reloading", rules_before=len(ids), rules_now=len(now))
+            self.rules_changed.set()
 
     def _put(self, item: Any) -> None:
         if self._writer_error is None:

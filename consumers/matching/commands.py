@@ -38,6 +38,7 @@ from consumers.matching.messages import (
 )
 from pulse.errors import ConfigError, PulseError
 from pulse.log import get_logger
+from pulse.polling import poll_until_changed
 from pulse.settings import Settings
 from pulse.symbols import canonical
 from pulse.topics import NAMESPACES, service_topic
@@ -445,17 +446,18 @@ def _watch_registry(
     url: str, specs: list[InstrumentSpec], every: float, halt: threading.Event, changed: list[list[InstrumentSpec]]
 ) -> None:
     """Poll the registry until its enabled instruments differ from ``specs`` (then end the service: ``halt``)."""
-    while not halt.wait(every):
-        try:
-            now = instruments_from_registry(url)
-        except Exception as exc:  # the database is away: the service runs on; check again later
-            log.debug("registry check failed; trying again", error=str(exc)[:300])
-            continue
-        if set(now) != set(specs):
-            log.info("instruments changed; reloading", before=len(specs), now=len(now))
-            changed.append(now)
-            halt.set()
-            return
+    now = poll_until_changed(
+        lambda: instruments_from_registry(url),
+        lambda v: set(v) == set(specs),
+        every_s=every,
+        halt=halt,
+        errors=(Exception,),  # the database is away: the service runs on; check again later
+        what="registry",
+    )
+    if now is not None:
+        log.info("instruments changed; reloading", before=len(specs), now=len(now))
+        changed.append(now)
+        halt.set()
 
 
 @click.group("matching")

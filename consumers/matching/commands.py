@@ -43,6 +43,8 @@ from pulse.settings import Settings
 from pulse.symbols import canonical
 from pulse.topics import NAMESPACES, service_topic
 
+log = get_logger(__name__)
+
 
 class OrderRejected(PulseError):
     """The matching service rejected the order (the reason says why)."""
@@ -59,9 +61,6 @@ def parse_instrument_ref(text: str) -> tuple[str, str]:
     if not sep or not venue or not symbol:
         raise ConfigError(f"invalid instrument {text!r}: expected VENUE:SYMBOL, e.g. kraken:BTC/USD")
     return venue.strip().lower(), canonical(symbol)
-
-
-log = get_logger(__name__)
 
 
 def _decimal(name: str, text: str) -> Decimal:

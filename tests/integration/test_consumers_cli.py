@@ -18,17 +18,35 @@ from tests.procs import process, pulse, pulse_cmd, stop, wait_for
 pytestmark = pytest.mark.slow
 
 
+def matching_env(s: Settings, tag: str, **extra: str) -> dict[str, str]:
+    """Topics, subscription and state of the test's own matching service."""
+    return {
+        "PULSE_MATCHING__ORDERS_TOPIC": f"orders.{tag}",
+        "PULSE_MATCHING__FILLS_TOPIC": f"fills.{tag}",
+        "PULSE_MATCHING__SUBSCRIPTION": f"m-{tag}",
+        "PULSE_MATCHING__STATE_DIR": str(s.home / f"state-{tag}"),
+        **extra,
+    }
+
+
+def publish_quote(s: Settings, endpoints: Endpoints, tag: str, symbol: str, **sides: float) -> None:
+    """One kraken Quote (bid, bid_size, ask, ask_size) on its live topic, flushed."""
+    bus = Bus(s, endpoints.pulsar_url)
+    try:
+        pub = EventPublisher(bus, "crypto", producer_prefix=f"test-{tag}")
+        now = time.time_ns()
+        pub.publish(Quote(venue="kraken", symbol=symbol, ts_event=now, ts_recv=now, **sides))  # type: ignore[arg-type]
+        pub.flush()
+    finally:
+        bus.close()
+
+
 def test_registry_instrument_is_tradeable_through_pulse_orders(
     runtime_settings: Settings, endpoints: Endpoints, unique: str
 ) -> None:
     s = runtime_settings
     sym = f"KM{unique[:6].upper()}/USD"
-    env = {
-        "PULSE_MATCHING__ORDERS_TOPIC": f"orders.t{unique}",
-        "PULSE_MATCHING__FILLS_TOPIC": f"fills.t{unique}",
-        "PULSE_MATCHING__SUBSCRIPTION": f"m-{unique}",
-        "PULSE_MATCHING__STATE_DIR": str(s.home / f"state-{unique}"),
-    }
+    env = matching_env(s, f"t{unique}")
     added = pulse(s, "symbols", "add", "kraken", sym, "--channels", "ticker", "--price-precision", "1")
     assert added.returncode == 0, added.stderr
     name = f"matching-{unique}"
@@ -37,15 +55,7 @@ def test_registry_instrument_is_tradeable_through_pulse_orders(
         doc = wait_for(lambda: read_status(s.home, name), "the matching service's status file")
         assert f"kraken:{sym}" in doc["instruments"]  # taken from the registry
         time.sleep(1.0)  # its market-data subscription starts at the latest message
-        bus = Bus(s, endpoints.pulsar_url)
-        try:
-            pub = EventPublisher(bus, "crypto", producer_prefix=f"test-{unique}")
-            now = time.time_ns()
-            pub.publish(Quote(venue="kraken", symbol=sym, ts_event=now, ts_recv=now, bid=99.9, bid_size=5,
-                              ask=100.0, ask_size=1.5))  # fmt: skip
-            pub.flush()
-        finally:
-            bus.close()
+        publish_quote(s, endpoints, unique, sym, bid=99.9, bid_size=5, ask=100.0, ask_size=1.5)
         wait_for(lambda: (read_status(s.home, name) or {}).get("last_tick", {}), "the quote to reach the service")
 
         # the touch shows 1.5 at 100.0: a limit buy of 2 @ 100.0 fills 1.5 and rests 0.5, never above its limit
@@ -73,13 +83,7 @@ def test_an_instrument_added_to_the_registry_while_matching_runs_is_tradeable_wi
 ) -> None:
     s = runtime_settings
     first, later = f"KA{unique[:6].upper()}/USD", f"KB{unique[:6].upper()}/USD"
-    env = {
-        "PULSE_MATCHING__ORDERS_TOPIC": f"orders.r{unique}",
-        "PULSE_MATCHING__FILLS_TOPIC": f"fills.r{unique}",
-        "PULSE_MATCHING__SUBSCRIPTION": f"m-r{unique}",
-        "PULSE_MATCHING__STATE_DIR": str(s.home / f"state-r{unique}"),
-        "PULSE_MATCHING__INSTRUMENTS_POLL_S": "0.3",
-    }
+    env = matching_env(s, f"r{unique}", PULSE_MATCHING__INSTRUMENTS_POLL_S="0.3")
     added = pulse(s, "symbols", "add", "kraken", first, "--channels", "ticker", "--price-precision", "1")
     assert added.returncode == 0, added.stderr
     name = f"matching-r{unique}"
@@ -99,15 +103,7 @@ def test_an_instrument_added_to_the_registry_while_matching_runs_is_tradeable_wi
         assert added.returncode == 0, added.stderr
         wait_for(lambda: serving(later), "the new instrument to be loaded")
         time.sleep(1.0)  # its market-data subscription starts at the latest message
-        bus = Bus(s, endpoints.pulsar_url)
-        try:
-            pub = EventPublisher(bus, "crypto", producer_prefix=f"test-r{unique}")
-            now = time.time_ns()
-            pub.publish(Quote(venue="kraken", symbol=later, ts_event=now, ts_recv=now, bid=49.9, bid_size=5,
-                              ask=50.0, ask_size=3))  # fmt: skip
-            pub.flush()
-        finally:
-            bus.close()
+        publish_quote(s, endpoints, f"r{unique}", later, bid=49.9, bid_size=5, ask=50.0, ask_size=3)
         wait_for(lambda: f"kraken:{later}" in (read_status(s.home, name) or {}).get("last_tick", {}), "the quote")
         res = pulse(s, "orders", "submit", f"kraken:{later}", "buy", "2", "--price", "50.0", "--json", env=env)
         assert res.returncode == 0, res.stderr

@@ -149,7 +149,6 @@ def run_demo(
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {sig: signal.signal(sig, on_sigint) for sig in stop_signals}
     sym_arg = ",".join(symbols)
-    t0 = time.monotonic()
     venue_args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", sym_arg]
     if faults:
         venue_args += ["--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400"]

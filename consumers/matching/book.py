@@ -216,15 +216,21 @@ class StopQueue:
 
 
 class Book:
-    """Bids, asks and waiting stops of one instrument."""
+    """Bids, asks and waiting stops of one instrument.
 
-    __slots__ = ("asks", "bids", "buy_stops", "sell_stops")
+    ``ticks`` memoises the engine's price validation: ``str(price)`` → the price in ticks, for prices found
+    finite, positive and on the instrument's increment (the string is the Decimal's exact value and exponent, so
+    it determines both; the engine fills it, see ``MatchingEngine._new``). It lives here because the ticks depend
+    on this book's unit (a restore may build a finer book)."""
+
+    __slots__ = ("asks", "bids", "buy_stops", "sell_stops", "ticks")
 
     def __init__(self, unit: Decimal = Decimal(1)) -> None:
         self.bids = Side(True, unit)
         self.asks = Side(False, unit)
         self.buy_stops = StopQueue(True)
         self.sell_stops = StopQueue(False)
+        self.ticks: dict[str, int] = {}
 
     def side(self, side: str) -> Side:
         return self.bids if side == "buy" else self.asks

@@ -51,13 +51,14 @@ its account's position book.
 from __future__ import annotations
 
 import heapq
+from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
 
-from consumers.matching.book import ZERO, Book, Order, Side, tick_unit, to_ticks
+from consumers.matching.book import ZERO, Book, Level, Order, Side, tick_unit, to_ticks
 from consumers.matching.messages import (
     CancelOrder,
     Command,
@@ -127,16 +128,55 @@ class Market:
 
 
 class _Inst:
-    __slots__ = ("book", "market", "min_size", "price_increment", "size_increment", "spec")
+    __slots__ = ("book", "market", "min_size", "price_increment", "quantities", "size_increment", "spec")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
-        # the increments, one attribute load away for the validation fast path of _new
+        # the increments, one attribute load away for the validation of _new
         self.price_increment = spec.price_increment
         self.size_increment = spec.size_increment
         self.min_size = spec.min_size
         self.book = Book(tick_unit(spec.price_increment))
         self.market = Market()
+        # memoised quantity validation: str(quantity) → ``quantity - ZERO`` (a fresh order's "remaining"), for
+        # quantities found finite, positive, on the size increment and not below the minimum (see _valid_quantity)
+        self.quantities: dict[str, Decimal] = {}
+
+
+# The memo dicts (_Inst.quantities, Book.ticks) are emptied when they reach this size: prices and quantities
+# repeat (near the touch, round lots), and a miss only costs the checks the memo saves plus one store.
+_MEMO_MAX = 1 << 16
+
+
+def _valid_quantity(inst: _Inst, qty: Decimal, key: str) -> Decimal | None:
+    """``qty - ZERO`` if ``qty`` (whose ``str`` is ``key``) is a valid order quantity for ``inst`` (else None), memoised
+    in ``inst.quantities``: the quantity checks of ``_invalid``, in its order."""
+    if (
+        qty.is_finite()
+        and qty > ZERO
+        and not qty % inst.size_increment
+        and (inst.min_size is None or qty >= inst.min_size)
+    ):
+        memo = inst.quantities
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        rem = memo[key] = qty - ZERO
+        return rem
+    return None
+
+
+def _valid_price(inst: _Inst, price: Decimal, key: str) -> int | None:
+    """``price`` in ticks of ``inst``'s book if it is a valid limit price (else None), memoised in the book's
+    ``ticks``: the price checks of ``_invalid``, in its order."""
+    if price.is_finite() and price > ZERO and not price % inst.price_increment:
+        book = inst.book
+        memo = book.ticks
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        # int(price * scale) without to_ticks's check: a price on the increment is a whole number of ticks
+        tick = memo[key] = int(price * book.bids.scale)
+        return tick
+    return None
 
 
 def _bad_number(name: str, value: Decimal, inc: Decimal) -> str | None:
@@ -250,25 +290,25 @@ class MatchingEngine:
         venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
         o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, cmd.stop_price, tif, now, seq)
         inst = self.instruments.get((venue, symbol))
-        # fast path for the common case (a plain limit order): the same checks as _invalid, in the same order,
-        # which gives the reason whenever one of them fails
-        if (
-            otype == "limit"
-            and inst is not None
-            and account
-            and price is not None
-            and cmd.stop_price is None
-            and qty.is_finite()
-            and qty > ZERO
-            and not qty % inst.size_increment
-            and (inst.min_size is None or qty >= inst.min_size)
-            and price.is_finite()
-            and price > ZERO
-            and not price % inst.price_increment
-        ):
+        # fast path for the common case (a plain limit order): the checks of _invalid, in its order, with the
+        # quantity's and the price's memoised by their str (a str and a dict lookup cost less than the Decimal
+        # checks, and the price's gives its ticks too); _invalid gives the reason whenever one of them fails
+        remaining = tick = None
+        if otype == "limit" and inst is not None and account and price is not None and cmd.stop_price is None:
+            key = str(qty)
+            remaining = inst.quantities.get(key)
+            if remaining is None:
+                remaining = _valid_quantity(inst, qty, key)
+            if remaining is not None:
+                key = str(price)
+                tick = inst.book.ticks.get(key)
+                if tick is None:
+                    tick = _valid_price(inst, price, key)
+        if tick is not None:
             reason = None
         else:
             reason = self._invalid(cmd, inst)
+            remaining = None
         if reason is None and tif == "FOK":
             assert inst is not None
             avail = self._fillable(inst, o)
@@ -283,22 +323,24 @@ class MatchingEngine:
             o.expire_at = (now // DAY_NS + 1) * DAY_NS
         # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
         o.n_exec = 1
-        e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, qty - ZERO,  # type: ignore[arg-type]
+        if remaining is None:  # not from the memo (not a limit order)
+            remaining = qty - ZERO
+        e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, remaining,  # type: ignore[arg-type]
                       None, None, price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
         self._out.append(e)
         if otype == "limit":
-            assert price is not None
+            assert price is not None and tick is not None  # a valid limit order took the fast path
             book, m = inst.book, inst.market
-            # does it cross the paper book's best opposite price or the unconsumed touch? (touch: None first, the
-            # cheap test)
+            # does it cross the paper book's best opposite price (compared in ticks, as exact as the Decimals) or
+            # the unconsumed touch? (touch: None first, the cheap test)
             if side == "buy":
                 own, prices = book.bids, book.asks.prices
-                crosses = (prices and book.asks.levels[prices[0]].price <= price) or (
+                crosses = (prices and prices[0] <= tick) or (
                     m.ask is not None and m.ask_avail > ZERO and m.ask <= price
                 )
             else:
                 own, prices = book.asks, book.bids.prices
-                crosses = (prices and book.bids.levels[prices[-1]].price >= price) or (
+                crosses = (prices and prices[-1] >= tick) or (
                     m.bid is not None and m.bid_avail > ZERO and m.bid >= price
                 )
             if crosses:
@@ -306,8 +348,15 @@ class MatchingEngine:
                 self._finish(inst, o)
             elif tif == "IOC":
                 self._finish(inst, o)  # cancels it
-            else:  # rests untouched (what _finish does for a limit order that took nothing)
-                own.add(o)
+            else:  # rests untouched (what _finish does for a limit order that took nothing): own.add(o), inline
+                o.tick = tick
+                levels = own.levels
+                level = levels.get(tick)
+                if level is None:
+                    level = levels[tick] = Level(price)
+                    insort(own.prices, tick)
+                level.orders.append(o)
+                level.live += 1
                 self.open[oid] = o
                 if tif == "DAY":
                     heapq.heappush(self._day, (o.expire_at, seq, oid))

@@ -51,7 +51,7 @@ its account's position book.
 from __future__ import annotations
 
 import heapq
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -413,10 +413,35 @@ class MatchingEngine:
         if o is None or o.account != cmd.account:
             self._refuse(cmd, o)
             return
-        self._close(o)
+        oid = o.order_id
+        # _close(o), inline (with Side.remove): take it out of its book level or stop queue
+        del self.open[oid]  # the order came from there
+        if o.alive:
+            inst = self.instruments[(o.venue, o.symbol)]
+            otype = o.order_type
+            o.alive = False
+            if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop
+                (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
+            elif otype != "market":
+                book = inst.book
+                side = book.bids if o.side == "buy" else book.asks
+                tick = o.tick
+                levels = side.levels
+                level = levels.get(tick)  # type: ignore[arg-type]
+                if level is not None:  # it rests there: one live order fewer; an emptied level goes
+                    n = level.live - 1
+                    if n:
+                        level.live = n
+                        orders = level.orders
+                        while orders and not orders[0].alive:
+                            orders.popleft()
+                    else:
+                        del levels[tick]  # type: ignore[arg-type]
+                        prices = side.prices
+                        del prices[bisect_left(prices, tick)]  # type: ignore[arg-type]
         # the "cancelled" execution, inline (see _emit)
         n = o.n_exec = o.n_exec + 1
-        oid, filled, qty = o.order_id, o.filled, o.quantity
+        filled, qty = o.filled, o.quantity
         eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
         e = Execution(eid, "cancelled", oid, o.account, o.venue, o.symbol, "cancelled", self.now, o.side,  # type: ignore[arg-type]
                       o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif, "", "",  # type: ignore[arg-type]
@@ -592,8 +617,8 @@ class MatchingEngine:
                                      r.order_type, filled, r_qty - filled, px, q, r.price, r.stop_price, r.tif, "book",  # type: ignore[arg-type]
                                      oid, "", ""))  # fmt: skip
                 r_pos = r.position
-                if r_pos is None:
-                    r_pos = self._position_of(r)
+                if r_pos is None:  # the maker's first fill: its book is the taker's when the account is
+                    r_pos = pos if r_account == account else self._position_of(r)
                 out.append(r_pos.fill(r_side, q, px, r_account, r.venue, r.symbol, now, mark, r_eid))
                 if done:  # _close(r), inline: r is its level's head
                     self.open.pop(r_oid, None)

@@ -65,6 +65,7 @@ from consumers.matching.messages import (
     Execution,
     NewOrder,
     Output,
+    Position,
     ReplaceOrder,
 )
 from consumers.matching.positions import PositionBook
@@ -604,7 +605,22 @@ class MatchingEngine:
                                  o.price, o.stop_price, o.tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
             if pos is None:
                 pos = self._position_of(o)
-            out.append(pos.fill(side, q, px, account, venue, symbol, now, mark, eid))
+            # the taker's position (PositionBook.fill, inline)
+            pq = pos.quantity
+            signed = q if buy else -q
+            if not pq or (pq > ZERO) == (signed > ZERO):  # opens or adds
+                pos.lots.append([signed, px])
+                pq = pos.quantity = pq + signed
+                cost = pos.cost = pos.cost + signed * px
+            else:
+                pos.apply(side, q, px)
+                pq, cost = pos.quantity, pos.cost
+            mk = px if mark is None else mark
+            if pq:
+                out.append(Position(account, venue, symbol, now, pq, cost / pq, cost, pos.realised, pq * mk - cost, mk,
+                                    eid))  # fmt: skip
+            else:
+                out.append(Position(account, venue, symbol, now, pq, None, cost, pos.realised, ZERO, mk, eid))
             if internal:
                 # the maker's fill (_fill, inline)
                 filled = r.filled = r.filled + q
@@ -619,7 +635,22 @@ class MatchingEngine:
                 r_pos = r.position
                 if r_pos is None:  # the maker's first fill: its book is the taker's when the account is
                     r_pos = pos if r_account == account else self._position_of(r)
-                out.append(r_pos.fill(r_side, q, px, r_account, r.venue, r.symbol, now, mark, r_eid))
+                # the maker's position (PositionBook.fill, inline; its side is the taker's opposite)
+                pq = r_pos.quantity
+                signed = -q if buy else q
+                if not pq or (pq > ZERO) == (signed > ZERO):  # opens or adds
+                    r_pos.lots.append([signed, px])
+                    pq = r_pos.quantity = pq + signed
+                    cost = r_pos.cost = r_pos.cost + signed * px
+                else:
+                    r_pos.apply(r_side, q, px)
+                    pq, cost = r_pos.quantity, r_pos.cost
+                if pq:
+                    out.append(Position(r_account, r.venue, r.symbol, now, pq, cost / pq, cost, r_pos.realised,
+                                        pq * mk - cost, mk, r_eid))  # fmt: skip
+                else:
+                    out.append(Position(r_account, r.venue, r.symbol, now, pq, None, cost, r_pos.realised, ZERO, mk,
+                                        r_eid))  # fmt: skip
                 if done:  # _close(r), inline: r is its level's head
                     self.open.pop(r_oid, None)
                     r.alive = False

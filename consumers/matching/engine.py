@@ -231,59 +231,20 @@ class MatchingEngine:
         if day and day[0][0] <= self.now:
             self._advance(ts)
         t = type(cmd)
-        if t is NewOrder:
-            self._new(cmd)  # type: ignore[arg-type]
-        elif t is CancelOrder:
+        if t is CancelOrder:
             self._cancel(cmd)  # type: ignore[arg-type]
-        elif t is ReplaceOrder:
+            return out
+        if t is ReplaceOrder:
             self._replace(cmd)  # type: ignore[arg-type]
-        else:  # pragma: no cover - the decoder only yields the three
+            return out
+        if t is not NewOrder:  # pragma: no cover - the decoder only yields the three
             raise TypeError(f"not a command: {type(cmd).__name__}")
-        return out
-
-    def on_market(self, event: Event) -> list[Output]:
-        """Apply one market-data event of a known instrument (others are ignored)."""
-        inst = self.instruments.get((event.venue, event.symbol))
-        if inst is None:
-            return []
-        out: list[Output] = []
-        self._out = out
-        if type(event) is QuoteBatch:
-            for q in event.quotes():
-                self._advance(q.ts_event)
-                self._market(inst, q)
-        else:
-            self._advance(event.ts_event)
-            self._market(inst, event)
-        return out
-
-    def advance(self, ts: int) -> list[Output]:
-        """Move the clock to ``ts`` (expiring DAY orders) without other input."""
-        out: list[Output] = []
-        self._out = out
-        self._advance(ts)
-        return out
-
-    # -- clock ---------------------------------------------------------------------------------------
-    def _advance(self, ts: int) -> None:
-        if ts > self.now:
-            self.now = ts
-        day = self._day
-        while day and day[0][0] <= self.now:
-            exp, _seq, oid = heapq.heappop(day)
-            o = self.open.get(oid)
-            if o is not None and o.expire_at == exp:
-                self._close(o)
-                self._emit(o, "expired", ts=exp, reason="end of the UTC day (DAY order)")
-
-    # -- commands ------------------------------------------------------------------------------------
-    def _new(self, cmd: NewOrder) -> None:
-        rid = cmd.request_id
+        # a new order (the most frequent command), here rather than in a method of its own: no call
         oid = cmd.order_id or rid
         order_requests = self.order_requests
         if oid in order_requests:
             self._reject_request(cmd, oid, f"duplicate order id {oid!r}")
-            return
+            return out
         order_requests[oid] = rid
         seq = self.seq = self.seq + 1
         now = self.now
@@ -318,7 +279,7 @@ class MatchingEngine:
         if reason is not None:
             o.alive = False
             self._emit(o, "rejected", reason=reason, request_id=rid)
-            return
+            return out
         assert inst is not None
         if tif == "DAY":
             o.expire_at = (now // DAY_NS + 1) * DAY_NS
@@ -374,7 +335,44 @@ class MatchingEngine:
                 self._trigger(inst, o)
             else:
                 (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).add(o)
+        return out
 
+    def on_market(self, event: Event) -> list[Output]:
+        """Apply one market-data event of a known instrument (others are ignored)."""
+        inst = self.instruments.get((event.venue, event.symbol))
+        if inst is None:
+            return []
+        out: list[Output] = []
+        self._out = out
+        if type(event) is QuoteBatch:
+            for q in event.quotes():
+                self._advance(q.ts_event)
+                self._market(inst, q)
+        else:
+            self._advance(event.ts_event)
+            self._market(inst, event)
+        return out
+
+    def advance(self, ts: int) -> list[Output]:
+        """Move the clock to ``ts`` (expiring DAY orders) without other input."""
+        out: list[Output] = []
+        self._out = out
+        self._advance(ts)
+        return out
+
+    # -- clock ---------------------------------------------------------------------------------------
+    def _advance(self, ts: int) -> None:
+        if ts > self.now:
+            self.now = ts
+        day = self._day
+        while day and day[0][0] <= self.now:
+            exp, _seq, oid = heapq.heappop(day)
+            o = self.open.get(oid)
+            if o is not None and o.expire_at == exp:
+                self._close(o)
+                self._emit(o, "expired", ts=exp, reason="end of the UTC day (DAY order)")
+
+    # -- commands ------------------------------------------------------------------------------------
     def _invalid(self, cmd: NewOrder, inst: _Inst | None) -> str | None:
         if inst is None:
             return f"unknown instrument {cmd.venue}:{cmd.symbol}"

@@ -14,15 +14,43 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pulse.log import get_logger
 from pulse.runtime.procs import pid_alive
+
+log = get_logger(__name__)
 
 
 class StatusFile:
-    def __init__(self, home: Path, name: str) -> None:
+    """``<home>/run/<name>.json`` of one service. Services write it periodically: ``due()`` says when (every
+    ``every_s``), ``write_or_log`` writes without ever raising into the service's loop."""
+
+    def __init__(self, home: Path, name: str, every_s: float = 0.5) -> None:
         self.dir = home / "run"
         self.path = self.dir / f"{name}.json"
         self.name = name
         self.started = time.time()
+        self.every_s = every_s
+        self._written_at = float("-inf")  # time.monotonic() of the last periodic write
+
+    @property
+    def next_due(self) -> float:
+        """The ``time.monotonic()`` at which the next periodic write is due."""
+        return self._written_at + self.every_s
+
+    def due(self, *, force: bool = False) -> bool:
+        """Whether a periodic write is due now (or ``force``); if so, the write is counted as done now."""
+        now = time.monotonic()
+        if not force and now < self._written_at + self.every_s:
+            return False
+        self._written_at = now
+        return True
+
+    def write_or_log(self, counters: dict[str, Any], **extra: Any) -> None:
+        """:meth:`write`, logging a failure instead of raising: a full disk must not stop a service."""
+        try:
+            self.write(counters, **extra)
+        except OSError as exc:
+            log.warning("status file write failed", path=str(self.path), error=str(exc))
 
     def write(self, counters: dict[str, Any], **extra: Any) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

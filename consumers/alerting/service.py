@@ -81,7 +81,6 @@ from pulse.topics import service_topic, topic
 
 log = get_logger(__name__)
 
-_STATUS_EVERY_S = 0.5
 _RECEIVE_MS = 50
 _STORE_EVERY_S = 0.05
 _DRAIN_MAX = 1000  # messages processed per drain before the timer/snapshot/status checks run again
@@ -185,7 +184,6 @@ class AlertingService:
         )  # fmt: skip
         self._webhooks: WebhookWorker | None = None
         self._status = StatusFile(status_home, name) if status_home is not None else None
-        self._status_at = 0.0
         self._handoff: queue.SimpleQueue[Any] = queue.SimpleQueue()  # unbounded: never blocks the main thread
         self._snap_inflight = threading.Event()  # a snapshot is handed over and not yet committed
         self._writer_error: BaseException | None = None
@@ -315,7 +313,7 @@ class AlertingService:
             if pending:
                 due = min(due, handed_at + _STORE_EVERY_S)
             if self._status is not None:
-                due = min(due, self._status_at + _STATUS_EVERY_S)
+                due = min(due, self._status.next_due)
             n = 0
             while msg is not None:
                 st.received += 1
@@ -536,20 +534,13 @@ class AlertingService:
         return d
 
     def _tick(self, final: bool = False) -> None:
-        if self._status is None:
+        if self._status is None or not self._status.due(force=final):
             return
-        now = time.monotonic()
-        if now - self._status_at < _STATUS_EVERY_S and not final:
-            return
-        self._status_at = now
-        try:
-            self._status.write(
-                self.counters(),
-                topics=len(self.topics),
-                rules=len(self._rules or []),
-                subscription=self.settings.alerting.subscription,
-                alerts_topic=self.topic,
-                state=("reloading" if self.rules_changed.is_set() else "stopped") if final else "running",
-            )
-        except OSError as exc:
-            log.warning("status file write failed", path=str(self._status.path), error=str(exc))
+        self._status.write_or_log(
+            self.counters(),
+            topics=len(self.topics),
+            rules=len(self._rules or []),
+            subscription=self.settings.alerting.subscription,
+            alerts_topic=self.topic,
+            state=("reloading" if self.rules_changed.is_set() else "stopped") if final else "running",
+        )

@@ -63,7 +63,6 @@ log = get_logger(__name__)
 MARKET_CHANNELS = ("quote", "trade", "book")
 _SYNC_EVERY_S = 0.05
 _SWITCH_INTERVAL_S = 0.001
-_STATUS_EVERY_S = 0.5
 _market_json = msgspec.json.Decoder(Event)
 _market_mp = msgspec.msgpack.Decoder(Event)
 
@@ -135,7 +134,6 @@ class MatchingService:
         self._ckpt_job: tuple[dict[str, Any], int, int | None] | None = None
         self._inbox: queue.Queue[tuple[pulsar.Consumer, pulsar.Message]] = queue.Queue()
         self._status = StatusFile(status_home, name) if status_home is not None else None
-        self._status_at = 0.0
         self.last_tick: dict[str, int] = {}
         self.state = "starting"
 
@@ -417,11 +415,9 @@ class MatchingService:
         return asdict(self.stats)
 
     def _write_status(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._status is None or (not force and now - self._status_at < _STATUS_EVERY_S):
+        if self._status is None or not self._status.due(force=force):
             return
-        self._status_at = now
-        self._status.write(
+        self._status.write_or_log(
             self.snapshot_stats(),
             state=self.state,
             last_tick=dict(self.last_tick),

@@ -229,7 +229,6 @@ class PostgresSink:
         self.mode: DbMode | None = None
         self.dead_letter_topic = config.dead_letter(tenant)
         self._status = StatusFile(status_home, name) if status_home is not None else None
-        self._status_at = 0.0
         self._bus: Bus | None = None
         self._consumer: pulsar.Consumer | None = None
         # registry-following: instruments added live get a consumer of their own on the same subscription
@@ -622,23 +621,16 @@ class PostgresSink:
 
     # -- status --------------------------------------------------------------------------------------
     def _tick(self, final: bool = False) -> None:
-        if self._status is None:
+        if self._status is None or not self._status.due(force=final):
             return
-        now = time.monotonic()
-        if now - self._status_at < _STATUS_EVERY_S and not final:
-            return
-        self._status_at = now
-        try:
-            self._status.write(
-                self.stats.as_dict(),
-                topics=len(self.topics),
-                subscription=self.config.subscription,
-                database_mode=self.stats.mode,
-                last_event_ns=dict(self.stats.last_event_ns),
-                state="stopped" if final else "running",
-            )
-        except OSError as exc:
-            log.warning("status file write failed", path=str(self._status.path), error=str(exc))
+        self._status.write_or_log(
+            self.stats.as_dict(),
+            topics=len(self.topics),
+            subscription=self.config.subscription,
+            database_mode=self.stats.mode,
+            last_event_ns=dict(self.stats.last_event_ns),
+            state="stopped" if final else "running",
+        )
 
 
 def _columns_for(event_type: str) -> tuple[str, ...]:

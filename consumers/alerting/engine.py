@@ -36,6 +36,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -119,6 +120,12 @@ def _fingerprint(rule: Rule) -> str:
     d.pop("name", None)
     d.pop("enabled", None)
     return hashlib.sha1(msgspec.json.encode(d)).hexdigest()[:16]
+
+
+def _ffield(price: str) -> str:
+    """The :class:`InstState` field holding ``price`` as a float (``mid`` → ``midf``), interned: the nodes read it
+    with ``getattr`` on every tick, and only an interned name hits the type's attribute cache."""
+    return sys.intern(price + "f")
 
 
 def _fmt(x: float) -> str:
@@ -235,8 +242,8 @@ class _CrossGroup:
     __slots__ = ("bounds", "boundsf", "evals", "ffield", "field", "ghi", "glo", "owners", "prev")
 
     def __init__(self, field: str, evals: list[_CrossEval]) -> None:
-        self.field = field
-        self.ffield = field + "f"
+        self.field = sys.intern(field)
+        self.ffield = _ffield(field)
         self.evals = sorted(evals, key=lambda e: e.rule.id)
         pairs = sorted((b, i) for i, e in enumerate(self.evals) for b in {e.level, e.rearm})
         self.bounds = [b for b, _ in pairs]
@@ -302,7 +309,7 @@ class _PctEval(_Eval):
 
     def init(self) -> None:
         r: PctChange = self.rule  # type: ignore[assignment]
-        self.field = r.price + "f"
+        self.field = _ffield(r.price)
         self.pct = r.pct
         self.npct = -r.pct
         self.up = r.direction != "down"
@@ -364,7 +371,7 @@ class _MaEval(_Eval):
 
     def init(self) -> None:
         r: MaCross = self.rule  # type: ignore[assignment]
-        self.field = r.price + "f"
+        self.field = _ffield(r.price)
         self.interval_ns = int(r.interval_s * _NS)
         self.kind_t = SMA if r.ma == "sma" else EMA
         self.hyst = r.hysteresis
@@ -648,7 +655,7 @@ class _DivergenceEval(_Eval):
 
     def init(self) -> None:
         r: Divergence = self.rule  # type: ignore[assignment]
-        self.field = r.price
+        self.field = sys.intern(r.price)
         self.ts_field = "ts_trade" if self.field == "last" else "ts_quote"
         self.rearm = r.bps - r.hysteresis
         self.max_age_ns = int(r.max_age_s * _NS)

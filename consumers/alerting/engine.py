@@ -758,6 +758,7 @@ class _Instrument:
     __slots__ = (
         "dirty",
         "key",
+        "need_lastf",
         "need_mid",
         "primary",
         "q_cross",
@@ -776,6 +777,7 @@ class _Instrument:
         self.state = _Live()
         self.dirty = False  # state changed since the last take_dirty
         self.need_mid = False  # someone reads the exact ``state.mid`` per tick (divergence on mid); else lazy
+        self.need_lastf = False  # someone reads ``state.lastf`` per tick (a rule on price "last"); else lazy
         # per-tick work, precomputed by AlertEngine._link: cross groups first, then nodes (other kinds)
         self.q_cross: list[_CrossGroup] = []  # run when bid/ask changed
         self.q_nodes: list[Any] = []
@@ -827,6 +829,8 @@ class AlertEngine:
         for rule in sorted(self.rules, key=lambda r: r.id):
             inst = self._instrument(rule.instrument)
             ev: _Eval
+            if getattr(rule, "price", "") == "last" and not isinstance(rule, Divergence):  # (divergence: exact)
+                inst.need_lastf = True
             if isinstance(rule, PriceCross):
                 ev = _CrossEval(rule)
                 self._crosses.setdefault((rule.instrument, rule.price), []).append(ev)  # type: ignore[arg-type]
@@ -917,7 +921,8 @@ class AlertEngine:
         t = type(event)
         if t is Trade:
             p = event.price
-            if p != s.last or s.lastf is None:  # an unchanged price keeps its float
+            # the float only if a rule reads it (else snapshot() materialises it); an unchanged price keeps its float
+            if inst.need_lastf and (p != s.last or s.lastf is None):
                 s.lastf = float(p)
             s.last, s.size = p, event.size
             s.ts_trade = s.ts_event = event.ts_event
@@ -927,7 +932,9 @@ class AlertEngine:
                 bid, ask = event.bid, event.ask
             elif t is Ticker:
                 bid, ask = event.bid, event.ask
-                s.last, s.lastf = event.last, float(event.last)
+                s.last = event.last
+                if inst.need_lastf:
+                    s.lastf = float(event.last)
             elif t is BookDelta:
                 bid = event.best_bid.price if event.best_bid is not None else None
                 ask = event.best_ask.price if event.best_ask is not None else None
@@ -1017,6 +1024,8 @@ class AlertEngine:
             s = inst.state
             if not inst.need_mid:  # materialise the lazy exact mid
                 s.mid = (s.bid + s.ask) / _TWO if s.bid is not None and s.ask is not None else None
+            if not inst.need_lastf:  # … and the lazy float of the last price
+                s.lastf = None if s.last is None else float(s.last)
             rules = {str(e.rule.id): (e.fp, e.st) for e in inst.primary}
             out[key] = _snap_enc.encode(_InstSnapshot(s.frozen(), rules))
         return out

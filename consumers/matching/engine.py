@@ -289,7 +289,7 @@ class MatchingEngine:
             remaining = qty - ZERO
         e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, remaining,  # type: ignore[arg-type]
                       None, None, price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
-        self._out.append(e)
+        out.append(e)
         if otype == "limit":
             assert price is not None and tick is not None  # a valid limit order took the fast path
             book, m = inst.book, inst.market
@@ -307,7 +307,11 @@ class MatchingEngine:
                 )
             if crosses:
                 self._take(inst, o)
-                self._finish(inst, o)
+                if o.filled == o.quantity:  # _finish's first case, inline: it filled completely
+                    self.open.pop(oid, None)
+                    o.alive = False
+                else:
+                    self._finish(inst, o)
             elif tif == "IOC":
                 self._finish(inst, o)  # cancels it
             else:  # rests untouched (what _finish does for a limit order that took nothing): own.add(o), inline
@@ -611,7 +615,7 @@ class MatchingEngine:
                 pq = pos.quantity = pq + signed
                 cost = pos.cost = pos.cost + signed * px
             else:
-                pos.apply(side, q, px)
+                pos.reduce(side, q, px)
                 pq, cost = pos.quantity, pos.cost
             mk = px if mark is None else mark
             if pq:
@@ -641,7 +645,7 @@ class MatchingEngine:
                     pq = r_pos.quantity = pq + signed
                     cost = r_pos.cost = r_pos.cost + signed * px
                 else:
-                    r_pos.apply(r_side, q, px)
+                    r_pos.reduce(r_side, q, px)
                     pq, cost = r_pos.quantity, r_pos.cost
                 if pq:
                     out.append(Position(r_account, r.venue, r.symbol, now, pq, cost / pq, cost, r_pos.realised,

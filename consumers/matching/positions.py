@@ -34,8 +34,13 @@ class PositionBook:
             self.quantity = quantity + signed
             self.cost += signed * price
             return
-        # closes the opposite position, oldest lot first (totals kept in locals, stored once at the end)
-        lots, cost, realised = self.lots, self.cost, self.realised
+        self.reduce(side, qty, price)
+
+    def reduce(self, side: str, qty: Decimal, price: Decimal) -> None:
+        """``apply`` for a fill against the position (the caller made apply's test): closes lots oldest first and
+        opens the excess the other way."""
+        # totals kept in locals, stored once at the end
+        quantity, lots, cost, realised = self.quantity, self.lots, self.cost, self.realised
         left = qty
         while left and lots:
             lot = lots[0]
@@ -83,7 +88,7 @@ class PositionBook:
             q = self.quantity = quantity + signed
             cost = self.cost = self.cost + signed * price
         else:
-            self.apply(side, qty, price)
+            self.reduce(side, qty, price)
             q, cost = self.quantity, self.cost
         if mark is None:
             mark = price

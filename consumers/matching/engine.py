@@ -224,21 +224,21 @@ class MatchingEngine:
         requests.add(rid)
         out: list[Output] = []
         self._out = out
-        ts = cmd.ts
-        if ts > self.now:
-            self.now = ts
+        ts, now = cmd.ts, self.now
+        if ts > now:
+            self.now = now = ts
         day = self._day
-        if day and day[0][0] <= self.now:
+        if day and day[0][0] <= now:
             self._advance(ts)
         t = type(cmd)
-        if t is CancelOrder:
-            self._cancel(cmd)  # type: ignore[arg-type]
+        if t is not NewOrder:
+            if t is CancelOrder:
+                self._cancel(cmd)  # type: ignore[arg-type]
+            elif t is ReplaceOrder:
+                self._replace(cmd)  # type: ignore[arg-type]
+            else:  # pragma: no cover - the decoder only yields the three
+                raise TypeError(f"not a command: {type(cmd).__name__}")
             return out
-        if t is ReplaceOrder:
-            self._replace(cmd)  # type: ignore[arg-type]
-            return out
-        if t is not NewOrder:  # pragma: no cover - the decoder only yields the three
-            raise TypeError(f"not a command: {type(cmd).__name__}")
         # a new order (the most frequent command), here rather than in a method of its own: no call
         oid = cmd.order_id or rid
         order_requests = self.order_requests
@@ -247,16 +247,14 @@ class MatchingEngine:
             return out
         order_requests[oid] = rid
         seq = self.seq = self.seq + 1
-        now = self.now
         tif, qty, price, side, otype = cmd.tif, cmd.quantity, cmd.price, cmd.side, cmd.order_type
-        venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
-        o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, cmd.stop_price, tif, now, seq)
+        venue, symbol, account, stop = cmd.venue, cmd.symbol, cmd.account, cmd.stop_price
         inst = self.instruments.get((venue, symbol))
         # fast path for the common case (a plain limit order): the checks of _invalid, in its order, with the
         # quantity's and the price's memoised by their str (a str and a dict lookup cost less than the Decimal
         # checks, and the price's gives its ticks too); _invalid gives the reason whenever one of them fails
         remaining = tick = None
-        if otype == "limit" and inst is not None and account and price is not None and cmd.stop_price is None:
+        if otype == "limit" and inst is not None and account and price is not None and stop is None:
             key = str(qty)
             remaining = inst.quantities.get(key)
             if remaining is None:
@@ -273,22 +271,25 @@ class MatchingEngine:
             remaining = None
         if reason is None and tif == "FOK":
             assert inst is not None
-            avail = self._fillable(inst, o)
+            avail = self._fillable(inst, side, otype, price)
             if avail < qty:
                 reason = f"FOK cannot fill {qty} in full (fillable now: {avail})"
         if reason is not None:
-            o.alive = False
+            o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, stop, tif, now, seq, 0, ZERO, 0, False)
             self._emit(o, "rejected", reason=reason, request_id=rid)
             return out
         assert inst is not None
-        if tif == "DAY":
-            o.expire_at = (now // DAY_NS + 1) * DAY_NS
+        # the order, built once accepted with what acceptance sets (positionally, in Order's field order): its expiry
+        # (DAY), one execution (the "accepted" below) and, for a limit order, its ticks (used if it rests: a
+        # valid limit order took the fast path)
+        expire_at = (now // DAY_NS + 1) * DAY_NS if tif == "DAY" else 0
+        o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, stop, tif, now, seq, expire_at, ZERO, 1,
+                  True, False, tick)  # fmt: skip
         # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
-        o.n_exec = 1
         if remaining is None:  # not from the memo (not a limit order)
             remaining = qty - ZERO
         e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, remaining,  # type: ignore[arg-type]
-                      None, None, price, o.stop_price, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
+                      None, None, price, stop, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
         out.append(e)
         if otype == "limit":
             assert price is not None and tick is not None  # a valid limit order took the fast path
@@ -315,7 +316,6 @@ class MatchingEngine:
             elif tif == "IOC":
                 self._finish(inst, o)  # cancels it
             else:  # rests untouched (what _finish does for a limit order that took nothing): own.add(o), inline
-                o.tick = tick
                 levels = own.levels
                 level = levels.get(tick)
                 if level is None:
@@ -325,7 +325,7 @@ class MatchingEngine:
                 level.live += 1
                 self.open[oid] = o
                 if tif == "DAY":
-                    heapq.heappush(self._day, (o.expire_at, seq, oid))
+                    heapq.heappush(self._day, (expire_at, seq, oid))
         elif otype == "market":
             self._take(inst, o)
             self._finish(inst, o)
@@ -530,13 +530,13 @@ class MatchingEngine:
         self._out.append(e)
 
     # -- matching ------------------------------------------------------------------------------------
-    def _fillable(self, inst: _Inst, o: Order) -> Decimal:
-        """What ``o`` could take right now (FOK pre-check): the paper book plus the unconsumed touch."""
-        limit = o.price if o.order_type != "market" else None
-        opp = inst.book.opposite(o.side)
+    def _fillable(self, inst: _Inst, side: str, otype: str, price: Decimal | None) -> Decimal:
+        """What an order could take right now (FOK pre-check): the paper book plus the unconsumed touch."""
+        limit = price if otype != "market" else None
+        opp = inst.book.opposite(side)
         total = opp.quantity_to(limit)
         m = inst.market
-        if o.side == "buy":
+        if side == "buy":
             if m.ask is not None and m.ask_avail > 0 and (limit is None or m.ask <= limit):
                 total += m.ask_avail
         elif m.bid is not None and m.bid_avail > 0 and (limit is None or m.bid >= limit):

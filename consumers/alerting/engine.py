@@ -331,22 +331,49 @@ class _PctEval(_Eval):
 
 
 class _PctNode:
-    """``pct_change`` rules of one instrument with the same price field and window: one :class:`WindowedChange`."""
+    """``pct_change`` rules of one instrument with the same price field and window: one :class:`WindowedChange`.
 
-    __slots__ = ("data", "field", "members")
+    Its :meth:`~WindowedChange.update` is inlined in :meth:`run` (the same steps: a call and the struct's attribute
+    writes cost more than the update). The samples stay in the window's own lists (appended and compacted in
+    place); only its ``head`` lives here while ticks run, and :meth:`flush` writes it back."""
+
+    __slots__ = ("data", "field", "head", "members", "px", "ts", "window_ns")
 
     def __init__(self, members: list[_PctEval]) -> None:
         self.members = members
         self.field = members[0].field
         self.data: WindowedChange = members[0].st.data
+        self.ts, self.px, self.head, self.window_ns = self.data.ts, self.data.px, self.data.head, self.data.window_ns
+
+    def flush(self) -> None:
+        """Put the live ``head`` back into the window (before a snapshot reads it)."""
+        self.data.head = self.head
 
     def run(self, s: InstState, out: list[Alert]) -> None:
         p = getattr(s, self.field)
         if p is None:
             return
-        chg = self.data.update(s.ts_event, p)
-        if chg is None:
+        # WindowedChange.update(s.ts_event, p), inlined
+        t = s.ts_event
+        ts, px = self.ts, self.px
+        if not px or px[-1] != p:
+            ts.append(t)
+            px.append(p)
+        start = t - self.window_ns
+        h = self.head
+        n = len(ts)
+        while h + 1 < n and ts[h + 1] <= start:
+            h += 1
+        if h > 64 and h * 2 > n:  # compact: the dropped prefix is the larger half
+            del ts[:h], px[:h]
+            h = 0
+        self.head = h
+        if ts[h] > start:
             return
+        ref = px[h]
+        if not ref:
+            return
+        chg = (p / ref - 1.0) * 100.0
         for e in self.members:
             if (chg >= e.pct and e.up) or (chg <= e.npct and e.down):
                 if e.st.armed and e.gate(s.ts_event):
@@ -826,6 +853,7 @@ class AlertEngine:
         self._inst: dict[Key, _Instrument] = {}
         self._evals: list[_Eval] = []
         self._stale: list[tuple[_StaleEval, _Instrument]] = []
+        self._flush: list[Callable[[], None]] = []  # the nodes' flush methods (see _flush_nodes)
         self._started: int | None = None  # first on_timer: silence before it is not counted
         self.ticks = self.ignored = self.alerts = 0
         # (instrument, trade?) → evaluators in rule-id order, and the cross groups' rules by (instrument, field)
@@ -892,11 +920,18 @@ class AlertEngine:
                     e.st.data = shared  # one indicator object: updated once per tick, snapshotted with each rule
                 node = node_t(evs)
             (inst.t_nodes if trade else inst.q_nodes).append(node)
+        self._flush = []
         for inst in self._inst.values():
             inst.q_cross_run = [g.run for g in inst.q_cross]
             inst.q_nodes_run = [n.run for n in inst.q_nodes]
             inst.t_cross_run = [g.run for g in inst.t_cross]
             inst.t_nodes_run = [n.run for n in inst.t_nodes]
+            self._flush += [n.flush for n in inst.q_nodes + inst.t_nodes if hasattr(n, "flush")]
+
+    def _flush_nodes(self) -> None:
+        """Write the state that nodes keep in their own slots while ticks run back into the rules' indicators."""
+        for flush in self._flush:
+            flush()
 
     def _instrument(self, key: Key) -> _Instrument:
         inst = self._inst.get(key)
@@ -1022,6 +1057,7 @@ class AlertEngine:
     def snapshot(self, keys: Iterable[Key] | None = None) -> dict[Key, bytes]:
         """One msgpack blob per instrument (default: all)."""
         out: dict[Key, bytes] = {}
+        self._flush_nodes()
         for key in sorted(self._inst) if keys is None else keys:
             inst = self._inst.get(key)
             if inst is None:
@@ -1039,6 +1075,7 @@ class AlertEngine:
         """Load snapshots; returns how many rule states were restored (changed or unknown rules start fresh)."""
         by_id = {e.rule.id: e for e in self._evals}
         restored = 0
+        self._flush_nodes()  # the rules not restored keep their current state: in their indicators before _link
         for key, blob in blobs.items():
             inst = self._inst.get(key)
             if inst is None:

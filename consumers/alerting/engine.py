@@ -228,11 +228,6 @@ class _CrossEval(_Eval):
 #: relative margin of the float pre-filter of cross groups: a float mid ((bid + ask) * 0.5 in floats) is within a
 #: few ulps (~1e-15 relative) of the exact mid, so widening the float interval by 1e-12 cannot miss a level
 _XMARGIN = 1e-12
-#: a gap's ends are stored pulled inwards by twice the margin (relative): a price strictly inside the narrowed gap
-#: is inside the gap with its own margin too (``glo < pf - |pf| * _XMARGIN``, rounding included), so the per-tick
-#: test is two comparisons without computing the margin
-_GAP_IN = 1 - 2 * _XMARGIN
-_GAP_OUT = 1 + 2 * _XMARGIN
 
 
 class _CrossGroup:
@@ -254,11 +249,9 @@ class _CrossGroup:
         self.bounds = [b for b, _ in pairs]
         self.boundsf = [float(b) for b in self.bounds]  # sorted too (float conversion is monotonic)
         self.owners = [i for _, i in pairs]
-        # the float price of the last tick that took the full path (None: check every rule: start, restore); the
-        # ticks since then stayed in its gap, so no rule's state depends on which of these prices it is
-        self.prev: float | None = None
-        # the gap between two neighbouring bounds that holds ``prev`` with its margin, narrowed (_GAP_IN): a price
-        # inside it cannot have crossed anything — two comparisons instead of two bisects
+        self.prev: float | None = None  # float price of the last tick; None: check every rule (start, restore)
+        # the gap between two neighbouring bounds that holds the last price with its margin: a price that stays
+        # inside it (with its own margin) cannot have crossed anything — two comparisons instead of two bisects
         self.glo = math.inf
         self.ghi = -math.inf
 
@@ -267,10 +260,8 @@ class _CrossGroup:
         boundsf = self.boundsf
         i = bisect.bisect_left(boundsf, pf - m)
         if i == bisect.bisect_right(boundsf, pf + m):
-            lo = boundsf[i - 1] if i else -math.inf
-            hi = boundsf[i] if i < len(boundsf) else math.inf
-            self.glo = lo * _GAP_OUT if lo > 0 else lo * _GAP_IN  # towards the inside, whatever the sign
-            self.ghi = hi * _GAP_IN if hi > 0 else hi * _GAP_OUT
+            self.glo = boundsf[i - 1] if i else -math.inf
+            self.ghi = boundsf[i] if i < len(boundsf) else math.inf
         else:  # a bound within the margin: no gap, the next tick takes the exact path
             self.glo, self.ghi = math.inf, -math.inf
 
@@ -281,7 +272,11 @@ class _CrossGroup:
 
     def run(self, s: InstState, out: list[Alert]) -> None:
         pf = getattr(s, self.ffield)
-        if pf is None or self.glo < pf < self.ghi:  # no price, or still between the same two bounds
+        if pf is None:
+            return
+        m = abs(pf) * _XMARGIN
+        if self.glo < pf - m and pf + m < self.ghi:  # still between the same two bounds
+            self.prev = pf
             return
         prev = self.prev
         self.prev = pf
@@ -399,7 +394,7 @@ class _MaData(msgspec.Struct, kw_only=True):
 
 
 class _MaEval(_Eval):
-    __slots__ = ("both", "field", "hyst", "interval_ns", "kind_t", "nhyst", "up")
+    __slots__ = ("both", "field", "hi", "hyst", "interval_ns", "kind_t", "lo", "nhyst", "up")
 
     def init(self) -> None:
         r: MaCross = self.rule  # type: ignore[assignment]
@@ -411,6 +406,14 @@ class _MaEval(_Eval):
         self.both = r.direction == "both"
         self.up = r.direction == "up"
         self.st.data = _MaData(fast=self.kind_t(n=r.fast), slow=self.kind_t(n=r.slow))
+        self.band()
+
+    def band(self) -> None:
+        """Set ``lo``/``hi``: the regime changes exactly when ``diff`` (bps) leaves [lo, hi] — above ``hyst`` to +1,
+        below ``-hyst`` to -1, and never towards the current regime (one test per tick and rule; NaN stays)."""
+        reg = self.st.regime
+        self.lo = -math.inf if reg < 0 else self.nhyst
+        self.hi = math.inf if reg > 0 else self.hyst
 
     def share_key(self) -> Any:
         r: MaCross = self.rule  # type: ignore[assignment]
@@ -425,10 +428,12 @@ class _MaEval(_Eval):
             pending=raw["pending"],
         )
 
-    def cross(self, new: int, diff: float, fast: float, slow: float, s: InstState, out: list[Alert]) -> None:
-        """The regime changed to ``new`` (the node checked ``new != st.regime``; ``diff`` in bps)."""
+    def cross(self, diff: float, fast: float, slow: float, s: InstState, out: list[Alert]) -> None:
+        """``diff`` (bps) left the band (the node checked): the regime changes to its side."""
         st = self.st
+        new = 1 if diff > self.hyst else -1
         old, st.regime = st.regime, new
+        self.band()
         if old == 0:  # first regime: where the averages are, not a crossing
             return
         if (self.both or self.up == (new > 0)) and self.gate(s.ts_event):  # a regime change is the transition
@@ -447,8 +452,9 @@ class _MaEval(_Eval):
 
 class _MaNode:
     """``ma_cross`` rules of one instrument with the same price field, average kind, lengths and sampling: one
-    pair of averages (EMA steps inlined, the same arithmetic as :meth:`EMA.update`). EMAs sampled on every tick use
-    :class:`_EmaNode`, which runs this node only while the averages are seeding."""
+    pair of averages (EMA steps inlined, the same arithmetic as :meth:`EMA.update`). This class samples on every
+    tick (SMAs); interval sampling is :class:`_MaBucketNode`, and EMAs sampled on every tick use :class:`_EmaNode`,
+    which runs this node only while the averages are seeding."""
 
     __slots__ = ("afast", "aslow", "data", "ema", "field", "interval_ns", "members", "nrep", "nxt")
 
@@ -465,6 +471,8 @@ class _MaNode:
         self.aslow = 2.0 / (r.slow + 1)
         # interval sampling: the first ts_event of the next bucket (ts before it: same bucket; -1: not started)
         self.nxt = (self.data.bucket + 1) * self.interval_ns if self.data.bucket >= 0 else -1
+        for e in members:  # (a restore replaced their states)
+            e.band()
 
     def _sample(self, x: float) -> tuple[float, float] | None:
         d = self.data
@@ -497,22 +505,37 @@ class _MaNode:
         x = getattr(s, self.field)
         if x is None:
             return
-        if not self.interval_ns:  # SMAs on every tick (EMAs on every tick: _EmaNode)
-            v = self._sample(x)
-            if v is not None:
-                fv, sv = v
-                diff = (fv - sv) / sv * 10_000.0
-                for e in self.members:
-                    reg = e.st.regime  # (a new regime of 0 is impossible: it equals the current one)
-                    new = 1 if diff > e.hyst else -1 if diff < e.nhyst else reg
-                    if new != reg:
-                        e.cross(new, diff, fv, sv, s, out)
+        v = self._sample(x)
+        if v is not None:
+            fv, sv = v
+            diff = (fv - sv) / sv * 10_000.0
+            for e in self.members:
+                if diff < e.lo or diff > e.hi:  # the regime changes (see _MaEval.band)
+                    e.cross(diff, fv, sv, s, out)
+
+
+class _MaBucketNode(_MaNode):
+    """:class:`_MaNode` sampling the last price of each ``interval_s`` bucket. The bucket's last price lives here
+    while ticks run (a slot write is cheaper than the struct's) and :meth:`flush` writes it back."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self, members: list[_MaEval]) -> None:
+        super().__init__(members)
+        self.pending = self.data.pending
+
+    def flush(self) -> None:
+        self.data.pending = self.pending
+
+    def run(self, s: InstState, out: list[Alert]) -> None:
+        x = getattr(s, self.field)
+        if x is None:
             return
-        d = self.data
         ts = s.ts_event
         if ts < self.nxt:  # the same bucket (ts // interval <= d.bucket): only the bucket's last price changes
-            d.pending = x
+            self.pending = x
             return
+        d = self.data
         b = ts // self.interval_ns
         if d.bucket < 0:
             d.bucket = b
@@ -521,26 +544,25 @@ class _MaNode:
             # the previous bucket closed with ``pending``; empty buckets repeat it (the price did not change)
             samples = []
             for _ in range(min(b - d.bucket, self.nrep)):
-                v = self._sample(d.pending)  # type: ignore[arg-type]
+                v = self._sample(self.pending)  # type: ignore[arg-type]
                 if v is not None:
                     samples.append((v[0], v[1], (v[0] - v[1]) / v[1] * 10_000.0))
             d.bucket = b
             self.nxt = (b + 1) * self.interval_ns
             for e in self.members:  # rule-major, like one evaluator per rule
                 for fv, sv, diff in samples:
-                    reg = e.st.regime
-                    new = 1 if diff > e.hyst else -1 if diff < e.nhyst else reg
-                    if new != reg:
-                        e.cross(new, diff, fv, sv, s, out)
-        d.pending = x
+                    if diff < e.lo or diff > e.hi:
+                        e.cross(diff, fv, sv, s, out)
+        self.pending = x
 
 
 class _EmaNode:
     """``ma_cross`` EMA rules sampled on every tick (the common case), grouped like :class:`_MaNode`: the same
     arithmetic as :meth:`_MaNode._sample` (and :meth:`EMA.update`), with the seeding phase kept apart so that a tick
-    of a seeded pair runs only the two EMA steps and the members' regime tests."""
+    of a seeded pair runs only the two EMA steps and the members' regime tests. Once seeded, the two averages'
+    values live here (slot writes are cheaper than the structs'), and :meth:`flush` writes them back."""
 
-    __slots__ = ("afast", "aslow", "fast", "field", "members", "node", "seeded", "slow")
+    __slots__ = ("afast", "aslow", "fast", "field", "fv", "members", "node", "seeded", "slow", "sv")
 
     def __init__(self, members: list[_MaEval]) -> None:
         self.members = members
@@ -551,6 +573,11 @@ class _EmaNode:
         self.fast: EMA = d.fast
         self.slow: EMA = d.slow
         self.seeded = self.fast.count >= self.fast.n and self.slow.count >= self.slow.n
+        self.fv, self.sv = self.fast.value, self.slow.value
+
+    def flush(self) -> None:
+        if self.seeded:  # (while seeding, the node updates the averages themselves)
+            self.fast.value, self.slow.value = self.fv, self.sv
 
     def run(self, s: InstState, out: list[Alert]) -> None:
         x = getattr(s, self.field)
@@ -558,19 +585,18 @@ class _EmaNode:
             return
         if not self.seeded:
             self.node.run(s, out)
-            self.seeded = self.fast.count >= self.fast.n and self.slow.count >= self.slow.n
+            if self.fast.count >= self.fast.n and self.slow.count >= self.slow.n:
+                self.seeded = True
+                self.fv, self.sv = self.fast.value, self.slow.value
             return
-        f, sl = self.fast, self.slow
-        fv = f.value = f.value + self.afast * (x - f.value)
-        sv = sl.value = sl.value + self.aslow * (x - sl.value)
+        fv = self.fv = self.fv + self.afast * (x - self.fv)  # EMA.update, seeded
+        sv = self.sv = self.sv + self.aslow * (x - self.sv)
         if not sv:
             return
         diff = (fv - sv) / sv * 10_000.0
         for e in self.members:
-            reg = e.st.regime  # (a new regime of 0 is impossible: it equals the current one)
-            new = 1 if diff > e.hyst else -1 if diff < e.nhyst else reg
-            if new != reg:
-                e.cross(new, diff, fv, sv, s, out)
+            if diff < e.lo or diff > e.hi:  # the regime changes (see _MaEval.band)
+                e.cross(diff, fv, sv, s, out)
 
 
 class _SpreadEval(_Eval):
@@ -910,8 +936,11 @@ class AlertEngine:
         for gk, evs in groups.items():  # insertion order: by the lowest rule id of each node
             inst, trade = where[gk[0]], gk[1]
             node_t = _NODE_TYPES.get(type(evs[0]))
-            if node_t is _MaNode and evs[0].kind_t is EMA and not evs[0].interval_ns:  # type: ignore[attr-defined]
-                node_t = _EmaNode
+            if node_t is _MaNode:
+                if evs[0].interval_ns:  # type: ignore[attr-defined]
+                    node_t = _MaBucketNode
+                elif evs[0].kind_t is EMA:  # type: ignore[attr-defined]
+                    node_t = _EmaNode
             if node_t is None:
                 node: Any = evs[0]  # divergence: its own node
             else:

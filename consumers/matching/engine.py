@@ -203,8 +203,10 @@ class MatchingEngine:
 
     def __init__(self, instruments: Iterable[InstrumentSpec]) -> None:
         self.instruments: dict[tuple[str, str], _Inst] = {}
+        self._venues: dict[str, dict[str, _Inst]] = {}  # the same, venue → symbol → _Inst (no tuple key to build)
         for spec in instruments:
-            self.instruments[spec.key] = _Inst(spec)
+            inst = self.instruments[spec.key] = _Inst(spec)
+            self._venues.setdefault(spec.venue, {})[spec.symbol] = inst
         self.open: dict[str, Order] = {}  # open orders (resting, or stops waiting) by order id
         self.order_requests: dict[str, str] = {}  # every order id ever used → its request id
         self.requests: set[str] = set()  # every request id processed (redeliveries are ignored)
@@ -247,9 +249,12 @@ class MatchingEngine:
             return out
         order_requests[oid] = rid
         seq = self.seq = self.seq + 1
-        tif, qty, price, side, otype = cmd.tif, cmd.quantity, cmd.price, cmd.side, cmd.order_type
-        venue, symbol, account, stop = cmd.venue, cmd.symbol, cmd.account, cmd.stop_price
-        inst = self.instruments.get((venue, symbol))
+        # (groups of at most three names: a longer tuple assignment builds and unpacks a tuple)
+        tif, qty, price = cmd.tif, cmd.quantity, cmd.price
+        side, otype, stop = cmd.side, cmd.order_type, cmd.stop_price
+        venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
+        symbols = self._venues.get(venue)  # self.instruments.get((venue, symbol)) without building a tuple key
+        inst = symbols.get(symbol) if symbols is not None else None
         # fast path for the common case (a plain limit order): the checks of _invalid, in its order, with the
         # quantity's and the price's memoised by their str (a str and a dict lookup cost less than the Decimal
         # checks, and the price's gives its ticks too); _invalid gives the reason whenever one of them fails
@@ -561,7 +566,8 @@ class MatchingEngine:
         mark = m.mark()  # fixed while taking: fills change no bid, ask or last
         out = self._out
         now = self.now
-        oid, account, venue, symbol, qty = o.order_id, o.account, o.venue, o.symbol, o.quantity
+        oid, account, qty = o.order_id, o.account, o.quantity
+        venue, symbol = o.venue, o.symbol
         pos = o.position  # the taker's position book, looked up at its first fill
         rem = qty - o.filled
         while rem > ZERO:
@@ -627,7 +633,8 @@ class MatchingEngine:
                 # the maker's fill (_fill, inline)
                 filled = r.filled = r.filled + q
                 n = r.n_exec = r.n_exec + 1
-                r_oid, r_qty, r_side, r_account = r.order_id, r.quantity, r.side, r.account
+                r_oid, r_qty = r.order_id, r.quantity
+                r_side, r_account = r.side, r.account
                 r_eid = r_oid + _SUFFIX[n] if n < 256 else f"{r_oid}.{n}"  # _exec_id, inline
                 done = filled == r_qty
                 status = "filled" if done else ("partially_filled" if filled else "new")
@@ -701,7 +708,8 @@ class MatchingEngine:
         filled = o.filled = o.filled + q
         n = o.n_exec = o.n_exec + 1
         qty = o.quantity
-        oid, account, venue, symbol, side = o.order_id, o.account, o.venue, o.symbol, o.side
+        oid, account, side = o.order_id, o.account, o.side
+        venue, symbol = o.venue, o.symbol
         eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
         now = self.now
         out = self._out

@@ -40,7 +40,8 @@ class PositionBook:
         """``apply`` for a fill against the position (the caller made apply's test): closes lots oldest first and
         opens the excess the other way."""
         # totals kept in locals, stored once at the end
-        quantity, lots, cost, realised = self.quantity, self.lots, self.cost, self.realised
+        quantity, lots = self.quantity, self.lots  # (pairs: a longer tuple assignment builds a tuple)
+        cost, realised = self.cost, self.realised
         left = qty
         while left and lots:
             lot = lots[0]

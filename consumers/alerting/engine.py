@@ -820,18 +820,18 @@ class _Instrument:
         "need_mid",
         "primary",
         "q_cross",
-        "q_cross_run",
         "q_nodes",
-        "q_nodes_run",
+        "q_steps",
         "state",
         "t_cross",
-        "t_cross_run",
         "t_nodes",
-        "t_nodes_run",
+        "t_steps",
+        "venue",
     )
 
     def __init__(self, key: Key) -> None:
         self.key = key
+        self.venue = key[0]
         self.state = _Live()
         self.dirty = False  # state changed since the last take_dirty
         self.need_mid = False  # someone reads the exact ``state.mid`` per tick (divergence on mid); else lazy
@@ -841,11 +841,9 @@ class _Instrument:
         self.q_nodes: list[Any] = []
         self.t_cross: list[_CrossGroup] = []  # … when a trade arrived
         self.t_nodes: list[Any] = []
-        # their bound ``run`` methods, what a tick calls
-        self.q_cross_run: list[Step] = []
-        self.q_nodes_run: list[Step] = []
-        self.t_cross_run: list[Step] = []
-        self.t_nodes_run: list[Step] = []
+        # their bound ``run`` methods in that order, what a tick calls (one loop: see AlertEngine.on_event)
+        self.q_steps: list[Step] = []
+        self.t_steps: list[Step] = []
         self.primary: list[_Eval] = []  # rules whose state is snapshotted with this instrument
 
 
@@ -858,10 +856,15 @@ _snap_enc = msgspec.msgpack.Encoder(decimal_format="string")
 _snap_dec = msgspec.msgpack.Decoder(_InstSnapshot)
 
 
-def _sort_tail(out: list[Alert], mark: int) -> None:
-    """A tick runs its cross groups, then its per-kind nodes; nodes group rules by kind, so the alerts they add
-    (``out[mark:]``) are put back in rule-id order (stable)."""
-    out[mark:] = sorted(out[mark:], key=_by_rule_id)
+def _order(out: list[Alert]) -> None:
+    """A tick runs its cross groups, then its per-kind nodes. The groups' alerts come first, as they are; nodes
+    group rules by kind, so the alerts they add (all after the leading ``price_cross`` ones: no node makes one)
+    are put back in rule-id order (stable)."""
+    mark = 0
+    while mark < len(out) and out[mark].kind == "price_cross":
+        mark += 1
+    if len(out) - mark > 1:
+        out[mark:] = sorted(out[mark:], key=_by_rule_id)
 
 
 def _by_rule_id(a: Alert) -> int:
@@ -877,6 +880,9 @@ class AlertEngine:
         if len(set(ids)) != len(ids):
             raise ValueError("rule ids must be unique")
         self._inst: dict[Key, _Instrument] = {}
+        # symbol → the instrument of the first venue seen with it: a tick's lookup by a string (whose hash is
+        # cached) instead of a (venue, symbol) tuple built and hashed per tick; other venues use _inst
+        self._by_symbol: dict[str, _Instrument] = {}
         self._evals: list[_Eval] = []
         self._stale: list[tuple[_StaleEval, _Instrument]] = []
         self._flush: list[Callable[[], None]] = []  # the nodes' flush methods (see _flush_nodes)
@@ -951,10 +957,8 @@ class AlertEngine:
             (inst.t_nodes if trade else inst.q_nodes).append(node)
         self._flush = []
         for inst in self._inst.values():
-            inst.q_cross_run = [g.run for g in inst.q_cross]
-            inst.q_nodes_run = [n.run for n in inst.q_nodes]
-            inst.t_cross_run = [g.run for g in inst.t_cross]
-            inst.t_nodes_run = [n.run for n in inst.t_nodes]
+            inst.q_steps = [g.run for g in inst.q_cross] + [n.run for n in inst.q_nodes]
+            inst.t_steps = [g.run for g in inst.t_cross] + [n.run for n in inst.t_nodes]
             self._flush += [n.flush for n in inst.q_nodes + inst.t_nodes if hasattr(n, "flush")]
 
     def _flush_nodes(self) -> None:
@@ -966,6 +970,7 @@ class AlertEngine:
         inst = self._inst.get(key)
         if inst is None:
             inst = self._inst[key] = _Instrument(key)
+            self._by_symbol.setdefault(key[1], inst)
         return inst
 
     def instruments(self) -> list[Key]:
@@ -980,9 +985,11 @@ class AlertEngine:
     def on_event(self, event: Any) -> list[Alert]:
         """Apply one event (a QuoteBatch is its quotes, in order); return the alerts it triggers.
 
-        The tick's state update, then its cross groups and nodes (see :func:`_sort_tail` for the order of the
+        The tick's state update, then its cross groups and nodes (see :func:`_order` for the order of the
         alerts), all in this one method: it runs for every tick."""
-        inst = self._inst.get((event.venue, event.symbol))
+        inst = self._by_symbol.get(event.symbol)
+        if inst is not None and inst.venue != event.venue:  # the symbol on another venue too (rare)
+            inst = self._inst.get((event.venue, event.symbol))
         if inst is None:
             self.ignored += 1
             return []
@@ -995,7 +1002,7 @@ class AlertEngine:
                 s.lastf = float(p)
             s.last, s.size = p, event.size
             s.ts_trade = s.ts_event = event.ts_event
-            crosses, nodes = inst.t_cross_run, inst.t_nodes_run
+            steps = inst.t_steps
         else:
             if t is Quote:
                 bid, ask = event.bid, event.ask
@@ -1036,26 +1043,17 @@ class AlertEngine:
                 s.mid = s.midf = None
             s.bid, s.ask, s.bidf, s.askf = bid, ask, bf, af
             s.ts_quote = s.ts_event = event.ts_event
-            crosses, nodes = inst.q_cross_run, inst.q_nodes_run
+            steps = inst.q_steps
         s.ts_recv = s.recv_tick = event.ts_recv
         self.ticks += 1
         inst.dirty = True
         out: list[Alert] = []
-        for g in crosses:
-            g(s, out)
-        if out:  # a cross group fired (rare): the nodes' alerts follow, sorted among themselves
-            mark = len(out)
-            for fn in nodes:
-                fn(s, out)
-            if len(out) - mark > 1:
-                _sort_tail(out, mark)
-        else:
-            for fn in nodes:
-                fn(s, out)
-            if not out:
-                return out
-            if len(out) > 1:
-                _sort_tail(out, 0)
+        for fn in steps:
+            fn(s, out)
+        if not out:
+            return out
+        if len(out) > 1:  # (rare)
+            _order(out)
         self.alerts += len(out)
         return out
 

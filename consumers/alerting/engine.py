@@ -228,6 +228,11 @@ class _CrossEval(_Eval):
 #: relative margin of the float pre-filter of cross groups: a float mid ((bid + ask) * 0.5 in floats) is within a
 #: few ulps (~1e-15 relative) of the exact mid, so widening the float interval by 1e-12 cannot miss a level
 _XMARGIN = 1e-12
+#: a gap's ends are stored pulled inwards by twice the margin (relative): a price strictly inside the narrowed gap
+#: is inside the gap with its own margin too (``glo < pf - |pf| * _XMARGIN``, rounding included), so the per-tick
+#: test is two comparisons without computing the margin
+_GAP_IN = 1 - 2 * _XMARGIN
+_GAP_OUT = 1 + 2 * _XMARGIN
 
 
 class _CrossGroup:
@@ -249,9 +254,11 @@ class _CrossGroup:
         self.bounds = [b for b, _ in pairs]
         self.boundsf = [float(b) for b in self.bounds]  # sorted too (float conversion is monotonic)
         self.owners = [i for _, i in pairs]
-        self.prev: float | None = None  # float price of the last tick; None: check every rule (start, restore)
-        # the gap between two neighbouring bounds that holds the last price with its margin: a price that stays
-        # inside it (with its own margin) cannot have crossed anything — two comparisons instead of two bisects
+        # the float price of the last tick that took the full path (None: check every rule: start, restore); the
+        # ticks since then stayed in its gap, so no rule's state depends on which of these prices it is
+        self.prev: float | None = None
+        # the gap between two neighbouring bounds that holds ``prev`` with its margin, narrowed (_GAP_IN): a price
+        # inside it cannot have crossed anything — two comparisons instead of two bisects
         self.glo = math.inf
         self.ghi = -math.inf
 
@@ -260,8 +267,10 @@ class _CrossGroup:
         boundsf = self.boundsf
         i = bisect.bisect_left(boundsf, pf - m)
         if i == bisect.bisect_right(boundsf, pf + m):
-            self.glo = boundsf[i - 1] if i else -math.inf
-            self.ghi = boundsf[i] if i < len(boundsf) else math.inf
+            lo = boundsf[i - 1] if i else -math.inf
+            hi = boundsf[i] if i < len(boundsf) else math.inf
+            self.glo = lo * _GAP_OUT if lo > 0 else lo * _GAP_IN  # towards the inside, whatever the sign
+            self.ghi = hi * _GAP_IN if hi > 0 else hi * _GAP_OUT
         else:  # a bound within the margin: no gap, the next tick takes the exact path
             self.glo, self.ghi = math.inf, -math.inf
 
@@ -272,11 +281,7 @@ class _CrossGroup:
 
     def run(self, s: InstState, out: list[Alert]) -> None:
         pf = getattr(s, self.ffield)
-        if pf is None:
-            return
-        m = abs(pf) * _XMARGIN
-        if self.glo < pf - m and pf + m < self.ghi:  # still between the same two bounds
-            self.prev = pf
+        if pf is None or self.glo < pf < self.ghi:  # no price, or still between the same two bounds
             return
         prev = self.prev
         self.prev = pf

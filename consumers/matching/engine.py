@@ -129,10 +129,12 @@ class Market:
 
 
 class _Inst:
-    __slots__ = ("book", "market", "min_size", "price_increment", "quantities", "size_increment", "spec")
+    __slots__ = ("book", "market", "min_size", "price_increment", "quantities", "size_increment", "spec", "symbol",
+                 "venue")  # fmt: skip
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
+        self.venue, self.symbol = spec.venue, spec.symbol
         # the increments, one attribute load away for the validation of _new
         self.price_increment = spec.price_increment
         self.size_increment = spec.size_increment
@@ -207,6 +209,7 @@ class MatchingEngine:
         for spec in instruments:
             inst = self.instruments[spec.key] = _Inst(spec)
             self._venues.setdefault(spec.venue, {})[spec.symbol] = inst
+        self._last: _Inst | None = None  # the instrument of the last new order
         self.open: dict[str, Order] = {}  # open orders (resting, or stops waiting) by order id
         self.order_requests: dict[str, str] = {}  # every order id ever used → its request id
         self.requests: set[str] = set()  # every request id processed (redeliveries are ignored)
@@ -253,8 +256,14 @@ class MatchingEngine:
         tif, qty, price = cmd.tif, cmd.quantity, cmd.price
         side, otype, stop = cmd.side, cmd.order_type, cmd.stop_price
         venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
-        symbols = self._venues.get(venue)  # self.instruments.get((venue, symbol)) without building a tuple key
-        inst = symbols.get(symbol) if symbols is not None else None
+        # self.instruments.get((venue, symbol)): the last instrument ordered, if these are its names (comparing two
+        # short strings costs less than hashing them afresh), else through venue → symbol → _Inst (no tuple key)
+        inst = self._last
+        if inst is None or symbol != inst.symbol or venue != inst.venue:
+            symbols = self._venues.get(venue)
+            inst = symbols.get(symbol) if symbols is not None else None
+            if inst is not None:
+                self._last = inst
         # fast path for the common case (a plain limit order): the checks of _invalid, in its order, with the
         # quantity's and the price's memoised by their str (a str and a dict lookup cost less than the Decimal
         # checks, and the price's gives its ticks too); _invalid gives the reason whenever one of them fails

@@ -124,7 +124,8 @@ def _fingerprint(rule: Rule) -> str:
 
 def _ffield(price: str) -> str:
     """The :class:`InstState` field holding ``price`` as a float (``mid`` → ``midf``), interned: the nodes read it
-    with ``getattr`` on every tick, and only an interned name hits the type's attribute cache."""
+    with ``getattr`` on every tick, and only an interned name hits the type's attribute cache. (Nodes on ``mid``,
+    the default price, read ``s.midf`` directly: still about 3x cheaper than ``getattr``, a builtin call.)"""
     return sys.intern(price + "f")
 
 
@@ -244,11 +245,12 @@ class _CrossGroup:
     checked exactly in Decimal (the exact price, computed only then). Checking an extra rule is a no-op
     (:meth:`_CrossEval.check` is idempotent), so alerts are exactly those of an exact search."""
 
-    __slots__ = ("bounds", "boundsf", "evals", "ffield", "field", "ghi", "glo", "owners", "prev")
+    __slots__ = ("bounds", "boundsf", "evals", "ffield", "field", "ghi", "glo", "on_mid", "owners", "prev")
 
     def __init__(self, field: str, evals: list[_CrossEval]) -> None:
         self.field = sys.intern(field)
         self.ffield = _ffield(field)
+        self.on_mid = field == "mid"
         self.evals = sorted(evals, key=lambda e: e.rule.id)
         pairs = sorted((b, i) for i, e in enumerate(self.evals) for b in {e.level, e.rearm})
         self.bounds = [b for b, _ in pairs]
@@ -280,7 +282,7 @@ class _CrossGroup:
         return getattr(s, self.field)  # type: ignore[no-any-return]
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        pf = getattr(s, self.ffield)
+        pf = s.midf if self.on_mid else getattr(s, self.ffield)  # (see _ffield)
         if pf is None or self.glo < pf < self.ghi:  # no price, or still between the same two bounds
             return
         prev = self.prev
@@ -337,11 +339,12 @@ class _PctNode:
     writes cost more than the update). The samples stay in the window's own lists (appended and compacted in
     place); only its ``head`` lives here while ticks run, and :meth:`flush` writes it back."""
 
-    __slots__ = ("data", "field", "head", "members", "px", "ts", "window_ns")
+    __slots__ = ("data", "field", "head", "members", "on_mid", "px", "ts", "window_ns")
 
     def __init__(self, members: list[_PctEval]) -> None:
         self.members = members
         self.field = members[0].field
+        self.on_mid = self.field == "midf"
         self.data: WindowedChange = members[0].st.data
         self.ts, self.px, self.head, self.window_ns = self.data.ts, self.data.px, self.data.head, self.data.window_ns
 
@@ -350,7 +353,7 @@ class _PctNode:
         self.data.head = self.head
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        p = getattr(s, self.field)
+        p = s.midf if self.on_mid else getattr(s, self.field)  # (see _ffield)
         if p is None:
             return
         # WindowedChange.update(s.ts_event, p), inlined
@@ -461,13 +464,14 @@ class _MaNode:
     tick (SMAs); interval sampling is :class:`_MaBucketNode`, and EMAs sampled on every tick use :class:`_EmaNode`,
     which runs this node only while the averages are seeding."""
 
-    __slots__ = ("afast", "aslow", "data", "ema", "field", "interval_ns", "members", "nrep", "nxt")
+    __slots__ = ("afast", "aslow", "data", "ema", "field", "interval_ns", "members", "nrep", "nxt", "on_mid")
 
     def __init__(self, members: list[_MaEval]) -> None:
         e0 = members[0]
         r: MaCross = e0.rule  # type: ignore[assignment]
         self.members = members
         self.field = e0.field
+        self.on_mid = self.field == "midf"
         self.interval_ns = e0.interval_ns
         self.nrep = r.slow + 1
         self.data: _MaData = e0.st.data
@@ -507,7 +511,7 @@ class _MaNode:
         return (fv, sv) if sv else None
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        x = getattr(s, self.field)
+        x = s.midf if self.on_mid else getattr(s, self.field)  # (see _ffield)
         if x is None:
             return
         v = self._sample(x)
@@ -533,7 +537,7 @@ class _MaBucketNode(_MaNode):
         self.data.pending = self.pending
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        x = getattr(s, self.field)
+        x = s.midf if self.on_mid else getattr(s, self.field)  # (see _ffield)
         if x is None:
             return
         ts = s.ts_event
@@ -567,11 +571,12 @@ class _EmaNode:
     of a seeded pair runs only the two EMA steps and the members' regime tests. Once seeded, the two averages'
     values live here (slot writes are cheaper than the structs'), and :meth:`flush` writes them back."""
 
-    __slots__ = ("afast", "aslow", "fast", "field", "fv", "members", "node", "seeded", "slow", "sv")
+    __slots__ = ("afast", "aslow", "fast", "field", "fv", "members", "node", "on_mid", "seeded", "slow", "sv")
 
     def __init__(self, members: list[_MaEval]) -> None:
         self.members = members
         self.field = members[0].field
+        self.on_mid = self.field == "midf"
         self.node = _MaNode(members)  # the seeding phase
         self.afast, self.aslow = self.node.afast, self.node.aslow
         d: _MaData = members[0].st.data
@@ -585,7 +590,7 @@ class _EmaNode:
             self.fast.value, self.slow.value = self.fv, self.sv
 
     def run(self, s: InstState, out: list[Alert]) -> None:
-        x = getattr(s, self.field)
+        x = s.midf if self.on_mid else getattr(s, self.field)  # (see _ffield)
         if x is None:
             return
         if not self.seeded:

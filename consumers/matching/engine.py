@@ -434,7 +434,9 @@ class MatchingEngine:
         # _close(o), inline (with Side.remove): take it out of its book level or stop queue
         del self.open[oid]  # the order came from there
         if o.alive:
-            inst = self.instruments[(o.venue, o.symbol)]
+            inst = self._last  # the last new order's instrument, if it is this one's (see on_order)
+            if inst is None or o.symbol != inst.symbol or o.venue != inst.venue:
+                inst = self.instruments[(o.venue, o.symbol)]
             otype = o.order_type
             o.alive = False
             if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop

@@ -670,40 +670,52 @@ class _VolumeEval(_Eval):
 
 
 class _VolumeNode:
-    """``volume_spike`` rules of one instrument with the same bucket length and baseline: one :class:`BucketVolume`."""
+    """``volume_spike`` rules of one instrument with the same bucket length and baseline: one :class:`BucketVolume`.
 
-    __slots__ = ("data", "members", "nxt")
+    While ticks run, the current bucket's volume lives in a slot (:meth:`flush` writes it back) and the baseline
+    (complete?, mean, std: they change only when a bucket closes) is copied here, so a trade inside a bucket
+    reads no struct field."""
+
+    __slots__ = ("current", "data", "mean", "members", "nxt", "ready", "std")
 
     def __init__(self, members: list[_VolumeEval]) -> None:
         self.members = members
         self.data: BucketVolume = members[0].st.data
         bv = self.data
         self.nxt = (bv.bucket + 1) * bv.interval_ns if bv.bucket >= 0 else -1  # first ts of the next bucket
+        self.current = bv.current
+        self._baseline()
+
+    def _baseline(self) -> None:
+        bv = self.data
+        self.ready, self.mean, self.std = len(bv.ring) >= bv.n, bv.mean, bv.std
+
+    def flush(self) -> None:
+        self.data.current = self.current
 
     def run(self, s: InstState, out: list[Alert]) -> None:
         size = s.size
         if size is None:
             return
-        bv = self.data
         ts = s.ts_event
         if ts < self.nxt:  # the current bucket (what BucketVolume.add does when no bucket closes)
-            bv.current += float(size)
-            closed, closed_z = False, None
+            cur = self.current = self.current + float(size)
         else:
+            bv = self.data
+            bv.current = self.current
             closed, closed_z = bv.add(ts, float(size))
+            cur = self.current = bv.current
             self.nxt = (bv.bucket + 1) * bv.interval_ns
-        cur = bv.current
-        if len(bv.ring) < bv.n:  # BucketVolume.z, inlined
-            z = None
-        elif bv.std == 0.0:
-            z = math.inf if cur > bv.mean else 0.0
-        else:
-            z = (cur - bv.mean) / bv.std
+            self._baseline()
+            if closed:
+                for e in self.members:
+                    if closed_z is None or closed_z < e.rearm:
+                        e.st.armed = True  # a normal bucket ended: a later spike is a new one
+        if not self.ready:  # BucketVolume.z, inlined: no z yet
+            return
+        z = (math.inf if cur > self.mean else 0.0) if self.std == 0.0 else (cur - self.mean) / self.std
         for e in self.members:
-            st = e.st
-            if closed and (closed_z is None or closed_z < e.rearm):
-                st.armed = True  # a normal bucket ended: a later spike is a new one
-            if z is None or z < e.z or bv.current < e.min_volume or not st.armed or not e.gate(s.ts_event):
+            if z < e.z or cur < e.min_volume or not e.st.armed or not e.gate(s.ts_event):
                 continue
             r: VolumeSpike = e.rule  # type: ignore[assignment]
             e.alert(
@@ -713,8 +725,7 @@ class _VolumeNode:
                 "spike",
                 _fmt(z),
                 _fmt(r.z),
-                f"volume {bv.current:.8g} in {r.interval_s:g}s bucket, z={_fmt(z)} "
-                f"(mean {bv.mean:.6g}, std {bv.std:.6g})",
+                f"volume {cur:.8g} in {r.interval_s:g}s bucket, z={_fmt(z)} (mean {self.mean:.6g}, std {self.std:.6g})",
             )
 
 

@@ -363,10 +363,11 @@ class _PctNode:
             ts.append(t)
             px.append(p)
         start = t - self.window_ns
-        h = self.head
         n = len(ts)
-        while h + 1 < n and ts[h + 1] <= start:
-            h += 1
+        i = self.head + 1  # the head moves to the last sample at or before start
+        while i < n and ts[i] <= start:
+            i += 1
+        h = i - 1
         if h > 64 and h * 2 > n:  # compact: the dropped prefix is the larger half
             del ts[:h], px[:h]
             h = 0
@@ -1062,7 +1063,10 @@ class AlertEngine:
                 bf = None if bid is None else s.bidf if bid == s.bid else float(bid)
                 af = None if ask is None else s.askf if ask == s.ask else float(ask)
                 s.mid = s.midf = None
-            s.bid, s.ask, s.bidf, s.askf = bid, ask, bf, af
+            s.bid = bid  # (four statements: a four-name assignment builds and unpacks a tuple)
+            s.ask = ask
+            s.bidf = bf
+            s.askf = af
             s.ts_quote = s.ts_event = event.ts_event
             steps = inst.q_steps
         s.ts_recv = s.recv_tick = event.ts_recv

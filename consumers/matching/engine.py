@@ -564,7 +564,8 @@ class MatchingEngine:
 
         The fills are built here, as ``_fill`` builds them (same fields, same order: the taker's execution and
         position, then the maker's), not by calling it: a sweep's fills are most of the engine's work, and this
-        way the taker's fields are loaded once and a paper-vs-paper fill costs no call but the positions'."""
+        way the taker's fields are loaded once (its ``filled`` and ``n_exec`` live in locals until the end) and a
+        paper-vs-paper fill costs no call but a position's closing path."""
         side = o.side
         buy = side == "buy"
         book = inst.book
@@ -573,30 +574,46 @@ class MatchingEngine:
         levels = opp.levels
         m = inst.market
         otype = o.order_type
-        limit = o.price if otype in ("limit", "stop_limit") else None
+        price, stop, tif = o.price, o.stop_price, o.tif
+        limit = price if otype in ("limit", "stop_limit") else None
+        # the limit in the book's ticks when the order has them (a limit order from on_order's memo): paper levels
+        # are then compared with it as ints, the same test as their Decimal prices
+        limit_tick = o.tick if limit is not None else None
         mark = m.mark()  # fixed while taking: fills change no bid, ask or last
         out = self._out
         now = self.now
         oid, account, qty = o.order_id, o.account, o.quantity
-        venue, symbol = o.venue, o.symbol
+        venue, symbol = o.venue, o.symbol  # the maker's too (same instrument)
         pos = o.position  # the taker's position book, looked up at its first fill
-        rem = qty - o.filled
+        filled, n_exec = o.filled, o.n_exec  # stored back after the loop
+        rem = qty - filled
         while rem > ZERO:
+            # the best price on offer: the paper book's best level (first at its price) or the unconsumed touch
             if buy:
-                level = levels[prices[0]] if prices else None
-                ip = level.price if level is not None else None
                 ep = m.ask if (m.ask is not None and m.ask_avail > ZERO) else None
-                internal = ip is not None and (ep is None or ip <= ep)
+                if prices:
+                    tick = prices[0]
+                    level = levels[tick]
+                    px = level.price
+                    internal = ep is None or px <= ep
+                else:
+                    internal = False
             else:
-                level = levels[prices[-1]] if prices else None
-                ip = level.price if level is not None else None
                 ep = m.bid if (m.bid is not None and m.bid_avail > ZERO) else None
-                internal = ip is not None and (ep is None or ip >= ep)
-            px = ip if internal else ep
-            if px is None or (limit is not None and (px > limit if buy else px < limit)):
-                return
-            if internal:
-                assert level is not None
+                if prices:
+                    tick = prices[-1]
+                    level = levels[tick]
+                    px = level.price
+                    internal = ep is None or px >= ep
+                else:
+                    internal = False
+            if internal:  # never beyond the limit
+                if limit is not None:
+                    if limit_tick is not None:
+                        if tick > limit_tick if buy else tick < limit_tick:
+                            break
+                    elif px > limit if buy else px < limit:
+                        break
                 orders = level.orders
                 while not orders[0].alive:
                     orders.popleft()
@@ -605,6 +622,9 @@ class MatchingEngine:
                 q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
                 liquidity, contra = "book", r.order_id
             else:
+                if ep is None or (limit is not None and (ep > limit if buy else ep < limit)):
+                    break
+                px = ep
                 if buy:
                     avail = m.ask_avail
                     q = avail if avail < rem else rem
@@ -615,13 +635,13 @@ class MatchingEngine:
                     m.bid_avail = avail - q
                 liquidity, contra = "quote", ""
             # the taker's fill (_fill, inline); its remaining is also the loop's test
-            filled = o.filled = o.filled + q
-            n = o.n_exec = o.n_exec + 1
+            filled = filled + q
+            n_exec = n = n_exec + 1
             eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
             rem = qty - filled
             status = "filled" if filled == qty else ("partially_filled" if filled else "new")
             out.append(Execution(eid, "fill", oid, account, venue, symbol, status, now, side, otype, filled, rem, px, q,  # type: ignore[arg-type]
-                                 o.price, o.stop_price, o.tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
+                                 price, stop, tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
             if pos is None:
                 pos = self._position_of(o)
             # the taker's position (PositionBook.fill, inline)
@@ -642,16 +662,16 @@ class MatchingEngine:
                 out.append(Position(account, venue, symbol, now, pq, None, cost, pos.realised, ZERO, mk, eid))
             if internal:
                 # the maker's fill (_fill, inline)
-                filled = r.filled = r.filled + q
+                r_filled = r.filled = r.filled + q
                 n = r.n_exec = r.n_exec + 1
                 r_oid, r_qty = r.order_id, r.quantity
                 r_side, r_account = r.side, r.account
                 r_eid = r_oid + _SUFFIX[n] if n < 256 else f"{r_oid}.{n}"  # _exec_id, inline
-                done = filled == r_qty
-                status = "filled" if done else ("partially_filled" if filled else "new")
-                out.append(Execution(r_eid, "fill", r_oid, r_account, r.venue, r.symbol, status, now, r_side,  # type: ignore[arg-type]
-                                     r.order_type, filled, r_qty - filled, px, q, r.price, r.stop_price, r.tif, "book",  # type: ignore[arg-type]
-                                     oid, "", ""))  # fmt: skip
+                done = r_filled == r_qty
+                status = "filled" if done else ("partially_filled" if r_filled else "new")
+                out.append(Execution(r_eid, "fill", r_oid, r_account, venue, symbol, status, now, r_side, r.order_type,  # type: ignore[arg-type]
+                                     r_filled, r_qty - r_filled, px, q, r.price, r.stop_price, r.tif, "book", oid, "",  # type: ignore[arg-type]
+                                     ""))  # fmt: skip
                 r_pos = r.position
                 if r_pos is None:  # the maker's first fill: its book is the taker's when the account is
                     r_pos = pos if r_account == account else self._position_of(r)
@@ -666,24 +686,25 @@ class MatchingEngine:
                     r_pos.reduce(r_side, q, px)
                     pq, cost = r_pos.quantity, r_pos.cost
                 if pq:
-                    out.append(Position(r_account, r.venue, r.symbol, now, pq, cost / pq, cost, r_pos.realised,
+                    out.append(Position(r_account, venue, symbol, now, pq, cost / pq, cost, r_pos.realised,
                                         pq * mk - cost, mk, r_eid))  # fmt: skip
                 else:
-                    out.append(Position(r_account, r.venue, r.symbol, now, pq, None, cost, r_pos.realised, ZERO, mk,
-                                        r_eid))  # fmt: skip
+                    out.append(Position(r_account, venue, symbol, now, pq, None, cost, r_pos.realised, ZERO, mk, r_eid))
                 if done:  # _close(r), inline: r is its level's head
                     self.open.pop(r_oid, None)
                     r.alive = False
-                    n = level.live - 1  # type: ignore[union-attr]
-                    if n:
-                        level.live = n  # type: ignore[union-attr]
+                    live = level.live - 1
+                    if live:
+                        level.live = live
                         while orders and not orders[0].alive:
                             orders.popleft()
                     else:
+                        del levels[tick]
                         if buy:
-                            del levels[prices[0]], prices[0]
+                            del prices[0]
                         else:
-                            del levels[prices.pop()]
+                            prices.pop()
+        o.filled, o.n_exec = filled, n_exec
 
     def _finish(self, inst: _Inst, o: Order) -> None:
         """After taking: rest the remainder (limit GTC/DAY) or cancel it (market, IOC, triggered stop)."""

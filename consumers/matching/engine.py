@@ -267,7 +267,7 @@ class MatchingEngine:
         # fast path for the common case (a plain limit order): the checks of _invalid, in its order, with the
         # quantity's and the price's memoised by their str (a str and a dict lookup cost less than the Decimal
         # checks, and the price's gives its ticks too); _invalid gives the reason whenever one of them fails
-        remaining = tick = None
+        tick = None
         if otype == "limit" and inst is not None and account and price is not None and stop is None:
             key = str(qty)
             remaining = inst.quantities.get(key)
@@ -278,21 +278,20 @@ class MatchingEngine:
                 tick = inst.book.ticks.get(key)
                 if tick is None:
                     tick = _valid_price(inst, price, key)
-        if tick is not None:
-            reason = None
-        else:
-            reason = self._invalid(cmd, inst)
-            remaining = None
-        if reason is None and tif == "FOK":
-            assert inst is not None
-            avail = self._fillable(inst, side, otype, price)
-            if avail < qty:
-                reason = f"FOK cannot fill {qty} in full (fillable now: {avail})"
-        if reason is not None:
-            o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, stop, tif, now, seq, 0, ZERO, 0, False)
-            self._emit(o, "rejected", reason=reason, request_id=rid)
-            return out
-        assert inst is not None
+        if tick is None or tif == "FOK":  # not a valid plain limit order, or fill-or-kill: the other checks
+            reason = self._invalid(cmd, inst) if tick is None else None
+            if reason is None and tif == "FOK":
+                avail = self._fillable(inst, side, otype, price)  # type: ignore[arg-type]
+                if avail < qty:
+                    reason = f"FOK cannot fill {qty} in full (fillable now: {avail})"
+            if reason is not None:
+                o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, stop, tif, now, seq, 0, ZERO, 0,
+                          False)  # fmt: skip
+                self._emit(o, "rejected", reason=reason, request_id=rid)
+                return out
+            if tick is None:  # valid, not from the memo (not a limit order)
+                remaining = qty - ZERO
+        # (no asserts on this path: from here inst is not None, and a limit order has its ticks and remaining)
         # the order, built once accepted with what acceptance sets (positionally, in Order's field order): its expiry
         # (DAY), one execution (the "accepted" below) and, for a limit order, its ticks (used if it rests: a
         # valid limit order took the fast path)
@@ -300,14 +299,11 @@ class MatchingEngine:
         o = Order(oid, rid, account, venue, symbol, side, otype, qty, price, stop, tif, now, seq, expire_at, ZERO, 1,
                   True, False, tick)  # fmt: skip
         # the "accepted" execution, inline (see _emit): nothing has filled, so status "new"
-        if remaining is None:  # not from the memo (not a limit order)
-            remaining = qty - ZERO
         e = Execution(oid + ".1", "accepted", oid, account, venue, symbol, "new", now, side, otype, ZERO, remaining,  # type: ignore[arg-type]
                       None, None, price, stop, tif, "", "", "", rid)  # type: ignore[arg-type]  # fmt: skip
         out.append(e)
         if otype == "limit":
-            assert price is not None and tick is not None  # a valid limit order took the fast path
-            book, m = inst.book, inst.market
+            book, m = inst.book, inst.market  # type: ignore[union-attr]
             # does it cross the paper book's best opposite price (compared in ticks, as exact as the Decimals) or
             # the unconsumed touch? (touch: None first, the cheap test)
             if side == "buy":

@@ -10,11 +10,11 @@
 Same rules + same calls in the same order ⇒ the same alerts, bit for bit (alert ids included).
 
 Cost per tick
-    Rules are indexed by instrument: a tick looks up ``(venue, symbol)`` once and runs only that instrument's
-    evaluators, split by what the tick carries (a quote never runs trade-only rules). ``price_cross`` rules of
-    one instrument and price field form one *cross group*: their trigger and re-arm levels sit in one sorted
-    array, and a tick only evaluates the rules whose levels lie between the previous price and this one
-    (bisect: O(log n) when nothing crosses, and O(1) when the price did not move). Other kinds are O(1)
+    Rules are indexed by instrument: a tick finds its instrument once (by symbol, then its venue checked) and
+    runs only that instrument's evaluators, split by what the tick carries (a quote never runs trade-only rules).
+    ``price_cross`` rules of one instrument and price field form one *cross group*: their trigger and re-arm levels
+    sit in one sorted array, and a tick only evaluates the rules whose levels lie between the previous price and
+    this one (bisect: O(log n) when nothing crosses, and O(1) when the price did not move). Other kinds are O(1)
     (amortised) per tick each (see :mod:`consumers.alerting.indicators`); ``stale_feed`` costs nothing per tick.
 
 Anti-flapping (every kind)
@@ -28,7 +28,9 @@ Anti-flapping (every kind)
 State
     :meth:`snapshot` returns one msgpack blob per instrument (its last prices and the state of every rule whose
     primary instrument it is: armed flags, cooldown clocks, windows, averages); :meth:`restore` puts them back.
-    A rule's state is restored only if the rule is unchanged (a fingerprint of its definition).
+    A rule's state is restored only if the rule is unchanged (a fingerprint of its definition). While ticks run,
+    some nodes keep the fields of their indicator that change on every tick in their own slots (cheaper to
+    write than a struct's); both methods first write them back into the indicators (``flush``).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class InstState(msgspec.Struct, kw_only=True):
     mid: Decimal | None = None
     last: Decimal | None = None
     size: Decimal | None = None  # the last trade's
-    # the same as floats, converted once per tick for the statistics kinds (None when the exact value is None)
+    # the same as floats, converted once per tick for the statistics kinds (None when the exact value is None);
+    # lastf only on instruments with a rule on price "last" (else snapshot() converts it), like the exact mid
     bidf: float | None = None
     askf: float | None = None
     midf: float | None = None

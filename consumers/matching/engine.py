@@ -678,9 +678,34 @@ class MatchingEngine:
                     r_pos.lots.append([signed, px])
                     pq = r_pos.quantity = pq + signed
                     cost = r_pos.cost = r_pos.cost + signed * px
-                else:
-                    r_pos.reduce(r_side, q, px)
-                    pq, cost = r_pos.quantity, r_pos.cost
+                else:  # PositionBook.reduce, inline (the maker's fill against its position: a self-cross's usual case)
+                    lots = r_pos.lots
+                    cost, realised = r_pos.cost, r_pos.realised
+                    left = q
+                    while left and lots:
+                        lot = lots[0]
+                        lot_qty, lot_px = lot
+                        size = abs(lot_qty)
+                        take = size if size < left else left  # min(left, size)
+                        if lot_qty > ZERO:  # closing a long by selling
+                            realised += (px - lot_px) * take
+                            rest = lot[0] = lot_qty - take
+                            cost -= take * lot_px
+                            pq -= take
+                        else:  # closing a short by buying
+                            realised += (lot_px - px) * take
+                            rest = lot[0] = lot_qty + take
+                            cost += take * lot_px
+                            pq += take
+                        left -= take
+                        if not rest:
+                            lots.popleft()
+                    if left:  # flipped: the rest opens a new position
+                        signed = left if r_side == "buy" else -left
+                        lots.append([signed, px])
+                        pq += signed
+                        cost += signed * px
+                    r_pos.quantity, r_pos.cost, r_pos.realised = pq, cost, realised
                 if pq:
                     out.append(Position(r_account, venue, symbol, now, pq, cost / pq, cost, r_pos.realised,
                                         pq * mk - cost, mk, r_eid))  # fmt: skip

@@ -635,7 +635,9 @@ class MatchingEngine:
             n_exec = n = n_exec + 1
             eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
             rem = qty - filled
-            status = "filled" if filled == qty else ("partially_filled" if filled else "new")
+            # filled == qty exactly when qty - filled is zero (a difference of two unequal decimals rounds to a
+            # nonzero one), and testing the remaining already computed saves a Decimal comparison
+            status = "filled" if not rem else ("partially_filled" if filled else "new")
             out.append(Execution(eid, "fill", oid, account, venue, symbol, status, now, side, otype, filled, rem, px, q,  # type: ignore[arg-type]
                                  price, stop, tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
             if pos is None:
@@ -663,11 +665,11 @@ class MatchingEngine:
                 r_oid, r_qty = r.order_id, r.quantity
                 r_side, r_account = r.side, r.account
                 r_eid = r_oid + _SUFFIX[n] if n < 256 else f"{r_oid}.{n}"  # _exec_id, inline
-                done = r_filled == r_qty
+                r_rem = r_qty - r_filled
+                done = not r_rem  # r_filled == r_qty (see the taker's status)
                 status = "filled" if done else ("partially_filled" if r_filled else "new")
                 out.append(Execution(r_eid, "fill", r_oid, r_account, venue, symbol, status, now, r_side, r.order_type,  # type: ignore[arg-type]
-                                     r_filled, r_qty - r_filled, px, q, r.price, r.stop_price, r.tif, "book", oid, "",  # type: ignore[arg-type]
-                                     ""))  # fmt: skip
+                                     r_filled, r_rem, px, q, r.price, r.stop_price, r.tif, "book", oid, "", ""))  # type: ignore[arg-type]  # fmt: skip
                 r_pos = r.position
                 if r_pos is None:  # the maker's first fill: its book is the taker's when the account is
                     r_pos = pos if r_account == account else self._position_of(r)

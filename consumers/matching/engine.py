@@ -129,8 +129,8 @@ class Market:
 
 
 class _Inst:
-    __slots__ = ("book", "market", "min_size", "price_increment", "quantities", "size_increment", "spec", "symbol",
-                 "venue")  # fmt: skip
+    __slots__ = ("book", "market", "min_size", "positions", "price_increment", "quantities", "size_increment", "spec",
+                 "symbol", "venue")  # fmt: skip
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
@@ -144,6 +144,9 @@ class _Inst:
         # memoised quantity validation: str(quantity) → ``quantity - ZERO`` (a fresh order's "remaining"), for
         # quantities found finite, positive, on the size increment and not below the minimum (see _valid_quantity)
         self.quantities: dict[str, Decimal] = {}
+        # account → its position book in this instrument: a cache of the engine's positions (keyed by a tuple)
+        # that a sweep fills as it meets accounts
+        self.positions: dict[str, PositionBook] = {}
 
 
 # The memo dicts (_Inst.quantities, Book.ticks) are emptied when they reach this size: prices and quantities
@@ -575,7 +578,8 @@ class MatchingEngine:
         # the limit in the book's ticks when the order has them (a limit order from on_order's memo): paper levels
         # are then compared with it as ints, the same test as their Decimal prices
         limit_tick = o.tick if limit is not None else None
-        mark = m.mark()  # fixed while taking: fills change no bid, ask or last
+        # the mark (Market.mark(), inline), fixed while taking: fills change no bid, ask or last
+        mark = (m.bid + m.ask) / _TWO if m.bid is not None and m.ask is not None else m.last
         out = self._out
         now = self.now
         oid, account, qty = o.order_id, o.account, o.quantity
@@ -640,8 +644,10 @@ class MatchingEngine:
             status = "filled" if not rem else ("partially_filled" if filled else "new")
             out.append(Execution(eid, "fill", oid, account, venue, symbol, status, now, side, otype, filled, rem, px, q,  # type: ignore[arg-type]
                                  price, stop, tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
-            if pos is None:
-                pos = self._position_of(o)
+            if pos is None:  # the taker's first fill: its account's book, by account in this instrument's cache
+                pos = inst.positions.get(account)
+                if pos is None:
+                    pos = inst.positions[account] = self._position_of(o)
             # the taker's position (PositionBook.fill, inline)
             pq = pos.quantity
             signed = q if buy else -q

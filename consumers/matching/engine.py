@@ -240,8 +240,47 @@ class MatchingEngine:
             self._advance(ts)
         t = type(cmd)
         if t is not NewOrder:
-            if t is CancelOrder:
-                self._cancel(cmd)  # type: ignore[arg-type]
+            if t is CancelOrder:  # (here rather than in a method of its own: no call)
+                o = self.open.get(cmd.order_id)  # _owned, inline
+                if o is None or o.account != cmd.account:
+                    self._refuse(cmd, o)
+                    return out
+                oid = o.order_id
+                # _close(o), inline (with Side.remove): take it out of its book level or stop queue
+                del self.open[oid]  # the order came from there
+                if o.alive:
+                    inst = self._last  # the last new order's instrument, if it is this one's (see on_order)
+                    if inst is None or o.symbol != inst.symbol or o.venue != inst.venue:
+                        inst = self.instruments[(o.venue, o.symbol)]
+                    otype = o.order_type
+                    o.alive = False
+                    if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop
+                        (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
+                    elif otype != "market":
+                        book = inst.book
+                        side = book.bids if o.side == "buy" else book.asks
+                        tick = o.tick
+                        levels = side.levels
+                        level = levels.get(tick)  # type: ignore[arg-type]
+                        if level is not None:  # it rests there: one live order fewer; an emptied level goes
+                            n = level.live - 1
+                            if n:
+                                level.live = n
+                                orders = level.orders
+                                while orders and not orders[0].alive:
+                                    orders.popleft()
+                            else:
+                                del levels[tick]  # type: ignore[arg-type]
+                                prices = side.prices
+                                del prices[bisect_left(prices, tick)]  # type: ignore[arg-type]
+                # the "cancelled" execution, inline (see _emit)
+                n = o.n_exec = o.n_exec + 1
+                filled, qty = o.filled, o.quantity
+                eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
+                e = Execution(eid, "cancelled", oid, o.account, o.venue, o.symbol, "cancelled", now, o.side,  # type: ignore[arg-type]
+                              o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif, "", "",  # type: ignore[arg-type]
+                              "cancelled by request", cmd.request_id)  # fmt: skip
+                out.append(e)
             elif t is ReplaceOrder:
                 self._replace(cmd)  # type: ignore[arg-type]
             else:  # pragma: no cover - the decoder only yields the three
@@ -423,48 +462,6 @@ class MatchingEngine:
         if t == "market" and cmd.tif not in ("IOC", "FOK"):
             return f"a market order is IOC or FOK, not {cmd.tif}"
         return None
-
-    def _cancel(self, cmd: CancelOrder) -> None:
-        o = self.open.get(cmd.order_id)  # _owned, inline
-        if o is None or o.account != cmd.account:
-            self._refuse(cmd, o)
-            return
-        oid = o.order_id
-        # _close(o), inline (with Side.remove): take it out of its book level or stop queue
-        del self.open[oid]  # the order came from there
-        if o.alive:
-            inst = self._last  # the last new order's instrument, if it is this one's (see on_order)
-            if inst is None or o.symbol != inst.symbol or o.venue != inst.venue:
-                inst = self.instruments[(o.venue, o.symbol)]
-            otype = o.order_type
-            o.alive = False
-            if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop
-                (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
-            elif otype != "market":
-                book = inst.book
-                side = book.bids if o.side == "buy" else book.asks
-                tick = o.tick
-                levels = side.levels
-                level = levels.get(tick)  # type: ignore[arg-type]
-                if level is not None:  # it rests there: one live order fewer; an emptied level goes
-                    n = level.live - 1
-                    if n:
-                        level.live = n
-                        orders = level.orders
-                        while orders and not orders[0].alive:
-                            orders.popleft()
-                    else:
-                        del levels[tick]  # type: ignore[arg-type]
-                        prices = side.prices
-                        del prices[bisect_left(prices, tick)]  # type: ignore[arg-type]
-        # the "cancelled" execution, inline (see _emit)
-        n = o.n_exec = o.n_exec + 1
-        filled, qty = o.filled, o.quantity
-        eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
-        e = Execution(eid, "cancelled", oid, o.account, o.venue, o.symbol, "cancelled", self.now, o.side,  # type: ignore[arg-type]
-                      o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif, "", "",  # type: ignore[arg-type]
-                      "cancelled by request", cmd.request_id)  # fmt: skip
-        self._out.append(e)
 
     def _replace(self, cmd: ReplaceOrder) -> None:
         o = self._owned(cmd)

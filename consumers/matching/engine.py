@@ -43,9 +43,18 @@ digests were recorded with the original all-Decimal engine): book levels are key
 (``book.tick_unit``: hashing a fresh Decimal costs ~1 µs, converting it to ticks a third of that); fills and
 reports keep the orders' own Decimals, so outputs are unchanged. Executions and positions are msgspec structs
 built positionally (~8x faster than by keyword), the frequent ones (accepted, fill, cancelled) inline; orders
-are msgspec structs (C constructor); a plain limit order takes a validation fast path and, when it cannot
-cross, skips the matching loop; the mark is computed once per matching loop and an order keeps a reference to
-its account's position book.
+are msgspec structs (C constructor), built once accepted with their final fields (a msgspec attribute store
+costs ~2x a slot's). In pure Python the costs that dominate are calls (a Python call ~500 instructions), tuples
+built and hashed, and Decimal operations (~300 instructions each), so the hot paths avoid them:
+
+- ``on_order`` handles new orders and cancels itself (no ``_new``/``_cancel`` calls); a plain limit order's
+  quantity and price checks are memoised by the numbers' ``str`` (``_Inst.quantities``, ``Book.ticks``: a str
+  and a dict lookup cost less than the Decimal checks, and the price's memo gives its ticks, so the cross test
+  and the resting are int work); its instrument is the last new order's when the names match.
+- ``_take`` (a sweep) builds the taker's and the maker's executions and positions itself, with the taker's
+  fields in locals, the maker's lots closed inline (``PositionBook.reduce``'s loop), the limit compared in ticks,
+  the mark computed once and the taker's position book found by account in a per-instrument cache.
+- No tuple assignments of four or more names (they build and unpack a tuple), no ``(venue, symbol)`` keys built.
 """
 
 from __future__ import annotations
@@ -561,7 +570,8 @@ class MatchingEngine:
         The fills are built here, as ``_fill`` builds them (same fields, same order: the taker's execution and
         position, then the maker's), not by calling it: a sweep's fills are most of the engine's work, and this
         way the taker's fields are loaded once (its ``filled`` and ``n_exec`` live in locals until the end) and a
-        paper-vs-paper fill costs no call but a position's closing path."""
+        paper-vs-paper fill costs no call (but ``PositionBook.reduce`` when the taker's fill closes lots: the maker's
+        closing is inline). The position code mirrors ``PositionBook.fill``/``reduce``: change them together."""
         side = o.side
         buy = side == "buy"
         book = inst.book

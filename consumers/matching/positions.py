@@ -5,6 +5,9 @@ flat position) appends a lot; a fill against it closes lots oldest first, realis
 longs and ``(entry - exit) * qty`` for shorts, and a fill larger than the position flips it (the excess opens a
 new lot). ``cost`` (Σ lot quantity * price) is exact; ``avg_price = cost / quantity`` is the only division
 (Decimal's default 28-digit context, deterministic). ``unrealised = quantity * mark - cost``. No fees.
+
+The engine's sweep (``MatchingEngine._take``) runs ``fill`` and ``reduce`` inline, step for step (a Python call
+costs more than most of a fill): a change to the lot logic here must be made there too.
 """
 
 from __future__ import annotations

@@ -47,12 +47,14 @@ are msgspec structs (C constructor), built once accepted with their final fields
 costs ~2x a slot's). In pure Python the costs that dominate are calls (a Python call ~500 instructions), tuples
 built and hashed, and Decimal operations (~300 instructions each), so the hot paths avoid them:
 
-- ``on_order`` handles new orders and cancels itself (no ``_new``/``_cancel`` calls); a plain limit order's
+- ``on_order`` handles new orders and cancels itself (no ``_new``/``_cancel`` calls; a cancel takes the order out
+  of its book through ``_close``, the one place that does it); a plain limit order's
   quantity and price checks are memoised by the numbers' ``str`` (``_Inst.quantities``, ``Book.ticks``: a str
   and a dict lookup cost less than the Decimal checks, and the price's memo gives its ticks, so the cross test
   and the resting are int work); its instrument is the last new order's when the names match.
 - ``_take`` (a sweep) builds the taker's and the maker's executions and positions itself, with the taker's
-  fields in locals, the maker's lots closed inline (``PositionBook.reduce``'s loop), the limit compared in ticks,
+  fields in locals, the positions' open-or-add path inline (closing lots calls ``PositionBook.reduce``, the one
+  place with the FIFO PnL logic), the limit compared in ticks,
   the mark computed once and the taker's position book found by account in a per-instrument cache.
 - No tuple assignments of four or more names (they build and unpack a tuple), no ``(venue, symbol)`` keys built.
 """
@@ -60,7 +62,7 @@ built and hashed, and Decimal operations (~300 instructions each), so the hot pa
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, insort
+from bisect import insort
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -255,33 +257,7 @@ class MatchingEngine:
                     self._refuse(cmd, o)
                     return out
                 oid = o.order_id
-                # _close(o), inline (with Side.remove): take it out of its book level or stop queue
-                del self.open[oid]  # the order came from there
-                if o.alive:
-                    inst = self._last  # the last new order's instrument, if it is this one's (see on_order)
-                    if inst is None or o.symbol != inst.symbol or o.venue != inst.venue:
-                        inst = self.instruments[(o.venue, o.symbol)]
-                    otype = o.order_type
-                    o.alive = False
-                    if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop
-                        (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).discard_dead()
-                    elif otype != "market":
-                        book = inst.book
-                        side = book.bids if o.side == "buy" else book.asks
-                        tick = o.tick
-                        levels = side.levels
-                        level = levels.get(tick)  # type: ignore[arg-type]
-                        if level is not None:  # it rests there: one live order fewer; an emptied level goes
-                            n = level.live - 1
-                            if n:
-                                level.live = n
-                                orders = level.orders
-                                while orders and not orders[0].alive:
-                                    orders.popleft()
-                            else:
-                                del levels[tick]  # type: ignore[arg-type]
-                                prices = side.prices
-                                del prices[bisect_left(prices, tick)]  # type: ignore[arg-type]
+                self._close(o)
                 # the "cancelled" execution, inline (see _emit)
                 n = o.n_exec = o.n_exec + 1
                 filled, qty = o.filled, o.quantity
@@ -570,8 +546,8 @@ class MatchingEngine:
         The fills are built here, as ``_fill`` builds them (same fields, same order: the taker's execution and
         position, then the maker's), not by calling it: a sweep's fills are most of the engine's work, and this
         way the taker's fields are loaded once (its ``filled`` and ``n_exec`` live in locals until the end) and a
-        paper-vs-paper fill costs no call (but ``PositionBook.reduce`` when the taker's fill closes lots: the maker's
-        closing is inline). The position code mirrors ``PositionBook.fill``/``reduce``: change them together."""
+        paper-vs-paper fill costs no call (but ``PositionBook.reduce`` when a fill closes lots). The open-or-add
+        position code mirrors ``PositionBook.fill``: change them together."""
         side = o.side
         buy = side == "buy"
         book = inst.book
@@ -693,34 +669,9 @@ class MatchingEngine:
                     r_pos.lots.append([signed, px])
                     pq = r_pos.quantity = pq + signed
                     cost = r_pos.cost = r_pos.cost + signed * px
-                else:  # PositionBook.reduce, inline (the maker's fill against its position: a self-cross's usual case)
-                    lots = r_pos.lots
-                    cost, realised = r_pos.cost, r_pos.realised
-                    left = q
-                    while left and lots:
-                        lot = lots[0]
-                        lot_qty, lot_px = lot
-                        size = abs(lot_qty)
-                        take = size if size < left else left  # min(left, size)
-                        if lot_qty > ZERO:  # closing a long by selling
-                            realised += (px - lot_px) * take
-                            rest = lot[0] = lot_qty - take
-                            cost -= take * lot_px
-                            pq -= take
-                        else:  # closing a short by buying
-                            realised += (lot_px - px) * take
-                            rest = lot[0] = lot_qty + take
-                            cost += take * lot_px
-                            pq += take
-                        left -= take
-                        if not rest:
-                            lots.popleft()
-                    if left:  # flipped: the rest opens a new position
-                        signed = left if r_side == "buy" else -left
-                        lots.append([signed, px])
-                        pq += signed
-                        cost += signed * px
-                    r_pos.quantity, r_pos.cost, r_pos.realised = pq, cost, realised
+                else:  # closes (a self-cross's usual case) or flips: the lot logic stays in PositionBook
+                    r_pos.reduce(r_side, q, px)
+                    pq, cost = r_pos.quantity, r_pos.cost
                 if pq:
                     out.append(Position(r_account, venue, symbol, now, pq, cost / pq, cost, r_pos.realised,
                                         pq * mk - cost, mk, r_eid))  # fmt: skip
@@ -806,7 +757,9 @@ class MatchingEngine:
         self.open.pop(o.order_id, None)
         if not o.alive:
             return
-        inst = self.instruments[(o.venue, o.symbol)]
+        inst = self._last  # the last new order's instrument, if it is this one's (see on_order)
+        if inst is None or o.symbol != inst.symbol or o.venue != inst.venue:
+            inst = self.instruments[(o.venue, o.symbol)]
         otype = o.order_type
         o.alive = False
         if (otype == "stop" or otype == "stop_limit") and not o.triggered:  # a waiting stop

@@ -6,8 +6,9 @@ longs and ``(entry - exit) * qty`` for shorts, and a fill larger than the positi
 new lot). ``cost`` (Σ lot quantity * price) is exact; ``avg_price = cost / quantity`` is the only division
 (Decimal's default 28-digit context, deterministic). ``unrealised = quantity * mark - cost``. No fees.
 
-The engine's sweep (``MatchingEngine._take``) runs ``fill`` and ``reduce`` inline, step for step (a Python call
-costs more than most of a fill): a change to the lot logic here must be made there too.
+The engine's sweep (``MatchingEngine._take``) runs ``fill``'s open-or-add path inline, step for step (a Python
+call costs more than most of a fill), and calls ``reduce`` for a fill that closes lots: a change to the opening
+path here must be made there too.
 """
 
 from __future__ import annotations

@@ -370,12 +370,7 @@ class MatchingEngine:
             self.open[oid] = o
             if o.tif == "DAY":
                 heapq.heappush(self._day, (o.expire_at, o.seq, oid))
-            m = inst.market
-            ref = (m.ask if o.side == "buy" else m.bid) or m.last
-            if ref is not None and (ref >= o.stop_price if o.side == "buy" else ref <= o.stop_price):  # type: ignore[operator]
-                self._trigger(inst, o)
-            else:
-                (inst.book.buy_stops if o.side == "buy" else inst.book.sell_stops).add(o)
+            self._arm_stop(inst, o)
         return out
 
     def on_market(self, event: Event) -> list[Output]:
@@ -492,15 +487,22 @@ class MatchingEngine:
         self._emit(n, "replaced", request_id=cmd.request_id)
         if waiting_stop:
             self.open[n.order_id] = n
-            m = inst.market
-            ref = (m.ask if n.side == "buy" else m.bid) or m.last
-            if ref is not None and (ref >= n.stop_price if n.side == "buy" else ref <= n.stop_price):  # type: ignore[operator]
-                self._trigger(inst, n)
-            else:
-                (inst.book.buy_stops if n.side == "buy" else inst.book.sell_stops).add(n)
+            self._arm_stop(inst, n)
         else:
             self._take(inst, n)
             self._finish(inst, n)
+
+    def _arm_stop(self, inst: _Inst, o: Order) -> None:
+        """A stop order not yet triggered (new, or replaced while waiting): it triggers at once if the market is
+        already at its stop price (buy: the ask, else the last trade, at or above it; sell: the bid or last at or
+        below), otherwise it waits in its side's stop queue."""
+        m = inst.market
+        buy = o.side == "buy"
+        ref = (m.ask if buy else m.bid) or m.last
+        if ref is not None and (ref >= o.stop_price if buy else ref <= o.stop_price):  # type: ignore[operator]
+            self._trigger(inst, o)
+        else:
+            (inst.book.buy_stops if buy else inst.book.sell_stops).add(o)
 
     def _owned(self, cmd: CancelOrder | ReplaceOrder) -> Order | None:
         o = self.open.get(cmd.order_id)

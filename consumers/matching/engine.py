@@ -49,7 +49,7 @@ built and hashed, and Decimal operations (~300 instructions each), so the hot pa
 
 - ``on_order`` handles new orders and cancels itself (no ``_new``/``_cancel`` calls; a cancel takes the order out
   of its book through ``_close``, the one place that does it); a plain limit order's
-  quantity and price checks are memoised by the numbers' ``str`` (``_Inst.quantities``, ``Book.ticks``: a str
+  quantity and price checks are memoised by the numbers' ``str`` (``Instrument.quantities``, ``Book.ticks``: a str
   and a dict lookup cost less than the Decimal checks, and the price's memo gives its ticks, so the cross test
   and the resting are int work); its instrument is the last new order's when the names match.
 - ``_take`` (a sweep) builds the taker's and the maker's executions and positions itself, with the taker's
@@ -64,166 +64,45 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections.abc import Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
 
-from consumers.matching.book import ZERO, Book, Level, Order, Side, tick_unit, to_ticks
+from consumers.matching.book import ZERO, Book, Level, Order, tick_unit, to_ticks
+from consumers.matching.instruments import Instrument, InstrumentSpec, Market
+from consumers.matching.marketdata import MarketData
 from consumers.matching.messages import (
     CancelOrder,
     Command,
     Execution,
     NewOrder,
     Output,
-    Position,
     ReplaceOrder,
 )
 from consumers.matching.positions import PositionBook
-from pulse.models import BookDelta, BookSnapshot, Event, Quote, QuoteBatch, Status, Ticker, Trade
+from consumers.matching.sweep import SUFFIX, Sweep, exec_id
+from consumers.matching.validation import bad_number, invalid_order, valid_price, valid_quantity
+from pulse.models import Event, QuoteBatch
+
+__all__ = ["DAY_NS", "SNAPSHOT_VERSION", "InstrumentSpec", "Market", "MatchingEngine"]
 
 DAY_NS = 86_400 * 1_000_000_000
 SNAPSHOT_VERSION = 1
-_CLEARING_STATUS = frozenset({"gap", "disconnected", "stale", "resync", "market_closed"})
-_TWO = Decimal(2)
 
 
-@dataclass(frozen=True)
-class InstrumentSpec:
-    """What the engine needs to know about an instrument: its increments (orders off them are rejected) and
-    where its market data lives (``namespace``, used by the service only)."""
+class MatchingEngine(Sweep, MarketData):
+    """Paper orders for a set of instruments, matched against each other and the venues' market data.
 
-    venue: str
-    symbol: str
-    price_increment: Decimal
-    size_increment: Decimal
-    min_size: Decimal | None = None  # default: one size increment
-    namespace: str = "crypto"
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.venue, self.symbol)
-
-
-class Market:
-    """The venue's touch for one instrument, with what of it is still unconsumed, and the last trade."""
-
-    __slots__ = ("ask", "ask_avail", "ask_size", "bid", "bid_avail", "bid_size", "last")
-
-    def __init__(self) -> None:
-        self.bid: Decimal | None = None
-        self.bid_size: Decimal | None = None
-        self.ask: Decimal | None = None
-        self.ask_size: Decimal | None = None
-        self.bid_avail = ZERO
-        self.ask_avail = ZERO
-        self.last: Decimal | None = None
-
-    def clear(self) -> None:
-        self.bid = self.bid_size = self.ask = self.ask_size = None
-        self.bid_avail = self.ask_avail = ZERO
-
-    def mark(self) -> Decimal | None:
-        if self.bid is not None and self.ask is not None:
-            return (self.bid + self.ask) / _TWO  # exact: halving a decimal terminates
-        return self.last
-
-    def state(self) -> list:
-        return [self.bid, self.bid_size, self.ask, self.ask_size, self.bid_avail, self.ask_avail, self.last]
-
-    @classmethod
-    def from_state(cls, s: list) -> Market:
-        m = cls()
-        d = [None if v is None else Decimal(v) for v in s]
-        m.bid, m.bid_size, m.ask, m.ask_size, m.bid_avail, m.ask_avail, m.last = d  # type: ignore[assignment]
-        return m
-
-
-class _Inst:
-    __slots__ = ("book", "market", "min_size", "positions", "price_increment", "quantities", "size_increment", "spec",
-                 "symbol", "venue")  # fmt: skip
-
-    def __init__(self, spec: InstrumentSpec) -> None:
-        self.spec = spec
-        self.venue, self.symbol = spec.venue, spec.symbol
-        # the increments, one attribute load away for the validation of _new
-        self.price_increment = spec.price_increment
-        self.size_increment = spec.size_increment
-        self.min_size = spec.min_size
-        self.book = Book(tick_unit(spec.price_increment))
-        self.market = Market()
-        # memoised quantity validation: str(quantity) → ``quantity - ZERO`` (a fresh order's "remaining"), for
-        # quantities found finite, positive, on the size increment and not below the minimum (see _valid_quantity)
-        self.quantities: dict[str, Decimal] = {}
-        # account → its position book in this instrument: a cache of the engine's positions (keyed by a tuple)
-        # that a sweep fills as it meets accounts
-        self.positions: dict[str, PositionBook] = {}
-
-
-# The memo dicts (_Inst.quantities, Book.ticks) are emptied when they reach this size: prices and quantities
-# repeat (near the touch, round lots), and a miss only costs the checks the memo saves plus one store.
-_MEMO_MAX = 1 << 16
-
-
-def _valid_quantity(inst: _Inst, qty: Decimal, key: str) -> Decimal | None:
-    """``qty - ZERO`` if ``qty`` (whose ``str`` is ``key``) is a valid order quantity for ``inst`` (else None), memoised
-    in ``inst.quantities``: the quantity checks of ``_invalid``, in its order."""
-    if (
-        qty.is_finite()
-        and qty > ZERO
-        and not qty % inst.size_increment
-        and (inst.min_size is None or qty >= inst.min_size)
-    ):
-        memo = inst.quantities
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        rem = memo[key] = qty - ZERO
-        return rem
-    return None
-
-
-def _valid_price(inst: _Inst, price: Decimal, key: str) -> int | None:
-    """``price`` in ticks of ``inst``'s book if it is a valid limit price (else None), memoised in the book's
-    ``ticks``: the price checks of ``_invalid``, in its order."""
-    if price.is_finite() and price > ZERO and not price % inst.price_increment:
-        book = inst.book
-        memo = book.ticks
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        # int(price * scale) without to_ticks's check: a price on the increment is a whole number of ticks
-        tick = memo[key] = int(price * book.bids.scale)
-        return tick
-    return None
-
-
-def _bad_number(name: str, value: Decimal, inc: Decimal) -> str | None:
-    if not value.is_finite():
-        return f"{name} {value} is not a finite number"
-    if value <= 0:
-        return f"{name} {value} must be positive"
-    if value % inc:
-        return f"{name} {value} is not a multiple of the instrument's increment {inc}"
-    return None
-
-
-_SUFFIX = tuple(f".{n}" for n in range(256))
-
-
-def _exec_id(order_id: str, n: int) -> str:
-    """``f"{order_id}.{n}"``, without formatting the number for the first 255 executions of an order."""
-    return order_id + _SUFFIX[n] if n < 256 else f"{order_id}.{n}"
-
-
-class MatchingEngine:
-    """Paper orders for a set of instruments, matched against each other and the venues' market data."""
+    The sweep and fills are :class:`~consumers.matching.sweep.Sweep`'s, market-data handling
+    :class:`~consumers.matching.marketdata.MarketData`'s, order validation :mod:`consumers.matching.validation`'s."""
 
     def __init__(self, instruments: Iterable[InstrumentSpec]) -> None:
-        self.instruments: dict[tuple[str, str], _Inst] = {}
-        self._venues: dict[str, dict[str, _Inst]] = {}  # the same, venue → symbol → _Inst (no tuple key to build)
+        self.instruments: dict[tuple[str, str], Instrument] = {}
+        self._venues: dict[str, dict[str, Instrument]] = {}  # the same, venue → symbol → Instrument (no tuple)
         for spec in instruments:
-            inst = self.instruments[spec.key] = _Inst(spec)
+            inst = self.instruments[spec.key] = Instrument(spec)
             self._venues.setdefault(spec.venue, {})[spec.symbol] = inst
-        self._last: _Inst | None = None  # the instrument of the last new order
+        self._last: Instrument | None = None  # the instrument of the last new order
         self.open: dict[str, Order] = {}  # open orders (resting, or stops waiting) by order id
         self.order_requests: dict[str, str] = {}  # every order id ever used → its request id
         self.requests: set[str] = set()  # every request id processed (redeliveries are ignored)
@@ -261,7 +140,7 @@ class MatchingEngine:
                 # the "cancelled" execution, inline (see _emit)
                 n = o.n_exec = o.n_exec + 1
                 filled, qty = o.filled, o.quantity
-                eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
+                eid = oid + SUFFIX[n] if n < 256 else f"{oid}.{n}"  # exec_id, inline
                 e = Execution(eid, "cancelled", oid, o.account, o.venue, o.symbol, "cancelled", now, o.side,  # type: ignore[arg-type]
                               o.order_type, filled, qty - filled, None, None, o.price, o.stop_price, o.tif, "", "",  # type: ignore[arg-type]
                               "cancelled by request", cmd.request_id)  # fmt: skip
@@ -284,7 +163,7 @@ class MatchingEngine:
         side, otype, stop = cmd.side, cmd.order_type, cmd.stop_price
         venue, symbol, account = cmd.venue, cmd.symbol, cmd.account
         # self.instruments.get((venue, symbol)): the last instrument ordered, if these are its names (comparing two
-        # short strings costs less than hashing them afresh), else through venue → symbol → _Inst (no tuple key)
+        # short strings costs less than hashing them afresh), else through venue → symbol → Instrument (no tuple key)
         inst = self._last
         if inst is None or symbol != inst.symbol or venue != inst.venue:
             symbols = self._venues.get(venue)
@@ -299,14 +178,14 @@ class MatchingEngine:
             key = str(qty)
             remaining = inst.quantities.get(key)
             if remaining is None:
-                remaining = _valid_quantity(inst, qty, key)
+                remaining = valid_quantity(inst, qty, key)
             if remaining is not None:
                 key = str(price)
                 tick = inst.book.ticks.get(key)
                 if tick is None:
-                    tick = _valid_price(inst, price, key)
+                    tick = valid_price(inst, price, key)
         if tick is None or tif == "FOK":  # not a valid plain limit order, or fill-or-kill: the other checks
-            reason = self._invalid(cmd, inst) if tick is None else None
+            reason = invalid_order(cmd, inst) if tick is None else None
             if reason is None and tif == "FOK":
                 avail = self._fillable(inst, side, otype, price)  # type: ignore[arg-type]
                 if avail < qty:
@@ -409,40 +288,6 @@ class MatchingEngine:
                 self._emit(o, "expired", ts=exp, reason="end of the UTC day (DAY order)")
 
     # -- commands ------------------------------------------------------------------------------------
-    def _invalid(self, cmd: NewOrder, inst: _Inst | None) -> str | None:
-        if inst is None:
-            return f"unknown instrument {cmd.venue}:{cmd.symbol}"
-        spec = inst.spec
-        if not cmd.account:
-            return "account must not be empty"
-        bad = _bad_number("quantity", cmd.quantity, spec.size_increment)
-        if bad:
-            return bad
-        if spec.min_size is not None and cmd.quantity < spec.min_size:
-            return f"quantity {cmd.quantity} is below the minimum size {spec.min_size}"
-        t = cmd.order_type
-        if t in ("limit", "stop_limit"):
-            if cmd.price is None:
-                return f"a {t} order needs a price"
-            bad = _bad_number("price", cmd.price, spec.price_increment)
-            if bad:
-                return bad
-        elif cmd.price is not None:
-            return f"a {t} order takes no price"
-        if t in ("stop", "stop_limit"):
-            if cmd.stop_price is None:
-                return f"a {t} order needs a stop price"
-            bad = _bad_number("stop price", cmd.stop_price, spec.price_increment)
-            if bad:
-                return bad
-            if cmd.tif not in ("GTC", "DAY"):
-                return f"a {t} order rests until triggered: time in force must be GTC or DAY, not {cmd.tif}"
-        elif cmd.stop_price is not None:
-            return f"a {t} order takes no stop price"
-        if t == "market" and cmd.tif not in ("IOC", "FOK"):
-            return f"a market order is IOC or FOK, not {cmd.tif}"
-        return None
-
     def _replace(self, cmd: ReplaceOrder) -> None:
         o = self._owned(cmd)
         if o is None:
@@ -455,19 +300,19 @@ class MatchingEngine:
         price = o.price if cmd.price is None else cmd.price
         stop = o.stop_price if cmd.stop_price is None else cmd.stop_price
         if cmd.quantity is not None:
-            reason = _bad_number("quantity", qty, spec.size_increment)
+            reason = bad_number("quantity", qty, spec.size_increment)
             if reason is None and qty <= o.filled:
                 reason = f"new quantity {qty} does not exceed the filled {o.filled}"
         if reason is None and cmd.price is not None:
             if o.price is None:
                 reason = f"a {o.order_type} order takes no price"
             else:
-                reason = _bad_number("price", price, spec.price_increment)  # type: ignore[arg-type]
+                reason = bad_number("price", price, spec.price_increment)  # type: ignore[arg-type]
         if reason is None and cmd.stop_price is not None:
             if not waiting_stop:
                 reason = "only a stop order that has not triggered can change its stop price"
             else:
-                reason = _bad_number("stop price", stop, spec.price_increment)  # type: ignore[arg-type]
+                reason = bad_number("stop price", stop, spec.price_increment)  # type: ignore[arg-type]
         if reason is None and (qty, price, stop) == (o.quantity, o.price, o.stop_price):
             reason = "the replace changes nothing"
         if reason is not None:
@@ -492,7 +337,7 @@ class MatchingEngine:
             self._take(inst, n)
             self._finish(inst, n)
 
-    def _arm_stop(self, inst: _Inst, o: Order) -> None:
+    def _arm_stop(self, inst: Instrument, o: Order) -> None:
         """A stop order not yet triggered (new, or replaced while waiting): it triggers at once if the market is
         already at its stop price (buy: the ask, else the last trade, at or above it; sell: the bid or last at or
         below), otherwise it waits in its side's stop queue."""
@@ -528,174 +373,8 @@ class MatchingEngine:
                       None, None, ZERO, ZERO, None, None, None, None, "GTC", "", "", reason, rid)  # fmt: skip
         self._out.append(e)
 
-    # -- matching ------------------------------------------------------------------------------------
-    def _fillable(self, inst: _Inst, side: str, otype: str, price: Decimal | None) -> Decimal:
-        """What an order could take right now (FOK pre-check): the paper book plus the unconsumed touch."""
-        limit = price if otype != "market" else None
-        opp = inst.book.opposite(side)
-        total = opp.quantity_to(limit)
-        m = inst.market
-        if side == "buy":
-            if m.ask is not None and m.ask_avail > 0 and (limit is None or m.ask <= limit):
-                total += m.ask_avail
-        elif m.bid is not None and m.bid_avail > 0 and (limit is None or m.bid >= limit):
-            total += m.bid_avail
-        return total
-
-    def _take(self, inst: _Inst, o: Order) -> None:
-        """Match ``o`` as a taker against the paper book and the touch, best price first, up to its limit.
-
-        The fills are built here, as ``_fill`` builds them (same fields, same order: the taker's execution and
-        position, then the maker's), not by calling it: a sweep's fills are most of the engine's work, and this
-        way the taker's fields are loaded once (its ``filled`` and ``n_exec`` live in locals until the end) and a
-        paper-vs-paper fill costs no call (but ``PositionBook.reduce`` when a fill closes lots). The open-or-add
-        position code mirrors ``PositionBook.fill``: change them together."""
-        side = o.side
-        buy = side == "buy"
-        book = inst.book
-        opp = book.asks if buy else book.bids
-        prices = opp.prices  # sorted ascending, updated in place as levels empty
-        levels = opp.levels
-        m = inst.market
-        otype = o.order_type
-        price, stop, tif = o.price, o.stop_price, o.tif
-        limit = price if otype in ("limit", "stop_limit") else None
-        # the limit in the book's ticks when the order has them (a limit order from on_order's memo): paper levels
-        # are then compared with it as ints, the same test as their Decimal prices
-        limit_tick = o.tick if limit is not None else None
-        # the mark (Market.mark(), inline), fixed while taking: fills change no bid, ask or last
-        mark = (m.bid + m.ask) / _TWO if m.bid is not None and m.ask is not None else m.last
-        out = self._out
-        now = self.now
-        oid, account, qty = o.order_id, o.account, o.quantity
-        venue, symbol = o.venue, o.symbol  # the maker's too (same instrument)
-        pos = o.position  # the taker's position book, looked up at its first fill
-        filled, n_exec = o.filled, o.n_exec  # stored back after the loop
-        rem = qty - filled
-        while rem > ZERO:
-            # the best price on offer: the paper book's best level (first at its price) or the unconsumed touch
-            if buy:
-                ep = m.ask if (m.ask is not None and m.ask_avail > ZERO) else None
-                if prices:
-                    tick = prices[0]
-                    level = levels[tick]
-                    px = level.price
-                    internal = ep is None or px <= ep
-                else:
-                    internal = False
-            else:
-                ep = m.bid if (m.bid is not None and m.bid_avail > ZERO) else None
-                if prices:
-                    tick = prices[-1]
-                    level = levels[tick]
-                    px = level.price
-                    internal = ep is None or px >= ep
-                else:
-                    internal = False
-            if internal:  # never beyond the limit
-                if limit is not None:
-                    if limit_tick is not None:
-                        if tick > limit_tick if buy else tick < limit_tick:
-                            break
-                    elif px > limit if buy else px < limit:
-                        break
-                orders = level.orders
-                while not orders[0].alive:
-                    orders.popleft()
-                r = orders[0]
-                r_rem = r.quantity - r.filled
-                q = r_rem if r_rem < rem else rem  # min(rem, r_rem), ties to rem
-                liquidity, contra = "book", r.order_id
-            else:
-                if ep is None or (limit is not None and (ep > limit if buy else ep < limit)):
-                    break
-                px = ep
-                if buy:
-                    avail = m.ask_avail
-                    q = avail if avail < rem else rem
-                    m.ask_avail = avail - q
-                else:
-                    avail = m.bid_avail
-                    q = avail if avail < rem else rem
-                    m.bid_avail = avail - q
-                liquidity, contra = "quote", ""
-            # the taker's fill (_fill, inline); its remaining is also the loop's test
-            filled = filled + q
-            n_exec = n = n_exec + 1
-            eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
-            rem = qty - filled
-            # filled == qty exactly when qty - filled is zero (a difference of two unequal decimals rounds to a
-            # nonzero one), and testing the remaining already computed saves a Decimal comparison
-            status = "filled" if not rem else ("partially_filled" if filled else "new")
-            out.append(Execution(eid, "fill", oid, account, venue, symbol, status, now, side, otype, filled, rem, px, q,  # type: ignore[arg-type]
-                                 price, stop, tif, liquidity, contra, "", ""))  # type: ignore[arg-type]  # fmt: skip
-            if pos is None:  # the taker's first fill: its account's book, by account in this instrument's cache
-                pos = inst.positions.get(account)
-                if pos is None:
-                    pos = inst.positions[account] = self._position_of(o)
-            # the taker's position (PositionBook.fill, inline)
-            pq = pos.quantity
-            signed = q if buy else -q
-            if not pq or (pq > ZERO) == (signed > ZERO):  # opens or adds
-                pos.lots.append([signed, px])
-                pq = pos.quantity = pq + signed
-                cost = pos.cost = pos.cost + signed * px
-            else:
-                pos.reduce(side, q, px)
-                pq, cost = pos.quantity, pos.cost
-            mk = px if mark is None else mark
-            if pq:
-                out.append(Position(account, venue, symbol, now, pq, cost / pq, cost, pos.realised, pq * mk - cost, mk,
-                                    eid))  # fmt: skip
-            else:
-                out.append(Position(account, venue, symbol, now, pq, None, cost, pos.realised, ZERO, mk, eid))
-            if internal:
-                # the maker's fill (_fill, inline)
-                r_filled = r.filled = r.filled + q
-                n = r.n_exec = r.n_exec + 1
-                r_oid, r_qty = r.order_id, r.quantity
-                r_side, r_account = r.side, r.account
-                r_eid = r_oid + _SUFFIX[n] if n < 256 else f"{r_oid}.{n}"  # _exec_id, inline
-                r_rem = r_qty - r_filled
-                done = not r_rem  # r_filled == r_qty (see the taker's status)
-                status = "filled" if done else ("partially_filled" if r_filled else "new")
-                out.append(Execution(r_eid, "fill", r_oid, r_account, venue, symbol, status, now, r_side, r.order_type,  # type: ignore[arg-type]
-                                     r_filled, r_rem, px, q, r.price, r.stop_price, r.tif, "book", oid, "", ""))  # type: ignore[arg-type]  # fmt: skip
-                r_pos = r.position
-                if r_pos is None:  # the maker's first fill: its book is the taker's when the account is
-                    r_pos = pos if r_account == account else self._position_of(r)
-                # the maker's position (PositionBook.fill, inline; its side is the taker's opposite)
-                pq = r_pos.quantity
-                signed = -q if buy else q
-                if not pq or (pq > ZERO) == (signed > ZERO):  # opens or adds
-                    r_pos.lots.append([signed, px])
-                    pq = r_pos.quantity = pq + signed
-                    cost = r_pos.cost = r_pos.cost + signed * px
-                else:  # closes (a self-cross's usual case) or flips: the lot logic stays in PositionBook
-                    r_pos.reduce(r_side, q, px)
-                    pq, cost = r_pos.quantity, r_pos.cost
-                if pq:
-                    out.append(Position(r_account, venue, symbol, now, pq, cost / pq, cost, r_pos.realised,
-                                        pq * mk - cost, mk, r_eid))  # fmt: skip
-                else:
-                    out.append(Position(r_account, venue, symbol, now, pq, None, cost, r_pos.realised, ZERO, mk, r_eid))
-                if done:  # _close(r), inline: r is its level's head
-                    self.open.pop(r_oid, None)
-                    r.alive = False
-                    live = level.live - 1
-                    if live:
-                        level.live = live
-                        while orders and not orders[0].alive:
-                            orders.popleft()
-                    else:
-                        del levels[tick]
-                        if buy:
-                            del prices[0]
-                        else:
-                            prices.pop()
-        o.filled, o.n_exec = filled, n_exec
-
-    def _finish(self, inst: _Inst, o: Order) -> None:
+    # -- after matching--------------------------------------------------------------------------------
+    def _finish(self, inst: Instrument, o: Order) -> None:
         """After taking: rest the remainder (limit GTC/DAY) or cancel it (market, IOC, triggered stop)."""
         if o.filled == o.quantity:
             self.open.pop(o.order_id, None)
@@ -715,44 +394,13 @@ class MatchingEngine:
         if tif == "DAY" and o.expire_at:
             heapq.heappush(self._day, (o.expire_at, o.seq, o.order_id))
 
-    def _trigger(self, inst: _Inst, o: Order) -> None:
+    def _trigger(self, inst: Instrument, o: Order) -> None:
         o.triggered = True
         self.seq += 1
         o.seq = self.seq  # time priority from the trigger on
         self._emit(o, "triggered", reason=f"stop {o.stop_price} reached")
         self._take(inst, o)
         self._finish(inst, o)
-
-    def _fill(self, o: Order, q: Decimal, px: Decimal, liquidity: str, contra: str, mark: Decimal | None) -> None:
-        """One fill of ``o``: its execution, then its account's position at ``mark`` (the instrument's
-        ``Market.mark()``, which the caller computes once per matching loop; None: the fill price)."""
-        filled = o.filled = o.filled + q
-        n = o.n_exec = o.n_exec + 1
-        qty = o.quantity
-        oid, account, side = o.order_id, o.account, o.side
-        venue, symbol = o.venue, o.symbol
-        eid = oid + _SUFFIX[n] if n < 256 else f"{oid}.{n}"  # _exec_id, inline
-        now = self.now
-        out = self._out
-        status = "filled" if filled == qty else ("partially_filled" if filled else "new")
-        # positional, in Execution's field order (see messages.py); the same fields _emit would give
-        e = Execution(eid, "fill", oid, account, venue, symbol, status, now, side, o.order_type, filled, qty - filled,  # type: ignore[arg-type]
-                      px, q, o.price, o.stop_price, o.tif, liquidity, contra, "", "")  # type: ignore[arg-type]  # fmt: skip
-        out.append(e)
-        pos = o.position
-        if pos is None:
-            pos = self._position_of(o)
-        out.append(pos.fill(side, q, px, account, venue, symbol, now, mark, eid))
-
-    def _position_of(self, o: Order) -> PositionBook:
-        """The position book of ``o``'s account in its instrument, at the order's first fill (kept on the order)."""
-        key = (o.account, o.venue, o.symbol)
-        positions = self.positions
-        pos = positions.get(key)
-        if pos is None:
-            pos = positions[key] = PositionBook()
-        o.position = pos
-        return pos
 
     def _close(self, o: Order) -> None:
         """Take an open order out of wherever it waits (book level or stop queue)."""
@@ -802,113 +450,12 @@ class MatchingEngine:
         else:
             status = "new"
         e = Execution(
-            _exec_id(o.order_id, n), kind, o.order_id, o.account, o.venue, o.symbol, status,  # type: ignore[arg-type]
+            exec_id(o.order_id, n), kind, o.order_id, o.account, o.venue, o.symbol, status,  # type: ignore[arg-type]
             self.now if ts is None else ts, o.side, o.order_type, filled, qty - filled, price, quantity,  # type: ignore[arg-type]
             o.price, o.stop_price, o.tif, liquidity, contra, reason, request_id,  # type: ignore[arg-type]
         )  # fmt: skip
         self._out.append(e)
         return e
-
-    # -- market data ---------------------------------------------------------------------------------
-    def _market(self, inst: _Inst, ev: Event) -> None:
-        m = inst.market
-        t = type(ev)
-        if t is Quote:
-            if not ev.tradeable:  # type: ignore[union-attr]
-                m.clear()
-                return
-            self._touch(inst, ev.bid, ev.bid_size, ev.ask, ev.ask_size)  # type: ignore[union-attr]
-        elif t is Ticker:
-            self._touch(inst, ev.bid, ev.bid_size, ev.ask, ev.ask_size)  # type: ignore[union-attr]
-        elif t is BookSnapshot:
-            b, a = ev.bids, ev.asks  # type: ignore[union-attr]
-            self._touch(inst, b[0].price if b else None, b[0].size if b else None, a[0].price if a else None,
-                        a[0].size if a else None)  # fmt: skip
-        elif t is BookDelta:
-            bb, ba = ev.best_bid, ev.best_ask  # type: ignore[union-attr]
-            if bb is None and ba is None:
-                return
-            self._touch(inst, bb.price if bb else m.bid, bb.size if bb else m.bid_size, ba.price if ba else m.ask,
-                        ba.size if ba else m.ask_size)  # fmt: skip
-        elif t is Trade:
-            self._trade(inst, ev)  # type: ignore[arg-type]
-        elif t is Status and ev.kind in _CLEARING_STATUS:  # type: ignore[union-attr]
-            m.clear()
-
-    def _touch(
-        self, inst: _Inst, bid: Decimal | None, bid_size: Decimal | None, ask: Decimal | None, ask_size: Decimal | None
-    ) -> None:
-        m = inst.market
-        if bid != m.bid or bid_size != m.bid_size:
-            m.bid, m.bid_size = bid, bid_size
-            m.bid_avail = bid_size if (bid is not None and bid_size is not None and bid_size > 0) else ZERO
-        if ask != m.ask or ask_size != m.ask_size:
-            m.ask, m.ask_size = ask, ask_size
-            m.ask_avail = ask_size if (ask is not None and ask_size is not None and ask_size > 0) else ZERO
-        book = inst.book
-        if m.ask is not None:
-            if m.ask_avail > 0:
-                self._rest_vs_touch(inst, book.bids, True)
-            if book.buy_stops.entries:
-                for o in book.buy_stops.due(m.ask):
-                    self._trigger(inst, o)
-        if m.bid is not None:
-            if m.bid_avail > 0:
-                self._rest_vs_touch(inst, book.asks, False)
-            if book.sell_stops.entries:
-                for o in book.sell_stops.due(m.bid):
-                    self._trigger(inst, o)
-
-    def _rest_vs_touch(self, inst: _Inst, side: Side, buys: bool) -> None:
-        m = inst.market
-        while True:
-            level = side.best()
-            if level is None:
-                return
-            best = level.price
-            if buys:
-                px = m.ask
-                if best < px or m.ask_avail <= 0:  # type: ignore[operator]
-                    return
-                r = side.head(level)
-                q = min(r.quantity - r.filled, m.ask_avail)
-                m.ask_avail -= q
-            else:
-                px = m.bid
-                if best > px or m.bid_avail <= 0:  # type: ignore[operator]
-                    return
-                r = side.head(level)
-                q = min(r.quantity - r.filled, m.bid_avail)
-                m.bid_avail -= q
-            self._fill(r, q, px, "quote", "", m.mark())  # type: ignore[arg-type]
-            if r.filled == r.quantity:
-                self._close(r)
-
-    def _trade(self, inst: _Inst, tr: Trade) -> None:
-        m = inst.market
-        m.last = tp = tr.price
-        left = tr.size
-        book = inst.book
-        for side, buys in ((book.bids, True), (book.asks, False)):
-            while left > 0:
-                level = side.best()
-                if level is None:
-                    break
-                best = level.price
-                if best <= tp if buys else best >= tp:
-                    break
-                r = side.head(level)
-                q = min(r.quantity - r.filled, left)
-                left -= q
-                self._fill(r, q, best, "trade", "", m.mark())
-                if r.filled == r.quantity:
-                    self._close(r)
-        if book.buy_stops.entries:
-            for o in book.buy_stops.due(tp):
-                self._trigger(inst, o)
-        if book.sell_stops.entries:
-            for o in book.sell_stops.due(tp):
-                self._trigger(inst, o)
 
     # -- queries -------------------------------------------------------------------------------------
     def open_orders(self) -> list[Order]:

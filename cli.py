@@ -557,7 +557,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the embedded default: local Kraken (+ OANDA) → ingesters → Pulsar → sink →
     PostgreSQL, with the alerting and matching services on the live ticks."""
-    from pulse.demo import run_demo
+    from app.demo import run_demo
 
     summary = run_demo(
         obj.settings,
@@ -665,7 +665,7 @@ def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str]
 def status(obj: Ctx, as_json: bool, max_tick_age: float, max_sink_lag: float) -> None:
     """Health: broker (+ admin API), topics' rates and backlog, database mode, services, per-instrument last
     tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
-    from pulse.health import collect_health
+    from app.health import collect_health
 
     report = collect_health(obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag)
     if as_json:

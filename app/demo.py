@@ -125,7 +125,7 @@ def run_demo(
     config: str | None = None,
     consumers: bool = True,
 ) -> dict[str, Any]:
-    from pulse import demo_consumers
+    from app import demo_consumers
 
     state = DemoState()
     rt = Runtime(settings)

@@ -115,12 +115,12 @@ def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str
     import asyncio
 
     from control_plane.pulsar_admin import AdminError, PulsarAdmin
-    from control_plane.registry import Registry
     from control_plane.symbols import instrument_topics
     from pulse.broker_metrics import TopicMetrics
+    from pulse.registry import RegistryReader
 
     try:
-        with Registry(db_url) as reg:
+        with RegistryReader(db_url) as reg:
             names = [t for r in reg.list(enabled_only=True) for t in instrument_topics(r, settings.pulsar.tenant)]
     except PulseError as exc:
         lines.append(f"{'?':<10} topic stats: {exc}")

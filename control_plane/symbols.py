@@ -15,12 +15,12 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from control_plane.commands import InstrumentCommand, Op, encode
 from control_plane.provision import EMBEDDED_NOTE, StepResult, provision_base, provision_instrument
 from control_plane.pulsar_admin import PulsarAdmin
 from control_plane.registry import Instrument, Registry
 from control_plane.venues import Venue, check_channels, resolve, venue
 from pulse.bus import Bus
+from pulse.control import InstrumentCommand, Op, encode
 from pulse.errors import SymbolError
 from pulse.log import get_logger
 from pulse.settings import Settings

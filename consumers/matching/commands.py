@@ -92,10 +92,10 @@ def parse_instrument_spec(text: str) -> InstrumentSpec:
 
 
 def instruments_from_registry(database_url: str) -> list[InstrumentSpec]:
-    """Enabled instruments of the registry (``control_plane.registry``), as engine specs."""
-    from control_plane.registry import Registry
+    """Enabled instruments of the registry (``pulse.registry``), as engine specs."""
+    from pulse.registry import RegistryReader
 
-    with Registry(database_url) as reg:
+    with RegistryReader(database_url) as reg:
         return [
             InstrumentSpec(i.venue, i.symbol, i.price_increment, i.size_increment, namespace=i.namespace)
             for i in reg.list(enabled_only=True)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
-from control_plane.commands import InstrumentCommand
-from control_plane.listener import ControlListener
 from pulse.bus import Bus
+from pulse.control import ControlListener, InstrumentCommand
 from pulse.errors import PulseError
 from pulse.log import get_logger
 
@@ -33,10 +32,10 @@ class LiveInstruments:
         registry has no row for this venue or cannot be read."""
         if not self.database_url:
             return dict(fallback)
-        from control_plane.registry import Registry
+        from pulse.registry import RegistryReader
 
         try:
-            with Registry(self.database_url) as reg:
+            with RegistryReader(self.database_url) as reg:
                 rows = reg.list(self.venue)
         except PulseError as exc:
             log.warning("instrument registry unavailable; using configured symbols", error=str(exc))

@@ -19,13 +19,13 @@ from collections.abc import Iterable, Mapping
 import websockets
 from websockets.asyncio.client import connect
 
-from control_plane.commands import InstrumentCommand
 from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
 from ingesters.base.reconnect import reconnect_loop
 from ingesters.kraken import protocol
 from ingesters.kraken.parser import KrakenFeedParser, KrakenMessageError, Parsed
 from ingesters.kraken.symbols import CHANNEL_TOPICS
+from pulse.control import InstrumentCommand
 from pulse.log import get_logger
 from pulse.settings import KrakenSettings
 

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from control_plane.commands import InstrumentCommand
 from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
 from ingesters.base.reconnect import reconnect_loop
@@ -30,6 +29,7 @@ from ingesters.oanda.hours import is_open, next_close, next_open
 from ingesters.oanda.parser import OandaMessageError, OandaStreamParser
 from ingesters.oanda.stream import InvalidInstrumentError, OandaStream, OandaTransportError, StaleStreamError
 from ingesters.oanda.symbols import instrument_to_symbol
+from pulse.control import InstrumentCommand
 from pulse.errors import ConfigError, FatalVenueError
 from pulse.log import get_logger, register_secret
 from pulse.models import StatusKind

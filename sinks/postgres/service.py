@@ -340,15 +340,15 @@ class PostgresSink:
     def _follow_registry(self, bus: Bus, stop: threading.Event) -> None:
         """Subscribe to the control topic, then add the registry's enabled instruments of the followed
         namespaces to the topic list; a thread then queues the topics of instruments added later."""
-        from control_plane.listener import ControlListener
-        from control_plane.registry import Registry
         from control_plane.symbols import instrument_topics
+        from pulse.control import ControlListener
+        from pulse.registry import RegistryReader
 
         tenant = self.settings.pulsar.tenant
         self._listener = ControlListener(bus, self.name)
 
         def read() -> list[str]:
-            with Registry(self.endpoints.database_url) as reg:
+            with RegistryReader(self.endpoints.database_url) as reg:
                 rows = [r for r in reg.list(enabled_only=True) if r.namespace in self.follow_namespaces]
             return [t for r in rows for t in instrument_topics(r, tenant)]
 

@@ -407,7 +407,7 @@ async def test_market_hours_always_streams_on_a_saturday(harness: Harness) -> No
 
 
 async def test_control_commands_change_the_instrument_list_without_a_restart(harness: Harness) -> None:
-    from control_plane.commands import InstrumentCommand
+    from pulse.control import InstrumentCommand
 
     def cmd(op: str, name: str) -> InstrumentCommand:
         return InstrumentCommand(

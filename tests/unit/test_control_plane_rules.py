@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from control_plane.commands import InstrumentCommand, decode, encode
 from control_plane.symbols import instrument_topics, plan_instrument
 from control_plane.venues import expects_ticks
 from pulse.broker_metrics import parse_topic_metrics
+from pulse.control import InstrumentCommand, decode, encode
 from pulse.errors import CodecError, SymbolError
 from pulse.topics import service_topic
 

@@ -86,7 +86,7 @@ def expects_ticks(venue_name: str, now: datetime) -> bool:
     """Whether an instrument of this venue should be ticking at ``now`` (a live venue whose market is open).
     Unknown venues are assumed to trade around the clock."""
     if venue_name == "oanda":
-        from ingesters.oanda.hours import is_open
+        from pulse.calendars import is_open
 
         return is_open(now)
     v = VENUES.get(venue_name)

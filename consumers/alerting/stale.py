@@ -9,7 +9,7 @@ from consumers.alerting.evaluator import Evaluator
 from consumers.alerting.messages import Alert
 from consumers.alerting.rules import StaleFeed
 from consumers.alerting.state import NEVER, NS, InstState
-from ingesters.oanda.hours import NEW_YORK, OANDA_FX, is_trading
+from pulse.calendars import NEW_YORK, OANDA_FX, is_trading
 
 
 class StaleEval(Evaluator):

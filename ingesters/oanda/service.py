@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
 from ingesters.base.reconnect import reconnect_loop
-from ingesters.oanda.hours import is_open, next_close, next_open
 from ingesters.oanda.parser import OandaMessageError, OandaStreamParser
 from ingesters.oanda.stream import InvalidInstrumentError, OandaStream, OandaTransportError, StaleStreamError
 from ingesters.oanda.symbols import instrument_to_symbol
+from pulse.calendars import is_open, next_close, next_open
 from pulse.control import InstrumentCommand
 from pulse.errors import ConfigError, FatalVenueError
 from pulse.log import get_logger, register_secret

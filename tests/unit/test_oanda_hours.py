@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ingesters.oanda.hours import (
+from pulse.calendars import (
     NOMINAL_FX,
     OANDA_FX,
     in_daily_break,

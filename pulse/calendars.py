@@ -1,4 +1,8 @@
-"""OANDA FX market hours, exact across US daylight-saving changes.
+"""Market calendars: when a venue's market is open (a core contract: venues declare theirs, ingesters sleep
+through closes, ``pulse status`` and ``stale_feed`` alert rules do not count a closed market's silence).
+
+A :class:`Calendar` answers ``is_open(ts)``; :data:`ALWAYS` is a market that never closes (crypto), and
+:class:`FxSchedule` the FX week. :data:`OANDA_FX` is OANDA's FX hours, exact across US daylight-saving changes.
 
 The rule (OANDA, "Hours of operation", oanda.com/us-en/trading/hours-of-operation/, table row "All FX
 products — New York — Sun-Fri: 17:03 - 16:58", footnote "FX trading will be closed from 16:58 until 17:03
@@ -29,12 +33,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "ALWAYS",
     "NEW_YORK",
     "NOMINAL_FX",
     "OANDA_FX",
+    "AlwaysOpen",
+    "Calendar",
     "FxSchedule",
     "in_daily_break",
     "is_open",
@@ -49,6 +57,24 @@ AUCKLAND = ZoneInfo("Pacific/Auckland")
 _SUNDAY = 6
 _FRIDAY = 4
 _SATURDAY = 5
+
+
+class Calendar(Protocol):
+    """When a market is open. ``ts`` is an aware datetime."""
+
+    def is_open(self, ts: datetime) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AlwaysOpen:
+    """A market that never closes (crypto venues)."""
+
+    def is_open(self, ts: datetime) -> bool:
+        return True
+
+
+#: the calendar of a market that never closes
+ALWAYS = AlwaysOpen()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +92,10 @@ class FxSchedule:
     def __post_init__(self) -> None:
         if self.close_at > self.open_at:
             raise ValueError("close_at must not be later than open_at (the pause is close_at..open_at)")
+
+    def is_open(self, ts: datetime) -> bool:
+        """The :class:`Calendar` method: :func:`is_open` with this schedule."""
+        return is_open(ts, self)
 
 
 #: OANDA's documented FX hours (see the module docstring for sources).

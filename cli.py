@@ -788,9 +788,10 @@ def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
     from control_plane.provision import EMBEDDED_NOTE, provision_jdbc_sink
     from control_plane.pulsar_admin import PulsarAdmin
     from control_plane.registry import Registry
-    from control_plane.symbols import instrument_topics, provision_layout
+    from control_plane.symbols import provision_layout
     from pulse.runtime import resolve_endpoints
     from pulse.topics import parse_topic
+    from pulse.venues import instrument_topics
 
     s = obj.settings
     if not s.pulsar.admin_url:
@@ -835,8 +836,8 @@ def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
 def symbols_list(obj: Ctx, venue: str | None, enabled_only: bool, as_json: bool) -> None:
     """The registry's instruments."""
     from control_plane.registry import Registry
-    from control_plane.venues import venue as check_venue
     from pulse.runtime import resolve_endpoints
+    from pulse.venues import get as check_venue
 
     if venue is not None:
         venue = check_venue(venue).name

@@ -115,9 +115,9 @@ def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str
     import asyncio
 
     from control_plane.pulsar_admin import AdminError, PulsarAdmin
-    from control_plane.symbols import instrument_topics
     from pulse.broker_metrics import TopicMetrics
     from pulse.registry import RegistryReader
+    from pulse.venues import instrument_topics
 
     try:
         with RegistryReader(db_url) as reg:
@@ -179,7 +179,7 @@ def _topic_lines(settings: Settings, topics: dict[str, Any], lines: list[str]) -
 def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink_lag_s: float, check: Any) -> None:
     from datetime import UTC, datetime
 
-    from control_plane.venues import expects_ticks
+    from pulse.venues import expects_ticks
 
     now = time.time()
     when = datetime.fromtimestamp(now, UTC)

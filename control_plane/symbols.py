@@ -1,7 +1,7 @@
 """``pulse symbols add|remove|enable|disable``: validate, provision, record, announce — in that order.
 
-1. **Validate** everything first (venue, the venue's symbol rules, channels, precisions): a bad request is
-   refused before anything changes.
+1. **Validate** everything first (venue, the venue's symbol rules, channels, precisions — asked of the venue
+   registry, :mod:`pulse.venues`): a bad request is refused before anything changes.
 2. **Provision** the topics: on a real cluster through the Pulsar admin REST API (idempotent steps; the first
    failure stops with the step and HTTP status named, and nothing is recorded); on the embedded broker, which
    has no admin API, topics are created by their first producer, and the result says so.
@@ -18,13 +18,13 @@ from typing import Any
 from control_plane.provision import EMBEDDED_NOTE, StepResult, provision_base, provision_instrument
 from control_plane.pulsar_admin import PulsarAdmin
 from control_plane.registry import Instrument, Registry
-from control_plane.venues import Venue, check_channels, resolve, venue
 from pulse.bus import Bus
 from pulse.control import InstrumentCommand, Op, encode
 from pulse.errors import SymbolError
 from pulse.log import get_logger
 from pulse.settings import Settings
-from pulse.topics import control_topic, parse_topic, topic
+from pulse.topics import control_topic, parse_topic
+from pulse.venues import Venue, check_channels, instrument_topics, resolve
 
 log = get_logger(__name__)
 
@@ -58,19 +58,6 @@ def plan_instrument(
         channels=chs,
         enabled=True,
     )
-
-
-def instrument_topics(inst: Instrument | InstrumentCommand, tenant: str) -> list[str]:
-    """The topics an instrument's streams use, status included (Kraken's ticker channel also feeds the quote
-    topic). Takes a registry row or a control command."""
-    topics_of = venue(inst.venue).channel_topics
-    out: list[str] = []
-    for ch in (*inst.channels, "status"):
-        for t in topics_of.get(ch, (ch,)):
-            name = topic(inst.namespace, inst.venue, inst.symbol, t, tenant)
-            if name not in out:
-                out.append(name)
-    return out
 
 
 def announce(bus: Bus, inst: Instrument, op: Op) -> InstrumentCommand:

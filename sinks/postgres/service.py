@@ -340,9 +340,9 @@ class PostgresSink:
     def _follow_registry(self, bus: Bus, stop: threading.Event) -> None:
         """Subscribe to the control topic, then add the registry's enabled instruments of the followed
         namespaces to the topic list; a thread then queues the topics of instruments added later."""
-        from control_plane.symbols import instrument_topics
         from pulse.control import ControlListener
         from pulse.registry import RegistryReader
+        from pulse.venues import instrument_topics
 
         tenant = self.settings.pulsar.tenant
         self._listener = ControlListener(bus, self.name)

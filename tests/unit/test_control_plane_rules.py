@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from control_plane.symbols import instrument_topics, plan_instrument
-from control_plane.venues import expects_ticks
+from control_plane.symbols import plan_instrument
 from pulse.broker_metrics import parse_topic_metrics
 from pulse.control import InstrumentCommand, decode, encode
 from pulse.errors import CodecError, SymbolError
 from pulse.topics import service_topic
+from pulse.venues import expects_ticks, instrument_topics
 
 
 @pytest.mark.parametrize(

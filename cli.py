@@ -5,14 +5,12 @@ Every command refuses a bad argument or setting with a message naming it, before
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from pulse.clitools import UTC_TIME, csv_choice, emit_json, fail, parse_symbols
 from pulse.errors import PulseError
 from pulse.settings import Settings, load_settings
 
@@ -36,45 +34,6 @@ class Ctx:
             for secret in s.secrets():
                 register_secret(secret)
         return self._settings
-
-
-#: Times on the command line are UTC: 2019-02-04T00, 2019-02-04T00:30, 2019-02-04T00:30:15 or 2019-02-04.
-UTC_TIME = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"])
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
-
-
-def csv_choice(allowed: tuple[str, ...], option: str) -> Any:
-    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
-        if value is None:
-            return None
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [v for v in items if v not in allowed]
-        if bad or not items:
-            raise click.BadParameter(
-                f"{', '.join(bad) or 'empty list'}: choose from {', '.join(allowed)}", param_hint=option
-            )
-        return items
-
-    return convert
-
-
-def parse_symbols(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    from pulse.symbols import parse_symbol_list
-
-    try:
-        return parse_symbol_list(value)
-    except PulseError as exc:
-        raise click.BadParameter(str(exc), param_hint="--symbols") from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,350 +87,45 @@ def down(obj: Ctx) -> None:
     click.echo(f"stopped embedded runtime in {st.home}")
 
 
-# -- ingest ----------------------------------------------------------------------------------------------
-@cli.group()
+# -- venues: ingest, simulate, backfill ------------------------------------------------------------------
+class VenueGroup(click.Group):
+    """``pulse <role> <venue>``: one subcommand per registered venue that provides a ``role`` command
+    (:attr:`pulse.venues.Venue.commands`), looked up in the venue registry when the command line is parsed."""
+
+    def __init__(self, *args: Any, role: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.role = role
+
+    def _commands(self) -> dict[str, click.Command]:
+        from pulse.venues import venues
+
+        out: dict[str, click.Command] = {}
+        for name, v in venues().items():
+            cmd = v.commands().get(self.role) if v.commands is not None else None
+            if cmd is not None:
+                out[name] = cmd
+        return out
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self._commands())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._commands().get(cmd_name)
+
+
+@cli.group(cls=VenueGroup, role="ingest")
 def ingest() -> None:
     """Run a venue ingester (in the foreground; SIGTERM flushes and exits 0)."""
 
 
-@ingest.command("kraken")
-@click.option("--symbols", callback=parse_symbols, help="Comma-separated canonical symbols, e.g. BTC/USD,ETH/USD.")
-@click.option("--channels", callback=csv_choice(("trade", "ticker", "book"), "--channels"), help="trade,ticker,book")
-@click.option("--depth", type=click.Choice(["10", "25", "100", "500", "1000"]), help="Book depth.")
-@click.option("--url", help="WebSocket URL (default: kraken.url setting, the real Kraken v2 endpoint).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
-@click.pass_obj
-def ingest_kraken(
-    obj: Ctx, symbols: list[str] | None, channels: list[str] | None, depth: str | None, url: str | None, as_json: bool
-) -> None:
-    """Kraken WebSocket v2: trades, tickers/quotes and checksummed books.
-
-    Symbols: --symbols, else the registry's enabled kraken instruments (`pulse symbols`), else kraken.symbols.
-    While running it follows `pulse symbols add|remove|enable|disable` without a restart."""
-    s = obj.settings.with_overrides(
-        kraken={"symbols": symbols, "channels": channels, "depth": int(depth) if depth else None, "url": url}
-    )
-    _check_ws_url(s.kraken.url, "--url / kraken.url")
-    from ingesters.base.app import run_ingester
-    from ingesters.base.control import LiveInstruments
-    from ingesters.kraken.service import KrakenIngester
-    from pulse.runtime import resolve_endpoints
-
-    ep = resolve_endpoints(s, need_database=False)
-    k = s.kraken
-    live: dict[str, Any] = {}
-
-    def build(ctx: Any, bus: Any) -> KrakenIngester:
-        li = live["li"] = LiveInstruments(bus, "ingest-kraken", "kraken", _registry_url(s, symbols))
-        subs = li.initial({sym: tuple(k.channels) for sym in k.symbols})
-        log_start("kraken", li.source, subs)
-        return KrakenIngester(k, ctx, symbols=subs, channels=k.channels, depth=k.depth, url=k.url)
-
-    summary = run_ingester(
-        s,
-        ep,
-        venue="kraken",
-        namespace="crypto",
-        name="ingest-kraken",
-        build=build,
-        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
-    )
-    if as_json:
-        emit_json(summary)
-
-
-def parse_instruments(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    from ingesters.oanda.symbols import parse_instruments as parse
-
-    try:
-        return list(parse(value))
-    except PulseError as exc:
-        raise click.BadParameter(str(exc), param_hint="--instruments") from exc
-
-
-@ingest.command("oanda")
-@click.option("--instruments", callback=parse_instruments, help="OANDA instruments, e.g. EUR_USD,GBP_USD,USD_JPY.")
-@click.option("--api-url", help="Stream host override (default: oanda.environment's practice/live host).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
-@click.pass_obj
-def ingest_oanda(obj: Ctx, instruments: list[str] | None, api_url: str | None, as_json: bool) -> None:
-    """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed.
-
-    Instruments: --instruments, else the registry's enabled oanda instruments, else oanda.instruments; follows
-    `pulse symbols …` changes while running (each change reopens the stream with the new list)."""
-    s = obj.settings.with_overrides(oanda={"instruments": instruments, "api_url": api_url})
-    if s.oanda.api_url:
-        _check_http_url(s.oanda.api_url, "--api-url / oanda.api_url")
-    token = s.oanda_token()  # a missing or unreadable token file is refused before anything starts
-    from ingesters.base.app import run_ingester
-    from ingesters.base.control import LiveInstruments
-    from ingesters.oanda.service import OandaIngester
-    from pulse.runtime import resolve_endpoints
-
-    ep = resolve_endpoints(s, need_database=False)
-    o = s.oanda
-    live: dict[str, Any] = {}
-
-    def build(ctx: Any, bus: Any) -> OandaIngester:
-        li = live["li"] = LiveInstruments(bus, "ingest-oanda", "oanda", _registry_url(s, instruments))
-        from ingesters.oanda.symbols import instrument_to_symbol, symbol_to_instrument
-
-        subs = li.initial({instrument_to_symbol(i): ("quote",) for i in o.instruments})
-        log_start("oanda", li.source, subs)
-        names = [symbol_to_instrument(sym) for sym in subs]
-        return OandaIngester(o, ctx, instruments=names, token=token, api_url=o.api_url or None)
-
-    summary = run_ingester(
-        s,
-        ep,
-        venue="oanda",
-        namespace="fx",
-        name="ingest-oanda",
-        build=build,
-        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
-    )
-    if as_json:
-        emit_json(summary)
-
-
-def _registry_url(s: Settings, explicit: list[str] | None) -> str | None:
-    """The database holding the registry, unless symbols were given on the command line (they win) or no
-    database is configured or running (then the settings' symbols are used)."""
-    if explicit:
-        return None
-    from pulse.runtime import resolve_endpoints
-
-    try:
-        return resolve_endpoints(s, need_pulsar=False).database_url
-    except PulseError:
-        return None
-
-
-def log_start(venue: str, source: str, subs: dict[str, tuple[str, ...]]) -> None:
-    from pulse.log import get_logger
-
-    get_logger("pulse.ingest").info("instruments", venue=venue, source=source, symbols=",".join(subs) or "-")
-
-
-def _check_http_url(url: str, name: str) -> None:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        fail(f"{name}: {url!r} is not an http:// or https:// URL")
-
-
-def _check_ws_url(url: str, name: str) -> None:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        fail(f"{name}: {url!r} is not a ws:// or wss:// URL")
-
-
-# -- simulate --------------------------------------------------------------------------------------------
-@cli.group()
+@cli.group(cls=VenueGroup, role="simulate")
 def simulate() -> None:
     """Run a local venue that speaks the venue's real wire protocol (for demos and tests)."""
 
 
-@simulate.command("kraken")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-@click.option("--rate", type=click.FloatRange(min=0.1), default=200.0, show_default=True, help="Data messages/s.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--symbols", callback=parse_symbols, default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
-@click.option("--disconnect-after", type=click.IntRange(min=1), help="Fault: drop each connection after N messages.")
-@click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed frame every N messages.")
-@click.option("--bad-checksum-every", type=click.IntRange(min=1), help="Fault: a wrong checksum every N book updates.")
-@click.option("--stall-after", type=click.IntRange(min=1), help="Fault: go silent after N messages.")
-@click.pass_obj
-def simulate_kraken(
-    obj: Ctx,
-    host: str,
-    port: int,
-    rate: float,
-    seed: int,
-    symbols: list[str],
-    disconnect_after: int | None,
-    malformed_every: int | None,
-    bad_checksum_every: int | None,
-    stall_after: int | None,
-) -> None:
-    """A local Kraken WebSocket v2 venue (seeded random walk, fault injection)."""
-    import asyncio
-
-    from ingesters.simulators.kraken import FaultPlan, run
-
-    obj.settings  # noqa: B018 — sets up logging
-    faults = FaultPlan(
-        disconnect_after=disconnect_after,
-        malformed_every=malformed_every,
-        bad_checksum_every=bad_checksum_every,
-        stall_after=stall_after,
-    )
-    asyncio.run(run(host=host, port=port, rate=rate, seed=seed, symbols=symbols, faults=faults))
-
-
-@simulate.command("oanda")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8766, show_default=True)
-@click.option("--rate", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="PRICE lines/s.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--heartbeat-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option("--instruments", callback=parse_instruments, default="EUR_USD,GBP_USD,USD_JPY,AUD_USD", show_default=True)
-@click.option("--disconnect-after", type=click.IntRange(min=1), help="Fault: drop each connection after N lines.")
-@click.option("--stall-after", type=click.IntRange(min=1), help="Fault: go silent after N lines.")
-@click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed line every N lines.")
-@click.option("--chunk-bytes", type=click.IntRange(min=1), help="Write the body in chunks of N bytes.")
-@click.option("--closed", is_flag=True, help="Market closed: non-tradeable prices, then heartbeats only.")
-@click.option("--reject-status", type=click.IntRange(400, 599), help="Answer every request with this status.")
-@click.pass_obj
-def simulate_oanda(
-    obj: Ctx,
-    host: str,
-    port: int,
-    rate: float,
-    seed: int,
-    heartbeat_s: float,
-    instruments: list[str],
-    disconnect_after: int | None,
-    stall_after: int | None,
-    malformed_every: int | None,
-    chunk_bytes: int | None,
-    closed: bool,
-    reject_status: int | None,
-) -> None:
-    """A local OANDA v20 pricing-stream venue (auth check, 400/401, chunked NDJSON, heartbeats, faults)."""
-    import asyncio
-
-    from ingesters.simulators.oanda import OandaFaults, run
-
-    s = obj.settings
-    faults = OandaFaults(
-        disconnect_after=disconnect_after,
-        stall_after=stall_after,
-        malformed_every=malformed_every,
-        chunk_bytes=chunk_bytes,
-        closed=closed,
-        reject_status=reject_status,
-    )
-    asyncio.run(
-        run(
-            host=host,
-            port=port,
-            token=s.oanda_token() or "sim-token",
-            account_id=s.oanda.account_id or "101-004-1234567-001",
-            instruments=instruments,
-            rate=rate,
-            seed=seed,
-            heartbeat_s=heartbeat_s,
-            faults=faults,
-        )
-    )
-
-
-@simulate.command("dukascopy")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8767, show_default=True)
-@click.option(
-    "--root",
-    type=click.Path(exists=True, file_okay=False),
-    required=True,
-    help="Directory laid out like the datafeed: SYMBOL/YYYY/MM(0-based)/DD/HHh_ticks.bi5",
-)
-@click.pass_obj
-def simulate_dukascopy(obj: Ctx, host: str, port: int, root: str) -> None:
-    """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
-    import asyncio
-
-    from ingesters.simulators.dukascopy import DukascopySimulator
-
-    obj.settings  # noqa: B018 — sets up logging
-
-    async def serve() -> None:
-        sim = DukascopySimulator(Path(root), host=host, port=port)
-        await sim.start()
-        click.echo(f"serving {root} at {sim.base_url}", err=True)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await sim.stop()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-
-
-# -- backfill --------------------------------------------------------------------------------------------
-@cli.group()
+@cli.group(cls=VenueGroup, role="backfill")
 def backfill() -> None:
     """Load historical data through Pulsar (the `historical` namespace)."""
-
-
-@backfill.command("dukascopy")
-@click.argument("symbol")
-@click.option(
-    "--from",
-    "start",
-    required=True,
-    type=UTC_TIME,
-    help="First hour (UTC), e.g. 2019-02-04T00.",
-)
-@click.option(
-    "--to",
-    "end",
-    required=True,
-    type=UTC_TIME,
-    help="End hour (UTC, exclusive).",
-)
-@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
-@click.option(
-    "--candles",
-    "timeframe",
-    type=click.Choice(["1m", "1h", "1d"]),
-    help="Publish Dukascopy's candle files of this timeframe (fast path for long ranges) instead of ticks.",
-)
-@click.option("--side", type=click.Choice(["bid", "ask"]), help="Candle price series (with --candles; default bid).")
-@click.option("--no-progress", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_obj
-def backfill_dukascopy(
-    obj: Ctx,
-    symbol: str,
-    start: Any,
-    end: Any,
-    base_url: str | None,
-    timeframe: str | None,
-    side: str | None,
-    no_progress: bool,
-    as_json: bool,
-) -> None:
-    """Download hourly tick files (or candle files), decode and publish them in time order (resumable, idempotent)."""
-    from ingesters.dukascopy.instruments import lookup
-    from ingesters.dukascopy.service import run_backfill, run_candle_backfill
-    from pulse.runtime import resolve_endpoints
-
-    s = obj.settings
-    lookup(symbol)  # an unknown instrument is refused before anything starts
-    if base_url:
-        _check_http_url(base_url, "--base-url")
-    if side and not timeframe:
-        raise click.UsageError("--side needs --candles")
-    ep = resolve_endpoints(s, need_database=False)
-    progress = not (no_progress or as_json)
-    if timeframe:
-        summary = run_candle_backfill(
-            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
-        )
-    else:
-        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress)
-    if as_json:
-        emit_json(summary)
-    else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
-    sys.exit(0 if summary["ok"] else 1)
 
 
 # -- sink ------------------------------------------------------------------------------------------------

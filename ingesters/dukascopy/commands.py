@@ -1,0 +1,111 @@
+"""Dukascopy's CLI commands: ``pulse simulate dukascopy`` and ``pulse backfill dukascopy`` (registered through
+:mod:`ingesters.dukascopy.venue`)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pulse.clitools import UTC_TIME, check_http_url, emit_json
+
+
+@click.command("dukascopy")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8767, show_default=True)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    required=True,
+    help="Directory laid out like the datafeed: SYMBOL/YYYY/MM(0-based)/DD/HHh_ticks.bi5",
+)
+@click.pass_obj
+def simulate(obj: Any, host: str, port: int, root: str) -> None:
+    """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
+    import asyncio
+
+    from ingesters.simulators.dukascopy import DukascopySimulator
+
+    obj.settings  # noqa: B018 — sets up logging
+
+    async def serve() -> None:
+        sim = DukascopySimulator(Path(root), host=host, port=port)
+        await sim.start()
+        click.echo(f"serving {root} at {sim.base_url}", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+@click.command("dukascopy")
+@click.argument("symbol")
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    type=UTC_TIME,
+    help="First hour (UTC), e.g. 2019-02-04T00.",
+)
+@click.option(
+    "--to",
+    "end",
+    required=True,
+    type=UTC_TIME,
+    help="End hour (UTC, exclusive).",
+)
+@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option(
+    "--candles",
+    "timeframe",
+    type=click.Choice(["1m", "1h", "1d"]),
+    help="Publish Dukascopy's candle files of this timeframe (fast path for long ranges) instead of ticks.",
+)
+@click.option("--side", type=click.Choice(["bid", "ask"]), help="Candle price series (with --candles; default bid).")
+@click.option("--no-progress", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def backfill(
+    obj: Any,
+    symbol: str,
+    start: Any,
+    end: Any,
+    base_url: str | None,
+    timeframe: str | None,
+    side: str | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Download hourly tick files (or candle files), decode and publish them in time order (resumable, idempotent)."""
+    from ingesters.dukascopy.instruments import lookup
+    from ingesters.dukascopy.service import run_backfill, run_candle_backfill
+    from pulse.runtime import resolve_endpoints
+
+    s = obj.settings
+    lookup(symbol)  # an unknown instrument is refused before anything starts
+    if base_url:
+        check_http_url(base_url, "--base-url")
+    if side and not timeframe:
+        raise click.UsageError("--side needs --candles")
+    ep = resolve_endpoints(s, need_database=False)
+    progress = not (no_progress or as_json)
+    if timeframe:
+        summary = run_candle_backfill(
+            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
+        )
+    else:
+        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress)
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+    sys.exit(0 if summary["ok"] else 1)
+
+
+COMMANDS = {"simulate": simulate, "backfill": backfill}

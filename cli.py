@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from pulse.clitools import UTC_TIME, csv_choice, emit_json, fail, parse_symbols
+from app import commands as app_commands
+from pulse.clitools import UTC_TIME, csv_choice, emit_json, fail
 from pulse.errors import PulseError
 from pulse.settings import Settings, load_settings
 
@@ -188,49 +189,6 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 
 # -- demo, bench, status, config -------------------------------------------------------------------------
 @cli.command()
-@click.option("--duration", type=click.FloatRange(min=1), help="Stop after S seconds (default: until Ctrl-C).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON instead of a table.")
-@click.option("--rate", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Venue messages/s.")
-@click.option("--faults", is_flag=True, help="Inject a disconnect, malformed frames and bad checksums.")
-@click.option("--symbols", callback=parse_symbols, default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
-@click.option("--fx/--no-fx", default=True, show_default=True, help="Run the local OANDA venue and ingester too.")
-@click.option("--backfill", is_flag=True, help="Also backfill the shipped Dukascopy hours (EURUSD 2019-02-04 00-04).")
-@click.option("--consumers/--no-consumers", default=True, show_default=True,
-              help="Run the alerting and matching services too (demo alert rules, paper orders).")  # fmt: skip
-@click.pass_obj
-def demo(
-    obj: Ctx,
-    duration: float | None,
-    as_json: bool,
-    rate: float,
-    faults: bool,
-    symbols: list[str],
-    fx: bool,
-    backfill: bool,
-    consumers: bool,
-) -> None:
-    """Run the whole pipeline on the embedded default: local Kraken (+ OANDA) → ingesters → Pulsar → sink →
-    PostgreSQL, with the alerting and matching services on the live ticks."""
-    from app.demo import run_demo
-
-    summary = run_demo(
-        obj.settings,
-        duration=duration,
-        rate=rate,
-        faults=faults,
-        symbols=symbols,
-        fx=fx,
-        backfill=backfill,
-        live=not as_json,
-        config=obj.config,
-        consumers=consumers,
-    )
-    if as_json:
-        emit_json(summary)
-    sys.exit(0 if summary["ok"] else 1)
-
-
-@cli.command()
 @click.argument("symbol")
 @click.option("--interval", type=click.Choice(["1s", "1m", "5m", "1h", "1d"]), default="1m", show_default=True)
 @click.option(
@@ -307,27 +265,6 @@ def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str]
     from bench.run import PARTS, run_benchmarks
 
     run_benchmarks(obj.settings, as_json=as_json, quick=quick, parts=tuple(only) if only else PARTS)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--max-tick-age", type=click.FloatRange(min=1), default=60.0, show_default=True,
-              help="An open market's instrument with no tick for this long is unhealthy (s).")  # fmt: skip
-@click.option("--max-sink-lag", type=click.FloatRange(min=1), default=120.0, show_default=True,
-              help="A sink this far (s) behind the newest published tick is unhealthy.")  # fmt: skip
-@click.pass_obj
-def status(obj: Ctx, as_json: bool, max_tick_age: float, max_sink_lag: float) -> None:
-    """Health: broker (+ admin API), topics' rates and backlog, database mode, services, per-instrument last
-    tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
-    from app.health import collect_health
-
-    report = collect_health(obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag)
-    if as_json:
-        emit_json(report)
-    else:
-        for line in report["lines"]:
-            click.echo(line)
-    sys.exit(0 if report["healthy"] else 1)
 
 
 # -- instrument registry ---------------------------------------------------------------------------------
@@ -545,6 +482,8 @@ def _register_consumers() -> None:
 
 
 _register_consumers()
+cli.add_command(app_commands.demo)
+cli.add_command(app_commands.status)
 
 
 def main() -> None:

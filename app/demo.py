@@ -1,10 +1,11 @@
 """``pulse demo``: the whole pipeline on the embedded default, with a live view and a summary.
 
-Local Kraken venue → Kraken ingester → pulsar-lite → PostgreSQL sink → PostgreSQL, each stage in its own
-process (a producer and a consumer in one busy Python process fight over the GIL). Children run in their own
-session so the terminal's Ctrl-C reaches only the demo, which then stops them in order: the ingester first
-(SIGTERM: it flushes), then the sink once it has drained, then the venue. The demo talks to its children
-only through the CLI and their status files.
+Local venues → ingesters → pulsar-lite → PostgreSQL sink → PostgreSQL, each stage in its own process (a
+producer and a consumer in one busy Python process fight over the GIL). Which venues run, and how, the venue
+registry says (:class:`pulse.venues.DemoPlan`): the demo names no venue. Children run in their own session so
+the terminal's Ctrl-C reaches only the demo, which then stops them in order: the ingesters first (SIGTERM: they
+flush), then the sink once it has drained, then the venues. The demo talks to its children only through the
+CLI and their status files.
 """
 
 from __future__ import annotations
@@ -20,20 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pulse.errors import ConfigError
 from pulse.log import get_logger
 from pulse.runtime import Runtime, resolve_endpoints
 from pulse.runtime.procs import free_port, terminate, wait_for_port
 from pulse.settings import Settings
 from pulse.status import read_status
+from pulse.venues import DemoPlan, Venue, venues
 
 log = get_logger(__name__)
 
-INGESTERS = ("ingest-kraken", "ingest-oanda")
 SINK = "sink-postgres"
-FX_INSTRUMENTS = ("EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD")
-DEMO_OANDA_TOKEN = "demo-local-venue-token"  # the local venue's token; never a real credential
-SHARED_DUKASCOPY = Path(__file__).resolve().parents[2] / "shared" / "data" / "dukascopy"
-BACKFILL_RANGE = ("2019-02-04T00", "2019-02-04T04")  # the hours shipped in ../shared/data
 
 
 @dataclass
@@ -112,13 +110,31 @@ def _db_counts(url: str, symbols: list[str]) -> dict[str, int]:
     return out
 
 
+def _plans(symbols: list[str] | None, fx: bool, backfill: bool) -> list[tuple[Venue, DemoPlan, list[str]]]:
+    """The registry's venues the demo runs (see :class:`pulse.venues.DemoPlan`), main venue first, with the
+    symbols each streams; refused (before anything starts) when a chosen venue cannot run here."""
+    chosen: list[tuple[Venue, DemoPlan, list[str]]] = []
+    for v in venues().values():
+        plan = v.demo
+        if plan is None or (plan.group == "fx" and not fx) or (plan.group == "backfill" and not backfill):
+            continue
+        if plan.check is not None:
+            plan.check()
+        syms = list(symbols) if symbols and plan.group == "" else list(plan.symbols)
+        chosen.append((v, plan, syms))
+    chosen.sort(key=lambda c: (c[1].group != "", c[1].group, c[0].name))
+    if not chosen or chosen[0][1].group != "" or chosen[0][1].ingest is None:
+        raise ConfigError("no venue offers the demo a live main venue (pulse.venues: DemoPlan with group '')")
+    return chosen
+
+
 def run_demo(
     settings: Settings,
     *,
     duration: float | None,
     rate: float,
     faults: bool,
-    symbols: list[str],
+    symbols: list[str] | None = None,
     fx: bool = True,
     backfill: bool = False,
     live: bool = True,
@@ -127,6 +143,9 @@ def run_demo(
 ) -> dict[str, Any]:
     from app import demo_consumers
 
+    plans = _plans(symbols, fx, backfill)
+    main_venue, _, main_symbols = plans[0]
+    ingester_services = [v.service for v, p, _ in plans if p.ingest is not None and v.service]
     state = DemoState()
     rt = Runtime(settings)
     if not rt.status().running:
@@ -134,12 +153,9 @@ def run_demo(
         state.started_runtime = True
     ep = resolve_endpoints(settings)
     # a fresh run: old status files would mislead the view
-    for name in (*INGESTERS, SINK, *demo_consumers.CONSUMERS):
+    for name in (*ingester_services, SINK, *demo_consumers.CONSUMERS):
         with contextlib.suppress(FileNotFoundError):
             (settings.home / "run" / f"{name}.json").unlink()
-    if backfill and not SHARED_DUKASCOPY.is_dir():
-        raise RuntimeError(f"--backfill needs the shipped Dukascopy files at {SHARED_DUKASCOPY}")
-    port = free_port()
     interrupted = False
 
     def on_sigint(*_: object) -> None:
@@ -148,86 +164,44 @@ def run_demo(
 
     stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     old = {sig: signal.signal(sig, on_sigint) for sig in stop_signals}
-    sym_arg = ",".join(symbols)
-    venue_args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", sym_arg]
-    if faults:
-        venue_args += ["--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400"]
     try:
-        venue = _spawn(settings, "venue-kraken", venue_args, config)
-        state.children.append(venue)
-        if not wait_for_port("127.0.0.1", port, 15, pid=venue.proc.pid):
-            raise RuntimeError(f"local Kraken venue did not start; see {venue.log_path}")
-        fx_symbols = [i.replace("_", "/") for i in FX_INSTRUMENTS]
-        all_symbols = symbols + (fx_symbols if fx or backfill else [])
-        sources = ["--source", f"crypto/kraken={sym_arg}"]
-        if fx:
-            sources += ["--source", f"fx/oanda={','.join(fx_symbols)}"]
-        if backfill:
-            sources += ["--source", "historical/dukascopy=EUR/USD"]
+        # the local venues of the live venues, then the sink, then their ingesters (in registry order)
+        stages: list[Child] = []
+        ingesters: list[Child] = []
+        local_ports: dict[str, int] = {}
+        for v, plan, syms in plans:
+            if plan.ingest is None:
+                continue
+            port = local_ports[v.name] = free_port()
+            child = _spawn(settings, f"venue-{v.name}", plan.simulate(port, rate, syms, faults), config, plan.env)
+            state.children.append(child)
+            stages.append(child)
+            if not wait_for_port("127.0.0.1", port, 15, pid=child.proc.pid):
+                raise RuntimeError(f"local {v.name} venue did not start; see {child.log_path}")
+        all_instruments = [f"{v.name}:{s}" for v, _, syms in plans for s in syms]
+        all_symbols = list(dict.fromkeys(s for _, _, syms in plans for s in syms))
+        sources = [a for v, _, syms in plans for a in ("--source", f"{v.namespace}/{v.name}={','.join(syms)}")]
         sink = _spawn(settings, "sink", ["sink", "run", *sources], config)
-        ing = _spawn(
-            settings,
-            "ingester",
-            ["ingest", "kraken", "--url", f"ws://127.0.0.1:{port}", "--symbols", sym_arg],
-            config,
-        )
-        state.children += [sink, ing]
-        stages = [venue, sink, ing]
-        ingesters = [ing]
-        if fx:
-            fx_env = {
-                "OANDA_TOKEN": DEMO_OANDA_TOKEN,
-                "PULSE_OANDA__MARKET_HOURS": "always",
-                "PULSE_OANDA__ACCOUNT_ID": "101-004-0000000-001",
-            }
-            fx_port = free_port()
-            fx_venue = _spawn(
-                settings,
-                "venue-oanda",
-                [
-                    "simulate",
-                    "oanda",
-                    "--port",
-                    str(fx_port),
-                    "--rate",
-                    str(max(5.0, rate / 6)),
-                    "--instruments",
-                    ",".join(FX_INSTRUMENTS),
-                ],
-                config,
-                fx_env,
-            )
-            state.children.append(fx_venue)
-            if not wait_for_port("127.0.0.1", fx_port, 15, pid=fx_venue.proc.pid):
-                raise RuntimeError(f"local OANDA venue did not start; see {fx_venue.log_path}")
-            fx_ing = _spawn(
-                settings,
-                "ingester-oanda",
-                [
-                    "ingest",
-                    "oanda",
-                    "--api-url",
-                    f"http://127.0.0.1:{fx_port}",
-                    "--instruments",
-                    ",".join(FX_INSTRUMENTS),
-                ],
-                config,
-                fx_env,
-            )
-            state.children.append(fx_ing)
-            stages += [fx_venue, fx_ing]
-            ingesters.append(fx_ing)
+        state.children.append(sink)
+        stages.append(sink)
+        for v, plan, syms in plans:
+            if plan.ingest is None:
+                continue
+            ing = _spawn(settings, f"ingester-{v.name}", plan.ingest(local_ports[v.name], syms), config, plan.env)
+            state.children.append(ing)
+            stages.append(ing)
+            ingesters.append(ing)
         trader: demo_consumers.PaperTrader | None = None
         services: list[Child] = []
         if consumers:
-            demo_consumers.install_rules(ep.database_url, symbols)
+            demo_consumers.install_rules(ep.database_url, main_venue.name, main_symbols)
             services = [
                 _spawn(settings, "alerting", ["consumers", "alerting", "run"], config),
-                _spawn(settings, "matching", demo_consumers.matching_args(symbols), config),
+                _spawn(settings, "matching", demo_consumers.matching_args(main_venue.name, main_symbols), config),
             ]
             state.children += services
             stages += services
-            trader = demo_consumers.PaperTrader(settings, symbols)
+            trader = demo_consumers.PaperTrader(settings, main_venue.name, main_symbols)
             # on a busy 2-core machine the services can take seconds to start: wait, so the view is complete
             deadline = time.monotonic() + 60
             while not all(read_status(settings.home, c.name) for c in services):
@@ -238,18 +212,25 @@ def run_demo(
                     raise RuntimeError(f"the consumers did not start within 60 s; see {settings.home / 'logs'}")
                 time.sleep(0.2)
         backfilled: dict[str, Any] = {}
-        if backfill:
-            backfilled = _backfill(settings, config, state)
+        for v, plan, _ in plans:
+            if plan.backfill is not None:
+                backfilled = _backfill(settings, config, state, v, plan)
         t0 = time.monotonic()  # --duration counts from when the whole pipeline runs (and the backfill is done)
         if trader is not None:
             trader.start()
         view = _LiveView(enabled=live)
+
+        def snapshot() -> dict[str, Any]:
+            return _snapshot(
+                settings, ep.database_url, ingester_services, all_symbols, time.monotonic() - t0, backfilled
+            )
+
         with view:
             while not interrupted and (duration is None or time.monotonic() - t0 < duration):
                 for c in stages:
                     if c.proc.poll() is not None:
                         raise RuntimeError(f"{c.name} exited with {c.proc.returncode}; see {c.log_path}")
-                snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
+                snap = snapshot()
                 view.update({**snap, **demo_consumers.snapshot(settings, trader)} if consumers else snap)
                 if trader is not None:
                     trader.tick()
@@ -259,7 +240,7 @@ def run_demo(
             # let the sink drain what the ingester published before it stops
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
+                snap = snapshot()
                 view.update(snap)
                 if snap["sink_received"] >= snap["published_data"]:
                     break
@@ -267,7 +248,8 @@ def run_demo(
             sink_rc = sink.stop()
             for c in stages:
                 c.stop()
-        snap = _snapshot(settings, ep.database_url, all_symbols, time.monotonic() - t0, backfilled)
+        snap = snapshot()
+        snap["instruments"] = all_instruments
         if consumers:
             snap.update(demo_consumers.snapshot(settings, trader))
         snap["exit_codes"] = {
@@ -295,9 +277,14 @@ def run_demo(
 
 
 def _snapshot(
-    settings: Settings, db_url: str, symbols: list[str], elapsed: float, backfilled: dict[str, Any] | None = None
+    settings: Settings,
+    db_url: str,
+    services: list[str],
+    symbols: list[str],
+    elapsed: float,
+    backfilled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    docs = [d for d in (read_status(settings.home, n) for n in INGESTERS) if d]
+    docs = [d for d in (read_status(settings.home, n) for n in services) if d]
     snk = read_status(settings.home, SINK) or {}
     sc: dict[str, Any] = snk.get("counters", {})
     total: dict[str, int] = {}
@@ -308,7 +295,8 @@ def _snapshot(
             if isinstance(v, int):
                 total[k] = total.get(k, 0) + v
         topics.update(d.get("counters", {}).get("topics", {}))
-        last_price.update(d.get("last_price", {}))
+        venue = d.get("venue", "")  # keyed by instrument id: two venues may list the same symbol
+        last_price.update({f"{venue}:{sym}": px for sym, px in d.get("last_price", {}).items()})
     if backfilled and backfilled.get("topic"):
         # broker messages (each carries up to 1,000 ticks); the tick count is on the backfill line
         topics[backfilled["topic"]] = int(backfilled.get("messages", backfilled.get("published", 0)))
@@ -335,20 +323,17 @@ def _snapshot(
     }
 
 
-def _backfill(settings: Settings, config: str | None, state: DemoState) -> dict[str, Any]:
-    """Serve the shipped Dukascopy hours locally and backfill them through Pulsar (historical namespace)."""
+def _backfill(settings: Settings, config: str | None, state: DemoState, v: Venue, plan: DemoPlan) -> dict[str, Any]:
+    """Serve the venue's historical files locally and backfill them through Pulsar (its ``backfill`` command
+    line, which prints a JSON summary)."""
     import json
 
+    assert plan.backfill is not None
     port = free_port()
-    server = _spawn(
-        settings,
-        "venue-dukascopy",
-        ["simulate", "dukascopy", "--port", str(port), "--root", str(SHARED_DUKASCOPY)],
-        config,
-    )
+    server = _spawn(settings, f"venue-{v.name}", plan.simulate(port, 0.0, list(plan.symbols), False), config)
     state.children.append(server)
     if not wait_for_port("127.0.0.1", port, 15, pid=server.proc.pid):
-        raise RuntimeError(f"local Dukascopy server did not start; see {server.log_path}")
+        raise RuntimeError(f"local {v.name} server did not start; see {server.log_path}")
     cmd = [
         sys.executable,
         "-m",
@@ -356,16 +341,7 @@ def _backfill(settings: Settings, config: str | None, state: DemoState) -> dict[
         "--home",
         str(settings.home),
         *(["--config", config] if config else []),
-        "backfill",
-        "dukascopy",
-        "EURUSD",
-        "--from",
-        BACKFILL_RANGE[0],
-        "--to",
-        BACKFILL_RANGE[1],
-        "--base-url",
-        f"http://127.0.0.1:{port}/datafeed",
-        "--json",
+        *plan.backfill(port),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
     server.stop()
@@ -420,8 +396,7 @@ class _LiveView:
         table.add_column("last price", justify="right")
         for t, n in sorted(snap["topics"].items()):
             name = t.split("://", 1)[-1]
-            sym = _symbol_of(name)
-            price = snap["last_price"].get(sym, "") if name.endswith((".trade", ".quote")) else ""
+            price = snap["last_price"].get(_instrument_of(name), "") if name.endswith((".trade", ".quote")) else ""
             table.add_row(name, f"{n:,}", f"{rates.get(t, 0):,.0f}", price)
         stored = ", ".join(f"{k} {v:,}" for k, v in sorted(snap["sink_stored"].items()))
         lines = [
@@ -444,10 +419,10 @@ class _LiveView:
         self._live.update(Group(table, Text("\n".join(lines))))
 
 
-def _symbol_of(topic_local: str) -> str:
-    """``market-data/crypto/kraken.BTC-USD.trade`` → ``BTC/USD``."""
+def _instrument_of(topic_local: str) -> str:
+    """``market-data/crypto/kraken.BTC-USD.trade`` → ``kraken:BTC/USD``."""
     parts = topic_local.rsplit("/", 1)[-1].split(".")
-    return parts[1].replace("-", "/") if len(parts) == 3 else ""
+    return f"{parts[0]}:{parts[1].replace('-', '/')}" if len(parts) == 3 else ""
 
 
 def _print_summary(snap: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The consumers in ``pulse demo``: a few alert rules, the alerting and matching services, and paper orders.
 
-The demo registers one ``pct-change`` rule per crypto symbol (a 0.05% move within 10 s, 15 s cooldown — the
+The demo registers one ``pct-change`` rule per symbol of its main venue (a 0.05% move within 10 s, 15 s cooldown — the
 local venue's random walk trips it every so often) in the alerting store, starts ``pulse consumers alerting
-run`` and ``pulse consumers matching run`` (instruments and precisions from the Kraken symbol rules), and sends
+run`` and ``pulse consumers matching run`` (instruments and precisions from the venue's symbol rules), and sends
 a small paper market order, alternately buy and sell, every few seconds. The live view and the summary read
 the services' status files (alerts raised and stored, paper fills).
 """
@@ -23,7 +23,7 @@ FIRST_ORDER_AFTER_S = 1.0
 RULE_PREFIX = "demo "
 
 
-def install_rules(db_url: str, symbols: list[str]) -> int:
+def install_rules(db_url: str, venue: str, symbols: list[str]) -> int:
     """The demo's alert rules (once per symbol: a rerun on the same database adds nothing). Returns how many
     rules the demo has."""
     from consumers.alerting.rules import make_rule
@@ -34,10 +34,10 @@ def install_rules(db_url: str, symbols: list[str]) -> int:
         store.ensure_schema()
         have = {r.name for r in store.rules()}
         for sym in symbols:
-            name = f"{RULE_PREFIX}{sym} 0.05% in 10s"
+            name = f"{RULE_PREFIX}{venue}:{sym} 0.05% in 10s"
             if name not in have:
                 store.add_rule(make_rule("pct-change", {
-                    "venue": "kraken", "symbol": sym, "name": name, "window_s": 10, "pct": 0.05,
+                    "venue": venue, "symbol": sym, "name": name, "window_s": 10, "pct": 0.05,
                     "cooldown_s": 15, "hysteresis": 0.01,
                 }))  # fmt: skip
         return len(symbols)
@@ -45,14 +45,14 @@ def install_rules(db_url: str, symbols: list[str]) -> int:
         store.engine.dispose()
 
 
-def matching_args(symbols: list[str]) -> list[str]:
-    """``consumers matching run`` with one ``--instrument`` per symbol, increments from Kraken's rules."""
+def matching_args(venue: str, symbols: list[str]) -> list[str]:
+    """``consumers matching run`` with one ``--instrument`` per symbol, increments from the venue's rules."""
     from control_plane.symbols import plan_instrument
 
     args = ["consumers", "matching", "run"]
     for sym in symbols:
-        _, inst = plan_instrument("kraken", sym)
-        args += ["--instrument", f"kraken:{inst.symbol}:{inst.price_increment}:{inst.size_increment}"]
+        _, inst = plan_instrument(venue, sym)
+        args += ["--instrument", f"{venue}:{inst.symbol}:{inst.price_increment}:{inst.size_increment}"]
     return args
 
 
@@ -60,8 +60,9 @@ class PaperTrader:
     """Sends a paper market order (IOC) every ``ORDER_EVERY_S``, alternating buy and sell, round-robin over the
     symbols; the fills come back through the matching service."""
 
-    def __init__(self, settings: Settings, symbols: list[str]) -> None:
+    def __init__(self, settings: Settings, venue: str, symbols: list[str]) -> None:
         self.settings = settings
+        self.venue = venue
         self.symbols = symbols
         self.sent = 0
         self._next = float("inf")
@@ -83,7 +84,7 @@ class PaperTrader:
         sym = self.symbols[self.sent % len(self.symbols)]
         rid = uuid.uuid4().hex[:20]
         order = NewOrder(
-            request_id=rid, venue="kraken", symbol=sym, ts=time.time_ns(), account="demo",
+            request_id=rid, venue=self.venue, symbol=sym, ts=time.time_ns(), account="demo",
             side="buy" if self.sent % 2 == 0 else "sell", order_type="market", quantity=Decimal("0.01"),
             tif="IOC", order_id=f"demo-{rid}",
         )  # fmt: skip

@@ -51,11 +51,11 @@ class DemoPlan:
     own process and talks to it only through the CLI and status files).
 
     ``simulate(port, rate, symbols, faults)`` is the local venue's command line; ``ingest(port, symbols)`` the
-    ingester pointed at it (live venues) or ``backfill(port)`` a backfill from it (historical venues, run when
-    ``pulse demo --backfill`` asks). ``symbols`` are the canonical symbols it streams when the demo is not told
-    otherwise; ``group`` names the ``--<group>/--no-<group>``-style switch that leaves it out (``"fx"``) or is
-    ``""`` for the demo's main venue, whose symbols ``--symbols`` sets and which the demo's alert rules and paper
-    orders use."""
+    ingester pointed at it (live venues) or ``backfill(port)`` a backfill from it that prints its JSON summary
+    (historical venues). ``symbols`` are the canonical symbols it streams; ``check()`` raises if the venue cannot
+    run here (missing data). ``group`` says when the demo runs it: ``""`` — always, as the demo's main venue
+    (``--symbols`` replaces its symbols; the demo's alert rules and paper orders use it); ``"fx"`` — unless
+    ``--no-fx``; ``"backfill"`` — with ``--backfill``."""
 
     symbols: tuple[str, ...]
     simulate: Callable[[int, float, list[str], bool], list[str]]
@@ -63,7 +63,7 @@ class DemoPlan:
     backfill: Callable[[int], list[str]] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     group: str = ""
-    rate_share: float = 1.0  # of the demo's --rate
+    check: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ingesters.dukascopy.instruments import lookup
-from pulse.venues import Resolved, Venue
+from pulse.errors import ConfigError
+from pulse.venues import DemoPlan, Resolved, Venue
 
 
 def _resolve(text: str) -> Resolved:
@@ -20,6 +22,26 @@ def _commands() -> dict[str, Any]:
     return commands.COMMANDS
 
 
+#: the real Dukascopy hours shipped next to the repository (EURUSD 2019-02-04 00:00-04:00), for the demo
+DEMO_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dukascopy"
+DEMO_RANGE = ("2019-02-04T00", "2019-02-04T04")
+
+
+def _demo_check() -> None:
+    if not DEMO_DATA.is_dir():
+        raise ConfigError(f"the Dukascopy backfill needs the shipped Dukascopy files at {DEMO_DATA}")
+
+
+def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> list[str]:
+    return ["simulate", "dukascopy", "--port", str(port), "--root", str(DEMO_DATA)]
+
+
+def _demo_backfill(port: int) -> list[str]:
+    start, end = DEMO_RANGE
+    url = f"http://127.0.0.1:{port}/datafeed"
+    return ["backfill", "dukascopy", "EURUSD", "--from", start, "--to", end, "--base-url", url, "--json"]
+
+
 VENUE = Venue(
     name="dukascopy",
     namespace="historical",
@@ -30,5 +52,8 @@ VENUE = Venue(
     channel_topics={"quote": ("quote",), "candle": ("candle",)},
     settings_section="dukascopy",
     commands=_commands,
+    demo=DemoPlan(
+        symbols=("EUR/USD",), simulate=_demo_simulate, backfill=_demo_backfill, check=_demo_check, group="backfill"
+    ),
     description="Dukascopy historical tick and candle files (backfill)",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingesters.kraken.symbols import CHANNEL_TOPICS, CHANNELS, resolve
-from pulse.venues import Resolved, Venue
+from pulse.venues import DemoPlan, Resolved, Venue
 
 
 def _resolve(text: str) -> Resolved:
@@ -19,6 +19,17 @@ def _commands() -> dict[str, Any]:
     return commands.COMMANDS
 
 
+def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> list[str]:
+    args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", ",".join(symbols)]
+    if faults:
+        args += ["--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400"]
+    return args
+
+
+def _demo_ingest(port: int, symbols: list[str]) -> list[str]:
+    return ["ingest", "kraken", "--url", f"ws://127.0.0.1:{port}", "--symbols", ",".join(symbols)]
+
+
 VENUE = Venue(
     name="kraken",
     namespace="crypto",
@@ -30,5 +41,6 @@ VENUE = Venue(
     settings_section="kraken",
     service="ingest-kraken",
     commands=_commands,
+    demo=DemoPlan(symbols=("BTC/USD", "ETH/USD", "SOL/USD"), simulate=_demo_simulate, ingest=_demo_ingest),
     description="Kraken WebSocket v2 (crypto): trades, tickers/quotes, checksummed books",
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from ingesters.oanda.symbols import instrument_to_symbol, is_instrument, symbol_to_instrument
 from pulse.calendars import OANDA_FX
-from pulse.venues import Resolved, Venue
+from pulse.venues import DemoPlan, Resolved, Venue
 
 
 def _resolve(text: str) -> Resolved:
@@ -29,6 +29,24 @@ def _commands() -> dict[str, Any]:
     return commands.COMMANDS
 
 
+def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> list[str]:
+    names = ",".join(symbol_to_instrument(s) for s in symbols)
+    return ["simulate", "oanda", "--port", str(port), "--rate", str(max(5.0, rate / 6)), "--instruments", names]
+
+
+def _demo_ingest(port: int, symbols: list[str]) -> list[str]:
+    names = ",".join(symbol_to_instrument(s) for s in symbols)
+    return ["ingest", "oanda", "--api-url", f"http://127.0.0.1:{port}", "--instruments", names]
+
+
+#: the local venue streams around the clock, so the demo's ingester does not sleep through the weekend close;
+#: the token is the local venue's, never a real credential
+_DEMO_ENV = {
+    "OANDA_TOKEN": "demo-local-venue-token",
+    "PULSE_OANDA__MARKET_HOURS": "always",
+    "PULSE_OANDA__ACCOUNT_ID": "101-004-0000000-001",
+}
+
 VENUE = Venue(
     name="oanda",
     namespace="fx",
@@ -41,5 +59,12 @@ VENUE = Venue(
     settings_section="oanda",
     service="ingest-oanda",
     commands=_commands,
+    demo=DemoPlan(
+        symbols=("EUR/USD", "GBP/USD", "USD/JPY", "AUD/USD"),
+        simulate=_demo_simulate,
+        ingest=_demo_ingest,
+        env=_DEMO_ENV,
+        group="fx",
+    ),
     description="OANDA v20 pricing stream (FX): quotes with the full ladder; sleeps while the market is closed",
 )

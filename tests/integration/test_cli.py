@@ -125,7 +125,7 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     doc = json.loads(res.stdout)
     assert doc["ok"] and doc["exit_codes"] == {
-        "ingester": 0, "ingester-oanda": 0, "alerting": 0, "matching": 0, "sink": 0
+        "ingester-kraken": 0, "ingester-oanda": 0, "alerting": 0, "matching": 0, "sink": 0
     }  # fmt: skip
     # the consumers ran on the live ticks: paper market orders were filled against the venue's quotes
     assert doc["paper_orders"] >= 1 and 1 <= doc["paper_fills"] <= doc["paper_orders"]
@@ -137,6 +137,9 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     assert doc["parse_errors"] >= 1 and doc["parse_errors"] == doc["dead_letters"]  # --faults injected some
     assert any(t.endswith("kraken.BTC-USD.trade") for t in doc["topics"])
     assert any(t.endswith("oanda.EUR-USD.quote") for t in doc["topics"])
+    # last prices are keyed by instrument id (venue:SYMBOL), so two venues' EUR/USD cannot collide
+    assert "kraken:BTC/USD" in doc["last_price"] and "oanda:EUR/USD" in doc["last_price"]
+    assert all(":" in k for k in doc["last_price"])
     if backfill:
         assert doc["backfill"]["ticks_published"] == 12_000 and doc["backfill"]["ok"]
     # the demo started its own runtime and stopped it again

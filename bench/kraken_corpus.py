@@ -1,6 +1,6 @@
 """A pre-generated, replayable Kraken WebSocket v2 session for the benchmarks.
 
-The market comes from the simulator's generator (:class:`~ingesters.simulators.kraken_feed.SymbolMarket`: a
+The market comes from the simulator's generator (:class:`~ingesters.kraken.simulator_feed.SymbolMarket`: a
 seeded random walk per pair, prices in Kraken's JSON form with trailing zeros dropped), so the frames look like
 the local venue's. What differs is the mix and the cost: the corpus is made once, before anything is timed, and
 then only replayed.
@@ -29,7 +29,7 @@ from decimal import Decimal
 from ingesters.kraken.book import OrderBook
 from ingesters.kraken.protocol import format_rfc3339_ns
 from ingesters.kraken.schemas import encoder
-from ingesters.simulators.kraken_feed import TRADE_SHARE, SymbolMarket, diff_view, instrument_data, with_precisions
+from ingesters.kraken.simulator_feed import TRADE_SHARE, SymbolMarket, diff_view, instrument_data, with_precisions
 
 #: Pairs the benchmark subscribes (Kraken's precisions for each, see ``with_precisions``).
 SYMBOLS = ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD")

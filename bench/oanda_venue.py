@@ -1,6 +1,6 @@
 """A replay OANDA v20 pricing-stream venue for the benchmarks, run as its own process: ``python -m bench.oanda_venue``.
 
-Why not :class:`~ingesters.simulators.oanda.OandaSimulator` itself: it builds every price line on the fly (random
+Why not :class:`~ingesters.oanda.simulator.OandaSimulator` itself: it builds every price line on the fly (random
 walk, dict, msgspec encode), a few microseconds each, which at the rates measured here would take a good part
 of one of the machine's two cores from the ingester under test. So the lines are *recorded* from the simulator
 once — a real ``GET …/pricing/stream`` against it, in this process, before anything is timed — and replayed,
@@ -25,7 +25,7 @@ import time
 
 import aiohttp
 
-from ingesters.simulators.oanda import OandaSimulator, format_time
+from ingesters.oanda.simulator import OandaSimulator, format_time
 
 log = logging.getLogger("bench.oanda_venue")
 

@@ -27,7 +27,7 @@ def simulate(obj: Any, host: str, port: int, root: str) -> None:
     """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
     import asyncio
 
-    from ingesters.simulators.dukascopy import DukascopySimulator
+    from ingesters.dukascopy.simulator import DukascopySimulator
 
     obj.settings  # noqa: B018 — sets up logging
 

@@ -83,7 +83,7 @@ def simulate(
     """A local Kraken WebSocket v2 venue (seeded random walk, fault injection)."""
     import asyncio
 
-    from ingesters.simulators.kraken import FaultPlan, run
+    from ingesters.kraken.simulator import FaultPlan, run
 
     obj.settings  # noqa: B018 — sets up logging
     faults = FaultPlan(

@@ -100,7 +100,7 @@ def simulate(
     """A local OANDA v20 pricing-stream venue (auth check, 400/401, chunked NDJSON, heartbeats, faults)."""
     import asyncio
 
-    from ingesters.simulators.oanda import OandaFaults, run
+    from ingesters.oanda.simulator import OandaFaults, run
 
     s = obj.settings
     faults = OandaFaults(

@@ -13,7 +13,7 @@ import pytest
 from ingesters.dukascopy.backfill import CheckpointStore, backfill
 from ingesters.dukascopy.bi5 import decode_candles
 from ingesters.dukascopy.downloader import DownloadError, RetryPolicy
-from ingesters.simulators.dukascopy import DukascopySimulator, Faults
+from ingesters.dukascopy.simulator import DukascopySimulator, Faults
 from pulse.errors import ConfigError, SymbolError
 from pulse.models import Quote
 

@@ -27,7 +27,7 @@ from ingesters.dukascopy.bi5 import decode_candles
 from ingesters.dukascopy.candles import backfill_candles, checkpoint_key, is_placeholder
 from ingesters.dukascopy.downloader import RetryPolicy
 from ingesters.dukascopy.service import run_candle_backfill
-from ingesters.simulators.dukascopy import DukascopySimulator
+from ingesters.dukascopy.simulator import DukascopySimulator
 from pulse.bus import Bus
 from pulse.codec import decode_any
 from pulse.errors import ConfigError, SymbolError

@@ -20,7 +20,7 @@ import pytest
 
 from ingesters.dukascopy.bi5 import decode_ticks
 from ingesters.dukascopy.service import run_backfill
-from ingesters.simulators.dukascopy import DukascopySimulator
+from ingesters.dukascopy.simulator import DukascopySimulator
 from pulse.bus import Bus
 from pulse.codec import decode_any
 from pulse.errors import SymbolError

@@ -13,7 +13,7 @@ import pytest
 
 from ingesters.base.context import IngestContext
 from ingesters.kraken.service import KrakenIngester
-from ingesters.simulators.kraken import FaultPlan, KrakenSimulator
+from ingesters.kraken.simulator import FaultPlan, KrakenSimulator
 from pulse.bus import Bus, EventPublisher
 from pulse.codec import decode_any
 from pulse.models import Status

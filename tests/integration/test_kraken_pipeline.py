@@ -16,7 +16,7 @@ import psycopg
 import pulsar
 import pytest
 
-from ingesters.simulators.kraken import FaultPlan, KrakenSimulator
+from ingesters.kraken.simulator import FaultPlan, KrakenSimulator
 from pulse.codec import decode_any
 from pulse.runtime import Endpoints
 from pulse.settings import Settings

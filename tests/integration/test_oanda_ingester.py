@@ -27,7 +27,7 @@ import pytest
 from ingesters.base.context import IngestContext
 from ingesters.oanda.parser import OandaMessageError, OandaStreamParser
 from ingesters.oanda.service import OandaIngester
-from ingesters.simulators.oanda import OandaFaults, OandaSimulator
+from ingesters.oanda.simulator import OandaFaults, OandaSimulator
 from pulse.bus import Bus, EventPublisher
 from pulse.codec import decode_any
 from pulse.errors import FatalVenueError

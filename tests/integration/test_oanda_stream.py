@@ -1,4 +1,4 @@
-"""OANDA pricing stream end to end against the local OANDA venue (ingesters.simulators.oanda): real HTTP,
+"""OANDA pricing stream end to end against the local OANDA venue (ingesters.oanda.simulator): real HTTP,
 real chunked bodies, real status codes — no mocks."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from decimal import Decimal
 import pytest
 
 from ingesters.oanda.parser import OandaMessageError, OandaStreamParser, ParsedLine
+from ingesters.oanda.simulator import OandaFaults, OandaSimulator
 from ingesters.oanda.stream import InvalidInstrumentError, OandaStream, OandaTransportError, StaleStreamError
-from ingesters.simulators.oanda import OandaFaults, OandaSimulator
 from pulse.errors import FatalVenueError
 from pulse.models import Level
 

@@ -34,7 +34,7 @@ import pytest
 
 from ingesters.dukascopy.bi5 import CandleRecord, decode_candles, decode_ticks, seq_base, to_quotes
 from ingesters.dukascopy.service import run_backfill
-from ingesters.simulators.dukascopy import DukascopySimulator
+from ingesters.dukascopy.simulator import DukascopySimulator
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from sinks.postgres.candles import CandleMode, CandleRow, candles

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ingesters.kraken import protocol
 from ingesters.kraken.parser import KrakenFeedParser, KrakenMessageError
-from ingesters.simulators.kraken import FaultPlan, KrakenSimulator
+from ingesters.kraken.simulator import FaultPlan, KrakenSimulator
 from pulse.models import BookDelta, BookSnapshot, Trade
 
 DATA_CHANNELS = {"trade", "ticker", "book", "instrument"}

@@ -7,7 +7,7 @@ error for an unknown pair (``Currency pair not supported X/Y``, ``success: false
 something is subscribed. Subscribing again to a subscribed book replaces it and sends a fresh snapshot (how a
 client resynchronises after a checksum failure).
 
-Data come from :mod:`ingesters.simulators.kraken_feed`: ``rate`` market steps per second, round-robin over the
+Data come from :mod:`ingesters.kraken.simulator_feed`: ``rate`` market steps per second, round-robin over the
 pairs someone subscribed to; about 30 % of steps are trades (each followed by a ticker update), the rest change
 the book. Book updates carry checksums computed with :func:`ingesters.kraken.book.checksum` over the
 simulator's own book, and tell each client exactly what changed within its subscribed depth.
@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ingesters.kraken.protocol import BOOK_DEPTHS, format_rfc3339_ns
 from ingesters.kraken.schemas import Request, encoder, request_decoder
-from ingesters.simulators.kraken_feed import (
+from ingesters.kraken.simulator_feed import (
     MALFORMED_FRAMES,
     TRADE_SHARE,
     FaultPlan,
@@ -81,7 +81,7 @@ class KrakenSimulator:
     """A Kraken v2 WebSocket venue on ``host:port`` (port 0 picks a free one; see :attr:`url`).
 
     ``symbols`` maps pair → (price_precision, qty_precision); a plain list of pairs gets Kraken's usual
-    precisions (:func:`~ingesters.simulators.kraken_feed.with_precisions`). ``max_trades`` stops trades (and
+    precisions (:func:`~ingesters.kraken.simulator_feed.with_precisions`). ``max_trades`` stops trades (and
     tickers) after N per pair; book updates and heartbeats go on. :attr:`sent_trades` lists every trade sent
     in a trade message.
     """

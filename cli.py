@@ -164,7 +164,8 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 
     from pulse.runtime import resolve_endpoints
     from sinks.postgres.config import load_sink_config
-    from sinks.postgres.service import PostgresSink, topics_for_sources
+    from sinks.postgres.service import PostgresSink
+    from sinks.postgres.sources import topics_for_sources
 
     s = obj.settings
     if config_path and sources:
@@ -178,7 +179,7 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
         signal.signal(sig, lambda *_: stop.set())
     follow: tuple[str, ...] = ()
     if not no_follow:  # the namespaces it stores: its sources' plus sink.namespaces
-        from sinks.postgres.service import parse_source
+        from sinks.postgres.sources import parse_source
 
         follow = tuple(dict.fromkeys([*s.sink.namespaces, *(parse_source(x)[0] for x in (sources or s.sink.sources))]))
     svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home, follow_namespaces=follow)

@@ -114,7 +114,7 @@ def _writer_rate(url: str, rows: list[tuple], batch: int, *, direct: bool = True
 
 def _decode_map_us(payloads: list[bytes]) -> float:
     from sinks.postgres.mapping import to_row
-    from sinks.postgres.service import decode_payload
+    from sinks.postgres.sources import decode_payload
 
     t0 = time.perf_counter()
     for p in payloads:
@@ -125,7 +125,7 @@ def _decode_map_us(payloads: list[bytes]) -> float:
 def _decode_map_batched_us(payloads: list[bytes], rows: int) -> float:
     """Decode + map QuoteBatch messages, per row."""
     from sinks.postgres.mapping import to_rows
-    from sinks.postgres.service import decode_payload
+    from sinks.postgres.sources import decode_payload
 
     t0 = time.perf_counter()
     for p in payloads:

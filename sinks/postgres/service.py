@@ -44,25 +44,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psycopg
 import pulsar
 import sqlalchemy.exc
 
 from pulse.bus import Bus
-from pulse.errors import BusError, CodecError
+from pulse.errors import BusError
 from pulse.log import get_logger
-from pulse.models import Event
 from pulse.retry import RetryStopped, counting, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
-from pulse.topics import topic
 from sinks.postgres import aggregates
-from sinks.postgres.config import DEFAULT_CHANNELS, SinkConfig, default_config
+from sinks.postgres.config import SinkConfig, default_config
 from sinks.postgres.mapping import ELEMENT_TYPE, Row, to_rows
 from sinks.postgres.migrations import prepare
 from sinks.postgres.mode import DbMode
+from sinks.postgres.sources import decode_payload
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 
 log = get_logger(__name__)
@@ -71,61 +69,6 @@ _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
 _PARTITION = re.compile(r"-partition-\d+$")
 _LATENCY_WINDOW = 1024
-_json_dec = msgspec.json.Decoder(Event)
-_mp_dec = msgspec.msgpack.Decoder(Event)
-
-
-def decode_payload(data: bytes) -> Event:
-    """Decode a JSON or MessagePack event, telling them apart by the first byte (a JSON event is an object,
-    ``{``; a MessagePack one a map, 0x80-0x8f/0xde/0xdf) — cheaper than reading the ``format`` property."""
-    try:
-        if data[:1] == b"{":
-            return _json_dec.decode(data)
-        return _mp_dec.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CodecError(f"cannot decode event: {exc}") from exc
-
-
-def topics_for(
-    settings: Settings,
-    namespace: str = "crypto",
-    venue: str = "kraken",
-    symbols: Sequence[str] | None = None,
-    channels: Sequence[str] = DEFAULT_CHANNELS,
-) -> list[str]:
-    """The explicit topic list for one venue's streams (pulsar-lite has no pattern subscriptions).
-
-    ``symbols`` defaults to ``settings.kraken.symbols``.
-    """
-    syms = settings.kraken.symbols if symbols is None else symbols
-    return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in channels]
-
-
-def parse_source(spec: str) -> tuple[str, str, list[str]]:
-    """``crypto/kraken=BTC/USD,ETH/USD`` → ("crypto", "kraken", ["BTC/USD", "ETH/USD"]), validated."""
-    from pulse.errors import ConfigError
-    from pulse.symbols import parse_symbol_list
-    from pulse.topics import NAMESPACES
-
-    head, sep, syms = spec.partition("=")
-    namespace, slash, venue = head.strip().partition("/")
-    if not sep or not slash or namespace not in NAMESPACES or not venue.isidentifier():
-        raise ConfigError(
-            f"invalid sink source {spec!r}: expected NAMESPACE/VENUE=SYMBOL[,SYMBOL…], e.g. crypto/kraken=BTC/USD"
-        )
-    return namespace, venue, parse_symbol_list(syms)
-
-
-def topics_for_sources(settings: Settings, sources: Sequence[str] | None = None) -> list[str]:
-    """The topic list for ``sources`` (default ``sink.sources``, else crypto/kraken with kraken.symbols)."""
-    specs = list(sources or settings.sink.sources)
-    if not specs:
-        return topics_for(settings)
-    out: list[str] = []
-    for spec in specs:
-        namespace, venue, symbols = parse_source(spec)
-        out += [t for t in topics_for(settings, namespace, venue, symbols) if t not in out]
-    return out
 
 
 @dataclass

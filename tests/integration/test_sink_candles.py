@@ -40,7 +40,8 @@ from pulse.settings import Settings
 from sinks.postgres.candles import CandleMode, CandleRow, candles
 from sinks.postgres.mapping import to_row
 from sinks.postgres.schema import ensure_schema
-from sinks.postgres.service import PostgresSink, topics_for_sources
+from sinks.postgres.service import PostgresSink
+from sinks.postgres.sources import topics_for_sources
 from sinks.postgres.writer import CopyWriter
 from tests.conftest import SHARED_DATA
 

@@ -30,7 +30,8 @@ from pulse.status import read_status
 from pulse.topics import dead_letter_topic, topic
 from sinks.postgres.mapping import to_row
 from sinks.postgres.schema import ensure_schema
-from sinks.postgres.service import PostgresSink, topics_for
+from sinks.postgres.service import PostgresSink
+from sinks.postgres.sources import topics_for
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 
 D = Decimal

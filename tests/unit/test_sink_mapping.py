@@ -159,7 +159,7 @@ def test_invalid_events_are_refused(event: object, match: str) -> None:
 
 def test_topics_for_builds_the_explicit_topic_list() -> None:
     from pulse.settings import Settings
-    from sinks.postgres.service import topics_for
+    from sinks.postgres.sources import topics_for
 
     assert topics_for(Settings(), symbols=["BTC/USD", "ETH/EUR"], channels=["trade", "book"]) == [
         "persistent://market-data/crypto/kraken.BTC-USD.trade",
@@ -175,7 +175,7 @@ def test_topics_for_builds_the_explicit_topic_list() -> None:
 def test_sink_sources_are_validated_and_expand_to_topics() -> None:
     from pulse.errors import ConfigError, SymbolError
     from pulse.settings import Settings
-    from sinks.postgres.service import parse_source, topics_for_sources
+    from sinks.postgres.sources import parse_source, topics_for_sources
 
     assert parse_source("fx/oanda=EUR/USD,usd/jpy") == ("fx", "oanda", ["EUR/USD", "USD/JPY"])
     topics = topics_for_sources(Settings(), ["fx/oanda=EUR/USD", "historical/dukascopy=EUR/USD"])
@@ -252,7 +252,7 @@ def test_quote_batch_with_one_bad_tick_is_refused_whole(bad: Decimal) -> None:
 
 def test_quote_batch_int64_ranges_are_enforced_by_the_decoder() -> None:
     from pulse.errors import CodecError
-    from sinks.postgres.service import decode_payload
+    from sinks.postgres.sources import decode_payload
 
     doc = b'{"type":"quote_batch","venue":"dukascopy","symbol":"EUR/USD","ts_event":1,"ts_recv":1,"seq":0,'
     with pytest.raises(CodecError):

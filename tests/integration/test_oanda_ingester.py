@@ -315,6 +315,31 @@ async def test_malformed_lines_are_counted_and_dead_lettered(harness: Harness) -
             parser.feed_line(msg.data())
 
 
+HOSTILE_LINES = (
+    b'{"type":"PRICE","bids":' + b"[" * 1000 + b"]" * 1000 + b"}",  # nested 1,000 deep: RecursionError
+    b'{"type":"HEARTBEAT","time":"2024-01-01T00:00:00.000000000Z\xff"}',  # invalid UTF-8
+    b"\xff\xfe" + b"[" * 5000,
+)
+
+
+async def test_hostile_lines_are_dead_lettered_and_the_connection_kept(harness: Harness) -> None:
+    # Deep nesting and invalid UTF-8 once escaped the parser as RecursionError/UnicodeDecodeError: the
+    # session reconnected (with a gap marker) instead of dead-lettering the line.
+    faults = OandaFaults(malformed_every=4, stall_after=36, connections=1, malformed_lines=HOSTILE_LINES)
+    async with simulator(faults=faults, heartbeat_s=30.0) as sim:
+        ctx = harness.ctx
+        async with running(harness.ingester(sim)) as task:
+            await wait_for(lambda: ctx.counters.frames == 36, "all 36 lines read", task)
+    assert sim.stats.malformed == 9 and sim.stats.connections == 1
+    assert ctx.counters.parse_errors == ctx.counters.dead_letters == 9
+    assert ctx.counters.reconnects == 0 and ctx.counters.gaps == 0
+    assert ctx.counters.events == 27
+    harness.flush()
+    dead = await asyncio.to_thread(harness.read_dead_letters, 9)
+    assert sorted(m.data() for m in dead) == sorted(HOSTILE_LINES[i % 3] for i in range(9))
+    assert all(m.properties()["kind"] == "parse_error" for m in dead)
+
+
 async def test_bad_token_is_fatal_quickly_and_never_leaks(
     harness: Harness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

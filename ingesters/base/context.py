@@ -11,13 +11,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pulse.bus import PublisherBase
 from pulse.log import get_logger, mask
 from pulse.models import Event, Status, StatusKind
-from pulse.status import StatusFile
+from pulse.status import StatusFile, read_status
 from pulse.topics import CHANNEL_OF_EVENT, dead_letter_topic, topic
 
 log = get_logger(__name__)
@@ -57,6 +58,9 @@ class IngestContext:
         self.last_tick: dict[str, int] = {}  # symbol → ts_recv of its latest event (ns)
         self.last_price: dict[str, str] = {}
         self._status = StatusFile(status_home, name) if status_home else None
+        #: symbol → ts_recv of its last event in this ingester's previous run (read from the status file it
+        #: left): the first session marks the hole between that run and this one with a ``gap``
+        self.previous_run: dict[str, int] = _previous_last_ticks(status_home, name) if status_home else {}
         self._dlq = dead_letter_topic(f"ingest.{venue}", publisher.tenant)
         self.extra: dict[str, Any] = {}
         #: venue-specific counters merged into every snapshot (e.g. the Kraken parser's verified checksums)
@@ -80,6 +84,22 @@ class IngestContext:
         for ch in channels or ("status",):
             self.counters.markers += 1
             self.publisher.publish(ev, topic(self.publisher.namespace, self.venue, symbol, ch, self.publisher.tenant))
+
+    def gap(self, symbol: str, detail: str, channels: tuple[str, ...] = ()) -> None:
+        """A ``gap`` marker on the instrument's topics: events between the markers may be missing. It also
+        covers the hole since the previous run, so that one is not marked again."""
+        self.previous_run.pop(symbol, None)
+        self.status(symbol, "gap", detail, channels)
+
+    def restart_gap(self, symbol: str, channels: tuple[str, ...] = ()) -> bool:
+        """If ``symbol`` streamed in this ingester's previous run (a restart, a crash, a SIGKILL), publish the
+        ``gap`` marker for the time between that run's last event and this one's first. Once per symbol."""
+        last = self.previous_run.get(symbol)
+        if last is None:
+            return False
+        when = datetime.fromtimestamp(last / 1e9, UTC).isoformat(timespec="milliseconds")
+        self.gap(symbol, f"restarted; data since the previous run's last event ({when}) may be missing", channels)
+        return True
 
     def dead_letter(self, raw: bytes | str, error: str, *, kind: str = "parse_error", **props: str) -> None:
         """Count, log (truncated) and publish a bad frame with its error to the venue's dead-letter topic."""
@@ -135,6 +155,15 @@ class IngestContext:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.write_status()
+
+
+def _previous_last_ticks(home: Path, name: str) -> dict[str, int]:
+    """The per-symbol last ticks the previous process of this name left in its status file ({} if none)."""
+    doc = read_status(home, name)
+    ticks = doc.get("last_tick") if doc else None
+    if not isinstance(ticks, dict):
+        return {}
+    return {s: t for s, t in ticks.items() if isinstance(s, str) and type(t) is int}
 
 
 def channel_of(event: Event) -> str:

@@ -315,6 +315,28 @@ async def test_malformed_lines_are_counted_and_dead_lettered(harness: Harness) -
             parser.feed_line(msg.data())
 
 
+async def test_a_restarted_ingester_marks_the_gap_since_its_previous_run(harness: Harness, tmp_path: Path) -> None:
+    # The first run leaves its status file (last tick per instrument); a new process with the same name starts
+    # by marking the hole since then. Before, `_need_gap` started False and nothing was marked.
+    async with simulator() as sim:
+        first = harness.ingester(sim)
+        async with running(first) as task:
+            await wait_for(lambda: all(s in harness.ctx.last_tick for s in ("EUR/USD", "USD/JPY")), "quotes", task)
+        assert harness.ctx.counters.gaps == 0
+        again = IngestContext(harness.publisher, venue="oanda", name=harness.name, status_home=tmp_path)
+        second = OandaIngester(
+            FAST, again, instruments=PAIRS, token=sim.token, api_url=sim.base_url, now=lambda: MONDAY
+        )
+        async with running(second) as task:
+            await wait_for(lambda: again.counters.events > 10, "quotes of the second run", task)
+    assert again.counters.gaps == len(PAIRS) and again.counters.reconnects == 0
+    harness.flush()
+    got = await harness.read([quote_topic(p) for p in PAIRS], harness.ctx.counters.events + again.counters.events)
+    gaps = [ev for _, ev in got if isinstance(ev, Status) and ev.kind == "gap"]
+    assert sorted(ev.symbol for ev in gaps) == ["EUR/USD", "USD/JPY"]
+    assert all("restarted" in ev.detail for ev in gaps)
+
+
 HOSTILE_LINES = (
     b'{"type":"PRICE","bids":' + b"[" * 1000 + b"]" * 1000 + b"}",  # nested 1,000 deep: RecursionError
     b'{"type":"HEARTBEAT","time":"2024-01-01T00:00:00.000000000Z\xff"}',  # invalid UTF-8

@@ -117,6 +117,31 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["pulsar"]["auth_token"] == "***"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@db/x?password=pw-s3cret",  # in the query
+        "host=db user=u password=pw-s3cret dbname=x",  # a libpq keyword string
+        "host=db user=u password='pw s3cret' dbname=x",
+        "postgresql://u:pw-s3cret@db/x?sslmode=require",
+        "postgresql://u:pw@s3cret@db/x",  # an unencoded @ in the password
+    ],
+)
+def test_config_show_masks_the_database_password_in_every_form(tmp_path: Path, url: str) -> None:
+    res = pulse("--home", str(tmp_path), "config", "show", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode == 0, res.stderr
+    assert "s3cret" not in res.stdout + res.stderr
+    assert json.loads(res.stdout)["database"]["url"].startswith("postgresql://u:***@db")
+
+
+def test_a_password_with_an_at_sign_does_not_leak_into_connection_errors(tmp_path: Path) -> None:
+    # libpq split "u:PASS@SECRET@host" at the first @ and said: failed to resolve host 'SECRET@127.0.0.1'
+    url = f"postgresql://u:PASS-x@SECRET-y@127.0.0.1:{free_port()}/db"
+    res = pulse("--home", str(tmp_path), "symbols", "list", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode != 0 and "127.0.0.1" in res.stderr
+    assert "PASS-x" not in res.stdout + res.stderr and "SECRET-y" not in res.stdout + res.stderr
+
+
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     backfill = (SHARED_DATA / "dukascopy").is_dir()

@@ -297,6 +297,23 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, dict[str, 
     return out
 
 
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The settings file as a dict; anything wrong with it is a :class:`ConfigError` naming the file."""
+    try:
+        text = p.read_bytes().decode("utf-8")
+        return tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"settings file {p} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"settings file {p} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"settings file {p} is not valid TOML: arrays or tables nested too deeply") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Load and validate settings (see module docstring for precedence)."""
     env = dict(os.environ if environ is None else environ)
@@ -307,12 +324,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
         chosen = "pulse.toml"
     if chosen is not None:
         p = Path(chosen)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"settings file {p} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from exc
+        data = _read_toml(p)
         source = str(p)
     for section, values in env_overrides(env).items():
         if not isinstance(data.get(section, {}), dict):

@@ -142,6 +142,39 @@ def test_a_password_with_an_at_sign_does_not_leak_into_connection_errors(tmp_pat
     assert "PASS-x" not in res.stdout + res.stderr and "SECRET-y" not in res.stdout + res.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://u:p@[::1/db", "IPv6"),
+        ("postgresql://u:p@db:port/x", "port"),
+        ("postgresql://u:p@db:99999/x", "port"),
+        ("host=db password", "keyword"),
+        ("mysql://u:p@db/x", "postgresql://"),
+    ],
+)
+def test_a_malformed_database_url_is_refused_naming_the_key(tmp_path: Path, url: str, needle: str) -> None:
+    res = pulse("--home", str(tmp_path), "config", "show", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "database.url" in res.stderr and needle in res.stderr
+    assert ":p@" not in res.stderr  # never the value itself
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'[runtime]\nhome = "\xff\xfe"\n', "not UTF-8"),
+        (b"a = " + b"[" * 1000 + b"]" * 1000 + b"\n", "nested too deeply"),
+        (b"x = {" * 1000 + b"}" * 1000, "not valid TOML"),
+    ],
+)
+def test_an_unreadable_settings_file_is_refused_naming_the_file(tmp_path: Path, content: bytes, needle: str) -> None:
+    cfg = tmp_path / "pulse.toml"
+    cfg.write_bytes(content)
+    res = pulse("--config", str(cfg), "--home", str(tmp_path), "config", "show")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(cfg) in res.stderr and needle in res.stderr
+
+
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     backfill = (SHARED_DATA / "dukascopy").is_dir()

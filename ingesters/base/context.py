@@ -24,6 +24,31 @@ from pulse.topics import CHANNEL_OF_EVENT, dead_letter_topic, topic
 log = get_logger(__name__)
 
 RAW_LOG_LIMIT = 300  # characters of a bad frame that go into the log line (the dead letter keeps it all)
+LOG_BURST = 10  # bad frames logged one by one per interval; the rest only counted …
+LOG_INTERVAL_S = 60.0  # … and summed up in one line when the interval ends (every frame is still dead-lettered)
+
+
+class _LogLimiter:
+    """First ``burst`` events of each ``interval_s`` pass; then one summary with the count of those held back."""
+
+    def __init__(self, burst: int = LOG_BURST, interval_s: float = LOG_INTERVAL_S) -> None:
+        self.burst = burst
+        self.interval_s = interval_s
+        self._window_start = float("-inf")
+        self.passed = 0
+        self.suppressed = 0  # held back in the current window
+
+    def allow(self, now: float) -> tuple[bool, int]:
+        """(log this one?, how many were held back in the window that just ended: report them now)"""
+        ended = 0
+        if now - self._window_start >= self.interval_s:
+            ended, self.suppressed = self.suppressed, 0
+            self._window_start, self.passed = now, 0
+        if self.passed < self.burst:
+            self.passed += 1
+            return True, ended
+        self.suppressed += 1
+        return False, ended
 
 
 @dataclass
@@ -65,6 +90,7 @@ class IngestContext:
         self.extra: dict[str, Any] = {}
         #: venue-specific counters merged into every snapshot (e.g. the Kraken parser's verified checksums)
         self.probes: list[Callable[[], dict[str, int]]] = []
+        self._log_limits: dict[str, _LogLimiter] = {}  # per dead-letter kind
 
     # -- events ---------------------------------------------------------------------------------------
     def publish(self, event: Event) -> None:
@@ -105,13 +131,36 @@ class IngestContext:
         """Count, log (truncated) and publish a bad frame with its error to the venue's dead-letter topic."""
         data = raw.encode() if isinstance(raw, str) else raw
         self.counters.dead_letters += 1
-        text = mask(data[:RAW_LOG_LIMIT].decode("utf-8", "replace"))
-        log.warning(kind.replace("_", " "), venue=self.venue, error=error, raw=text, raw_bytes=len(data))
+        self._log_bad(kind, error, data)
         self.publisher.publish_raw(
             self._dlq,
             data,
             {"error": error[:1000], "kind": kind, "venue": self.venue, "source": self.name, **props},
         )
+
+    def _log_bad(self, kind: str, error: str, data: bytes) -> None:
+        """One warning per bad frame up to LOG_BURST per LOG_INTERVAL_S and kind; beyond that a summary line
+        per interval with the count, so a venue spewing garbage cannot flood the log."""
+        limiter = self._log_limits.setdefault(kind, _LogLimiter())
+        allowed, held_back = limiter.allow(time.monotonic())
+        what = kind.replace("_", " ")
+        if held_back:
+            log.warning(f"{what}: more not logged", venue=self.venue, not_logged=held_back,
+                        interval_s=limiter.interval_s, dead_letters=self.counters.dead_letters)  # fmt: skip
+        if allowed:
+            text = mask(data[:RAW_LOG_LIMIT].decode("utf-8", "replace"))
+            log.warning(what, venue=self.venue, error=error, raw=text, raw_bytes=len(data))
+            if limiter.passed == limiter.burst:
+                log.warning(f"{what}: logging at most {limiter.burst} per {limiter.interval_s:g}s from now; "
+                            "every one is still counted and dead-lettered", venue=self.venue)  # fmt: skip
+
+    def flush_log_summary(self) -> None:
+        """Log the count of bad frames held back in the current interval (at the end of a run)."""
+        for kind, limiter in self._log_limits.items():
+            if limiter.suppressed:
+                log.warning(f"{kind.replace('_', ' ')}: more not logged", venue=self.venue,
+                            not_logged=limiter.suppressed, dead_letters=self.counters.dead_letters)  # fmt: skip
+                limiter.suppressed = 0
 
     # -- reporting ------------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -154,6 +203,7 @@ class IngestContext:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            self.flush_log_summary()
             self.write_status()
 
 

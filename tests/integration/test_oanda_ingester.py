@@ -362,6 +362,23 @@ async def test_hostile_lines_are_dead_lettered_and_the_connection_kept(harness: 
     assert all(m.properties()["kind"] == "parse_error" for m in dead)
 
 
+async def test_malformed_line_warnings_are_rate_limited_with_a_summary(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every malformed line was its own warning: a venue sending garbage flooded the log.
+    caplog.set_level(logging.WARNING, logger="ingesters.base.context")
+    faults = OandaFaults(malformed_every=2, stall_after=120, connections=1)
+    async with simulator(faults=faults, heartbeat_s=30.0) as sim:
+        ctx = harness.ctx
+        async with running(harness.ingester(sim)) as task:
+            await wait_for(lambda: ctx.counters.frames == 120, "all 120 lines read", task)
+    assert ctx.counters.parse_errors == ctx.counters.dead_letters == 60  # each still counted and dead-lettered
+    lines = [r.getMessage() for r in caplog.records if r.name == "ingesters.base.context"]
+    assert len([m for m in lines if m == "parse error"]) == 10
+    summaries = [r for r in caplog.records if r.getMessage() == "parse error: more not logged"]
+    assert len(summaries) == 1 and summaries[0].fields["not_logged"] == 50  # type: ignore[attr-defined]
+
+
 async def test_bad_token_is_fatal_quickly_and_never_leaks(
     harness: Harness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

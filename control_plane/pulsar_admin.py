@@ -71,6 +71,21 @@ from pulse.log import get_logger, mask, register_secret
 
 log = get_logger(__name__)
 
+_warned_cleartext: set[str] = set()  # admin URLs already warned about (once per URL and process)
+
+
+def _warn_cleartext_token(base_url: str) -> None:
+    """A token sent over plain HTTP can be read by anyone on the path: say so once, without the token."""
+    if base_url in _warned_cleartext:
+        return
+    _warned_cleartext.add(base_url)
+    log.warning(
+        "pulsar.auth_token is sent in clear text: pulsar.admin_url is http://, use https:// on any network "
+        "you do not fully trust",
+        admin_url=base_url,
+    )
+
+
 Outcome = Literal["created", "exists", "updated"]
 
 _TOPIC = re.compile(r"^(?:persistent://)?(?P<tenant>[^/]+)/(?P<namespace>[^/]+)/(?P<local>[^/]+)$")
@@ -197,6 +212,8 @@ class PulsarAdmin:
         self.base_url = base_url.rstrip("/")
         self._token = token
         register_secret(token)
+        if token and self.base_url.startswith("http://"):
+            _warn_cleartext_token(self.base_url)
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_initial_s = backoff_initial_s

@@ -14,11 +14,12 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
 
 import msgspec
 from msgspec import Meta
 
+from pulse.dsn import database_password, normalise_database_url, redact_database_url
 from pulse.errors import ConfigError
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
@@ -197,9 +198,11 @@ class Settings(_Section):
         return self.oanda.token or (os.environ if environ is None else environ).get("OANDA_TOKEN", "")
 
     def database_url(self) -> str:
+        """The database URL in effect, normalised (see :mod:`pulse.dsn`); ``""`` means the embedded one."""
         if self.database.url_file:
-            return _read_secret_file("database.url_file", self.database.url_file)
-        return self.database.url
+            raw = _read_secret_file("database.url_file", self.database.url_file)
+            return normalise_database_url(raw, "database.url_file")
+        return normalise_database_url(self.database.url)
 
     def webhook_secret(self) -> str:
         if self.alerting.webhook_secret_file:
@@ -209,8 +212,8 @@ class Settings(_Section):
     def secrets(self) -> list[str]:
         """Every secret value in effect, so log formatters can mask them."""
         out = [self.pulsar_token(), self.oanda_token(), self.webhook_secret()]
-        pw = urlsplit(self.database_url()).password if self.database_url() else None
-        out.append(pw or "")
+        pw = database_password(self.database_url())
+        out += [pw, quote(pw, safe="")]  # as given and as it stands, percent-encoded, in the URL
         return [s for s in out if s]
 
     def redacted(self) -> dict[str, Any]:
@@ -222,7 +225,7 @@ class Settings(_Section):
         if data["alerting"]["webhook_secret"]:
             data["alerting"]["webhook_secret"] = "***"
         if data["database"]["url"]:
-            data["database"]["url"] = redact_url(data["database"]["url"])
+            data["database"]["url"] = redact_database_url(normalise_database_url(data["database"]["url"]))
         return data
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:
@@ -231,15 +234,6 @@ class Settings(_Section):
         for section, values in sections.items():
             data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
         return _convert(data, "command-line options")
-
-
-def redact_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _read_secret_file(key: str, path: str) -> str:
@@ -251,9 +245,14 @@ def _read_secret_file(key: str, path: str) -> str:
 
 def _convert(data: dict[str, Any], source: str) -> Settings:
     try:
-        return msgspec.convert(data, Settings, strict=False)
+        settings = msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings in {source}: {_humanise(str(exc))}") from exc
+    try:
+        normalise_database_url(settings.database.url)  # refused here, before any command starts
+    except ConfigError as exc:
+        raise ConfigError(f"invalid settings in {source}: {exc}") from None
+    return settings
 
 
 def _humanise(msg: str) -> str:
@@ -298,6 +297,23 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict[str, dict[str, 
     return out
 
 
+def _read_toml(p: Path) -> dict[str, Any]:
+    """The settings file as a dict; anything wrong with it is a :class:`ConfigError` naming the file."""
+    try:
+        text = p.read_bytes().decode("utf-8")
+        return tomllib.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {p} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"settings file {p} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"settings file {p} is not UTF-8 text (invalid byte at offset {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"settings file {p} is not valid TOML: arrays or tables nested too deeply") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Load and validate settings (see module docstring for precedence)."""
     env = dict(os.environ if environ is None else environ)
@@ -308,12 +324,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, environ: dict[str,
         chosen = "pulse.toml"
     if chosen is not None:
         p = Path(chosen)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"settings file {p} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"settings file {p} is not valid TOML: {exc}") from exc
+        data = _read_toml(p)
         source = str(p)
     for section, values in env_overrides(env).items():
         if not isinstance(data.get(section, {}), dict):

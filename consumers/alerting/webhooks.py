@@ -14,7 +14,8 @@ compare with ``hmac.compare_digest``, and reject timestamps more than a few minu
 protection; every retry is signed afresh). :func:`verify` does exactly this and is what the tests' receiver uses.
 
 Delivery
-    2xx is success. Connection errors, timeouts, 408, 429 and 5xx are retried up to
+    2xx is success. A 3xx is a failed delivery, never followed (a redirect could send the signed body to a host
+    that is not allow-listed), logged with its status. Connection errors, timeouts, 408, 429 and 5xx are retried up to
     ``alerting.webhook_max_attempts`` attempts, waiting 0.5 s, 1 s, 2 s, … capped at
     ``alerting.webhook_backoff_max_s`` (a ``Retry-After`` in seconds is honoured up to the cap). Other 4xx are
     final (the receiver refused this payload; retrying cannot help). Each URL is delivered independently.
@@ -24,6 +25,12 @@ Allow-list
     ``host:port`` entries also pin the port). :func:`check_webhooks` refuses anything else before the service
     starts, naming the URL's host, so a typo or an injected setting cannot exfiltrate alerts to an arbitrary
     host. The secret is never logged; URLs are logged by host only (paths often carry tokens).
+
+Address pinning
+    Each host is resolved once, at its first delivery, and its addresses are kept for the sender's life: the
+    connector's resolver (:class:`PinnedResolver`) answers only those addresses, and refuses any other host. A
+    DNS change after the check (rebinding the name to an internal address, say) cannot redirect a delivery;
+    restart the alerting service to follow a legitimate change of a webhook host's addresses.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from consumers.alerting.messages import Alert, encode_alert
 from pulse.errors import ConfigError
@@ -97,6 +105,39 @@ def check_webhooks(urls: Sequence[str], allowed_hosts: Sequence[str], secret: st
     return list(urls)
 
 
+class PinnedResolver(AbstractResolver):
+    """Resolves each allow-listed host once (through ``base``) and answers those addresses ever after; any
+    other host name is refused. Used as the connector's resolver, so every connection goes where the check
+    said it would."""
+
+    def __init__(self, hosts: Sequence[str], base: AbstractResolver | None = None) -> None:
+        self._hosts = {h.lower() for h in hosts}
+        self._base = base
+        self._pins: dict[tuple[str, int, int], list[ResolveResult]] = {}
+        self._lock = asyncio.Lock()
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+        name = host.lower()
+        if name not in self._hosts:
+            raise OSError(f"host {host!r} is not an allow-listed webhook host")
+        key = (name, port, family)
+        pinned = self._pins.get(key)
+        if pinned is not None:
+            return pinned
+        async with self._lock:
+            if key not in self._pins:
+                if self._base is None:
+                    self._base = aiohttp.ThreadedResolver()
+                addresses = await self._base.resolve(host, port, family)
+                self._pins[key] = addresses
+                log.info("webhook host pinned", host=name, addresses=",".join(a["host"] for a in addresses))
+        return self._pins[key]
+
+    async def close(self) -> None:
+        if self._base is not None:
+            await self._base.close()
+
+
 @dataclass
 class WebhookStats:
     delivered: int = 0  # (alert, url) pairs acknowledged with 2xx
@@ -130,8 +171,10 @@ class WebhookSender:
         max_attempts: int = 5,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.urls = check_webhooks(urls, allowed_hosts, secret)
+        self._resolver = PinnedResolver([_host_port(u)[1] for u in self.urls], resolver)
         self._secret = secret
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_attempts = max_attempts
@@ -145,7 +188,8 @@ class WebhookSender:
 
     async def _sess(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            connector = aiohttp.TCPConnector(resolver=self._resolver, use_dns_cache=False)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -174,12 +218,21 @@ class WebhookSender:
             self.stats.attempts += 1
             retry_after: float | None = None
             try:
-                async with session.post(url, data=body, headers=headers) as resp:
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                     if 200 <= resp.status < 300:
                         self.stats.delivered += 1
                         self.stats.per_host[host] = self.stats.per_host.get(host, 0) + 1
                         return True
                     error = f"HTTP {resp.status}"
+                    if 300 <= resp.status < 400:
+                        target = urlsplit(resp.headers.get("Location", "")).hostname or host
+                        self.stats.failed += 1
+                        self.stats.last_error = f"{error} redirect (not followed)"
+                        log.warning(
+                            "webhook answered with a redirect; not followed, the alert is not delivered",
+                            host=host, status=resp.status, redirect_host=target, alert_id=alert_id,
+                        )  # fmt: skip
+                        return False
                     if resp.status < 500 and resp.status not in _RETRY_STATUS:
                         self.stats.failed += 1
                         self.stats.last_error = error

@@ -57,6 +57,8 @@ Publish = Callable[[Quote], Awaitable[None] | None]
 Flush = Callable[[], Awaitable[None] | None]
 #: (canonical symbol, ts_recv, the hour's ticks in order) → publish them; the per-hour fast path
 PublishTicks = Callable[[str, int, list[QuoteTick]], Awaitable[None] | None]
+#: (file URL, its raw bytes, the decoder's error) → keep a file that could not be decoded (a dead letter)
+DeadLetter = Callable[[str, bytes, str], None]
 
 
 class CheckpointStore:
@@ -165,6 +167,7 @@ async def backfill(
     retry: RetryPolicy | None = None,
     skip_closed: bool = True,
     fail_fast: bool = False,
+    dead_letter: DeadLetter | None = None,
 ) -> BackfillReport:
     """Publish every tick of ``symbol`` in ``[start, end)`` as :class:`Quote` events, in time order.
 
@@ -173,7 +176,8 @@ async def backfill(
     before the next quote); or, instead, ``publish_ticks(symbol, ts_recv, ticks)`` gets each hour's ticks at
     once as :class:`~pulse.models.QuoteTick`\\ s (the same values; no Quote built per tick). ``flush()`` is
     awaited after each hour, before the checkpoint. ``clock`` gives ``ts_recv`` (ns).
-    ``progress(hours_done, hours_total)`` is called after every hour.
+    ``progress(hours_done, hours_total)`` is called after every hour. A file that does not decode
+    (:class:`~ingesters.dukascopy.bi5.Bi5Error`) fails its hour and goes to ``dead_letter(url, data, error)``.
     """
     if (publish is None) == (publish_ticks is None):
         raise ValueError("give exactly one of publish and publish_ticks")
@@ -210,7 +214,7 @@ async def backfill(
                     if fetched is not None:
                         await _publish_hour(
                             instrument, fetched, report, publish or publish_ticks, flush, checkpoint, clock, fail_fast,
-                            per_tick=publish is not None,
+                            per_tick=publish is not None, dead_letter=dead_letter,
                         )  # fmt: skip
                     tick_progress()
         finally:
@@ -247,6 +251,7 @@ async def _publish_hour(
     fail_fast: bool,
     *,
     per_tick: bool = True,
+    dead_letter: DeadLetter | None = None,
 ) -> None:
     if fetched.status == "closed":
         report.hours_closed += 1
@@ -261,6 +266,8 @@ async def _publish_hour(
             source=fetched.url,
         )  # fmt: skip
     except Bi5Error as exc:
+        if dead_letter is not None:
+            dead_letter(fetched.url, fetched.data, str(exc))
         _fail(report, fetched.hour, exc, fail_fast)
         return
     if not records:

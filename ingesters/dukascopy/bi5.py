@@ -43,6 +43,11 @@ VENUE = "dukascopy"
 #: from asking for gigabytes.
 MAX_DECOMPRESSED = 64 * 1024 * 1024
 
+#: Largest volume a record may carry, in Dukascopy's unit (millions for FX): a float32 holds up to 3.4e38,
+#: and such a value is corruption, not a trade; it would also not fit a Decimal context's 28 digits once
+#: scaled to base units (``decimal.InvalidOperation``).
+MAX_VOLUME = 1e15
+
 #: ``seq`` of a quote is ``hour_index * SEQ_PER_HOUR + index_in_file``: see :func:`seq_base`.
 SEQ_PER_HOUR = 10_000_000
 
@@ -205,8 +210,10 @@ def decode_ticks(
             if bv is None:
                 bv = volumes[bid_bits] = _volume(bid_bits, name, len(out))
             append(TickRecord(hour_start_ns + ms * _NS_PER_MS, ms, a, b, av, bv))
-    except struct.error as exc:  # cannot happen after the length check; kept as the boundary mapping
-        raise Bi5Error(name, str(exc)) from exc
+    except Bi5Error:
+        raise
+    except Exception as exc:  # whatever else bad bytes provoke is still a bad file
+        raise Bi5Error(name, f"record {len(out)}: {type(exc).__name__}: {exc}") from exc
     return out
 
 
@@ -226,21 +233,30 @@ def decode_candles(
     prices = _price_memo(exp)
     out: list[CandleRecord] = []
     previous = 0
-    for sec, o, c, lo, hi, vol_bits in _CANDLE.iter_unpack(raw):
-        if sec < previous:
-            raise Bi5Error(name, f"record {len(out)}: offset {sec} s out of order")
-        previous = sec
-        values = []
-        for p in (o, hi, lo, c):
-            d = prices.get(p)
-            if d is None:
-                d = prices[p] = Decimal(p).scaleb(exp)
-            values.append(d)
-        out.append(CandleRecord(period_start_ns + sec * _NS_PER_S, sec, *values, _volume(vol_bits, name, len(out))))
+    try:
+        for sec, o, c, lo, hi, vol_bits in _CANDLE.iter_unpack(raw):
+            if sec < previous:
+                raise Bi5Error(name, f"record {len(out)}: offset {sec} s out of order")
+            previous = sec
+            values = []
+            for p in (o, hi, lo, c):
+                d = prices.get(p)
+                if d is None:
+                    d = prices[p] = Decimal(p).scaleb(exp)
+                values.append(d)
+            volume = _volume(vol_bits, name, len(out))
+            out.append(CandleRecord(period_start_ns + sec * _NS_PER_S, sec, *values, volume))
+    except Bi5Error:
+        raise
+    except Exception as exc:  # whatever else bad bytes provoke is still a bad file
+        raise Bi5Error(name, f"record {len(out)}: {type(exc).__name__}: {exc}") from exc
     return out
 
 
 def _volume(bits: int, name: str, index: int) -> Decimal:
+    value = _F32.unpack(bits.to_bytes(4, "big"))[0]
+    if math.isfinite(value) and not -MAX_VOLUME <= value <= MAX_VOLUME:
+        raise Bi5Error(name, f"record {index}: volume {value:g} is out of range (above {MAX_VOLUME:g})")
     try:
         d = float32_to_decimal(bits)
     except ValueError as exc:

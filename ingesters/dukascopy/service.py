@@ -38,7 +38,7 @@ from pulse.log import get_logger
 from pulse.models import Candle, Quote, QuoteBatch, QuoteTick
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
-from pulse.topics import topic
+from pulse.topics import dead_letter_topic, topic
 
 __all__ = ["checkpoint_dir", "run_backfill", "run_candle_backfill"]
 
@@ -49,6 +49,8 @@ PRODUCER_PREFIX = "backfill-dukascopy"
 #: Ticks per QuoteBatch message: ~60 KB of JSON, well under the producer's 512 KB batch and Pulsar's 5 MB message
 #: limits; large enough that the per-message cost (~45 µs in the sink) is < 0.1 µs per tick.
 BATCH_TICKS = 1000
+#: A dead-lettered file is cut to this size (Pulsar's default message limit is 5 MB; an hour is tens of KB).
+MAX_DEAD_LETTER_BYTES = 4 * 1024 * 1024
 
 
 def checkpoint_dir(settings: Settings) -> Path:
@@ -116,6 +118,13 @@ def run_backfill(
             # Off the event loop, so downloads of the next hours keep going while the broker acknowledges.
             await asyncio.to_thread(_flush_and_check, publisher, settings.pulsar.operation_timeout_s)
 
+        dead_letters = dead_letter_topic("ingest.dukascopy", settings.pulsar.tenant)
+
+        def dead_letter(url: str, data: bytes, error: str) -> None:
+            """A file that does not decode: kept whole (an hour is tens of KB) with the decoder's reason."""
+            props = {"error": error[:1000], "kind": "parse_error", "venue": VENUE, "source": PRODUCER_PREFIX}
+            publisher.publish_raw(dead_letters, data[:MAX_DEAD_LETTER_BYTES], {**props, "url": url})
+
         report, summary = _run_checkpointed(
             settings,
             publisher,
@@ -135,6 +144,7 @@ def run_backfill(
                 checkpoint=store,
                 concurrency=settings.dukascopy.concurrency,
                 progress=on_progress,
+                dead_letter=dead_letter,
             ),
         )
     finally:

@@ -136,6 +136,14 @@ def _check_finite(*values: Decimal | None) -> None:
             raise KrakenMessageError(f"invalid number {v}")
 
 
+def _reason(exc: Exception) -> str:
+    """An exception as the reason of a bad frame: the library's message, named by type when it is not a
+    decode error (``RecursionError: maximum recursion depth exceeded …``)."""
+    if isinstance(exc, msgspec.MsgspecError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _preview(frame: str | bytes) -> str:
     text = frame if isinstance(frame, str) else bytes(frame[:200]).decode("utf-8", "replace")
     return text[:200]
@@ -173,7 +181,8 @@ class KrakenFeedParser:
     # ------------------------------------------------------------------------------------------ public
 
     def feed(self, frame: str | bytes) -> Parsed:
-        """Parse one frame. Raises :class:`KrakenMessageError` (and nothing else) if it is malformed."""
+        """Parse one frame. Raises :class:`KrakenMessageError` (and nothing else) if it is malformed: bad
+        JSON, invalid UTF-8, nesting too deep for the decoder, wrong types or values."""
         ts_recv = self._clock()
         try:
             if type(frame) is str:
@@ -192,15 +201,17 @@ class KrakenFeedParser:
                     msg = method_decoder.decode(frame)
                 else:
                     raise KrakenMessageError(f"frame has neither channel nor method: {_preview(frame)}")
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as exc:
-            raise KrakenMessageError(f"malformed Kraken frame ({exc}): {_preview(frame)}") from exc
+        except KrakenMessageError:
+            raise
+        except Exception as exc:  # any bad input (incl. RecursionError from deep nesting)
+            raise KrakenMessageError(f"malformed Kraken frame ({_reason(exc)}): {_preview(frame)}") from exc
         out = Parsed([], [], [])
         try:
             self._handlers[type(msg)](msg, out, ts_recv)
         except KrakenMessageError:
             raise
-        except (ArithmeticError, ValueError, TypeError) as exc:  # decimal.InvalidOperation is an ArithmeticError
-            raise KrakenMessageError(f"invalid Kraken frame ({exc}): {_preview(frame)}") from exc
+        except Exception as exc:  # decimal.InvalidOperation, overflow, …: still the frame's fault
+            raise KrakenMessageError(f"invalid Kraken frame ({_reason(exc)}): {_preview(frame)}") from exc
         return out
 
     def reset_books(self, symbol: str | None = None) -> None:

@@ -213,7 +213,9 @@ class KrakenIngester:
         if self._need_gap:
             self._need_gap = False
             for sym in self.active_symbols:
-                self.ctx.status(sym, "gap", "reconnected; data between the markers may be missing", self._topics(sym))
+                self.ctx.gap(sym, "reconnected; data between the markers may be missing", self._topics(sym))
+        for sym in self.active_symbols:
+            self.ctx.restart_gap(sym, self._topics(sym))
         for sym in self.active_symbols:
             self.ctx.status(sym, "connected", self.url)
 

@@ -156,7 +156,7 @@ class KrakenSimulator:
 
     # ------------------------------------------------------------------------------------------- sending
 
-    async def _send(self, conn: _Conn, text: str) -> bool:
+    async def _send(self, conn: _Conn, text: str | bytes) -> bool:
         """Send one frame (caller holds ``conn.lock``); False if the connection is gone or stalled."""
         if not conn.live:
             return False
@@ -176,7 +176,8 @@ class KrakenSimulator:
         self.stats["data_messages"] += 1
         n, f, stats = conn.data_sent, self.faults, self.stats
         malformed_due = f.malformed_every and n % f.malformed_every == 0 and _under(stats["malformed"], f.max_malformed)
-        if malformed_due and await self._send(conn, MALFORMED_FRAMES[stats["malformed"] % len(MALFORMED_FRAMES)]):
+        bad = f.malformed_frames or MALFORMED_FRAMES
+        if malformed_due and await self._send(conn, bad[stats["malformed"] % len(bad)]):
             stats["malformed"] += 1
         if f.stall_after == n and conn.number in f.stall_connections:
             conn.stalled = True

@@ -44,6 +44,8 @@ class FaultPlan:
     max_bad_checksums: int | None = None
     stall_after: int | None = None  # after its N-th data message a listed connection goes silent: no data,
     stall_connections: tuple[int, ...] = (1,)  # heartbeats, acks or pongs (the socket stays open)
+    malformed_frames: tuple[str | bytes, ...] = ()  # the frames to inject, cycled (default MALFORMED_FRAMES);
+    # bytes go out as binary frames
 
     def __post_init__(self) -> None:
         for name in ("disconnect_after", "malformed_every", "bad_checksum_every", "stall_after"):
@@ -57,11 +59,15 @@ def _check_count(name: str, value: object, least: int) -> None:
         raise ValueError(f"FaultPlan.{name} must be an integer >= {least} or None, got {value!r}")
 
 
-#: Malformed frames, cycled through; each makes a v2 parser reject the frame without touching its state.
-MALFORMED_FRAMES = (
+#: Malformed frames, cycled through; each makes a v2 parser reject the frame without touching its state. The
+#: last two are hostile rather than broken: JSON nested 1,000 deep (a recursive decoder's stack) and a binary
+#: frame that is not UTF-8.
+MALFORMED_FRAMES: tuple[str | bytes, ...] = (
     '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","pri',
     '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"up","price":"x"}]}',
     "not json at all",
+    '{"data":' + "[" * 1000 + "]" * 1000 + ',"channel":"trade"}',
+    b'{"channel":"trade","type":"update","data":[{"symbol":"\xff\xfe"}]}',
 )
 
 

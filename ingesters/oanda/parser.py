@@ -231,12 +231,20 @@ class OandaStreamParser:
         return self._seq.get(symbol, 0)
 
     def feed_line(self, line: bytes) -> ParsedLine:
-        """Parse one line (without its newline). Raises :class:`OandaMessageError` if it is malformed."""
-        ts_recv = self._clock()
+        """Parse one line (without its newline). Raises :class:`OandaMessageError` (and nothing else) if it is
+        malformed: bad JSON, invalid UTF-8, nesting too deep for the decoder, wrong types or values."""
         try:
-            msg = STREAM_DECODER.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._parse(line)
+        except OandaMessageError:
+            raise
+        except msgspec.MsgspecError as exc:
             raise OandaMessageError(f"malformed OANDA stream line: {exc}", line) from exc
+        except Exception as exc:  # RecursionError, UnicodeDecodeError, …: still the line's fault
+            raise OandaMessageError(f"malformed OANDA stream line: {type(exc).__name__}: {exc}", line) from exc
+
+    def _parse(self, line: bytes) -> ParsedLine:
+        ts_recv = self._clock()
+        msg = STREAM_DECODER.decode(line)
         try:
             ts_event = parse_rfc3339_ns(msg.time)
         except ValueError as exc:

@@ -248,7 +248,9 @@ class OandaIngester:
         if self._need_gap:
             self._need_gap = False
             for sym in self._active_symbols():
-                ctx.status(sym, "gap", "reconnected; quotes between the markers may be missing", ("quote",))
+                ctx.gap(sym, "reconnected; quotes between the markers may be missing", ("quote",))
+        for sym in self._active_symbols():
+            ctx.restart_gap(sym, ("quote",))
         for sym in self._active_symbols():
             ctx.status(sym, "connected", stream.url)
         ctx.extra["connected"] = True

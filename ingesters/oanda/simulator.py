@@ -61,6 +61,8 @@ _MALFORMED = (
     b'{"type":"PRICE","instrument":"EUR_USD","time":"2024-01-01T00:00:00.000000000Z",'
     b'"bids":[{"price":"abc","liquidity":1}],"asks":[],"tradeable":true}',  # bad decimal
     b'{"type":"SURPRISE","time":"2024-01-01T00:00:00.000000000Z"}',  # unknown message type
+    b'{"type":"PRICE","bids":' + b"[" * 1000 + b"]" * 1000 + b"}",  # nested 1,000 deep
+    b'{"type":"HEARTBEAT","time":"2024-01-01T00:00:00.000000000Z\xff"}',  # not UTF-8
 )
 
 
@@ -76,6 +78,7 @@ class OandaFaults:
     reject_status: int | None = None  # answer with this HTTP status (e.g. 503) and an OANDA error body
     connections: int | None = None  # apply the faults to the first N valid requests only (None: all);
     # `closed` is a market state, not a fault, and stays on for every connection
+    malformed_lines: tuple[bytes, ...] = ()  # the lines malformed_every injects, cycled (default: a built-in set)
 
     def __post_init__(self) -> None:
         for name in ("disconnect_after", "stall_after", "malformed_every", "chunk_bytes", "connections"):
@@ -368,7 +371,8 @@ class OandaSimulator:
         faults = conn.faults
         assert faults is not None
         if faults.malformed_every is not None and (conn.lines + 1) % faults.malformed_every == 0:
-            self._add(conn, _MALFORMED[self.stats.malformed % len(_MALFORMED)])
+            bad = faults.malformed_lines or _MALFORMED
+            self._add(conn, bad[self.stats.malformed % len(bad)])
             self.stats.malformed += 1
         self._add(conn, line)
         stats = self.stats

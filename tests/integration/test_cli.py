@@ -117,6 +117,64 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["pulsar"]["auth_token"] == "***"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@db/x?password=pw-s3cret",  # in the query
+        "host=db user=u password=pw-s3cret dbname=x",  # a libpq keyword string
+        "host=db user=u password='pw s3cret' dbname=x",
+        "postgresql://u:pw-s3cret@db/x?sslmode=require",
+        "postgresql://u:pw@s3cret@db/x",  # an unencoded @ in the password
+    ],
+)
+def test_config_show_masks_the_database_password_in_every_form(tmp_path: Path, url: str) -> None:
+    res = pulse("--home", str(tmp_path), "config", "show", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode == 0, res.stderr
+    assert "s3cret" not in res.stdout + res.stderr
+    assert json.loads(res.stdout)["database"]["url"].startswith("postgresql://u:***@db")
+
+
+def test_a_password_with_an_at_sign_does_not_leak_into_connection_errors(tmp_path: Path) -> None:
+    # libpq split "u:PASS@SECRET@host" at the first @ and said: failed to resolve host 'SECRET@127.0.0.1'
+    url = f"postgresql://u:PASS-x@SECRET-y@127.0.0.1:{free_port()}/db"
+    res = pulse("--home", str(tmp_path), "symbols", "list", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode != 0 and "127.0.0.1" in res.stderr
+    assert "PASS-x" not in res.stdout + res.stderr and "SECRET-y" not in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("postgresql://u:p@[::1/db", "IPv6"),
+        ("postgresql://u:p@db:port/x", "port"),
+        ("postgresql://u:p@db:99999/x", "port"),
+        ("host=db password", "keyword"),
+        ("mysql://u:p@db/x", "postgresql://"),
+    ],
+)
+def test_a_malformed_database_url_is_refused_naming_the_key(tmp_path: Path, url: str, needle: str) -> None:
+    res = pulse("--home", str(tmp_path), "config", "show", env={"PULSE_DATABASE__URL": url})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "database.url" in res.stderr and needle in res.stderr
+    assert ":p@" not in res.stderr  # never the value itself
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'[runtime]\nhome = "\xff\xfe"\n', "not UTF-8"),
+        (b"a = " + b"[" * 1000 + b"]" * 1000 + b"\n", "nested too deeply"),
+        (b"x = {" * 1000 + b"}" * 1000, "not valid TOML"),
+    ],
+)
+def test_an_unreadable_settings_file_is_refused_naming_the_file(tmp_path: Path, content: bytes, needle: str) -> None:
+    cfg = tmp_path / "pulse.toml"
+    cfg.write_bytes(content)
+    res = pulse("--config", str(cfg), "--home", str(tmp_path), "config", "show")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert str(cfg) in res.stderr and needle in res.stderr
+
+
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     backfill = (SHARED_DATA / "dukascopy").is_dir()

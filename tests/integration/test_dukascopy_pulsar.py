@@ -8,6 +8,8 @@ the run being checked.
 from __future__ import annotations
 
 import asyncio
+import lzma
+import struct
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -155,3 +157,42 @@ def test_unknown_instrument_is_refused_before_anything_starts(tmp_path: Path) ->
     with pytest.raises(SymbolError, match="unknown Dukascopy instrument"):
         run_backfill(settings, nowhere, "NOPE/XYZ", T0, T4, progress=False)
     assert not (tmp_path / "ck").exists(), "no checkpoint store was created"
+
+
+def _with_huge_volume(hour_file: Path) -> bytes:
+    """The hour's real ticks, with record 5's ask volume set to the largest float32 (3.4e38)."""
+    raw = bytearray(lzma.decompress(hour_file.read_bytes(), format=lzma.FORMAT_ALONE))
+    struct.pack_into(">f", raw, 5 * 20 + 12, 3.4028234663852886e38)
+    return lzma.compress(bytes(raw), format=lzma.FORMAT_ALONE)
+
+
+async def test_a_corrupt_tick_fails_its_hour_only_and_is_dead_lettered(
+    runtime_settings: Settings, endpoints: Endpoints, tmp_path: Path, unique: str
+) -> None:
+    # A huge float32 volume once raised decimal.InvalidOperation and killed the whole backfill.
+    root = tmp_path / "datafeed"
+    day = root / "EURUSD" / "2019" / "01" / "04"
+    day.mkdir(parents=True)
+    (day / "00h_ticks.bi5").write_bytes((DAY / "00h_ticks.bi5").read_bytes())
+    bad = _with_huge_volume(DAY / "01h_ticks.bi5")
+    (day / "01h_ticks.bi5").write_bytes(bad)
+    (day / "02h_ticks.bi5").write_bytes((DAY / "02h_ticks.bi5").read_bytes())
+    settings = runtime_settings.with_overrides(dukascopy={"checkpoint_dir": str(tmp_path / "ck")})
+    async with DukascopySimulator(root) as sim:
+        summary = await asyncio.to_thread(
+            run_backfill, settings, endpoints, "EURUSD", T0, datetime(2019, 2, 4, 3, tzinfo=UTC),
+            base_url=sim.base_url, progress=False,
+        )  # fmt: skip
+    assert summary["hours_failed"] == 1 and summary["hours_downloaded"] == 2 and not summary["ok"]
+    ((hour, reason),) = summary["failures"]
+    assert hour == "2019-02-04T01:00:00+00:00" and "record 5: volume" in reason and "out of range" in reason
+    bus = Bus(runtime_settings, endpoints.pulsar_url)
+    try:
+        consumer = bus.subscribe("persistent://market-data/deadletter/ingest.dukascopy", f"dl-{unique}")
+        dead = drain(consumer, 1, deadline_s=DEADLINE_S, take=lambda m: [m] if m.data() == bad else [])
+        consumer.close()
+    finally:
+        bus.close()
+    assert len(dead) == 1
+    props = dead[0].properties()
+    assert props["kind"] == "parse_error" and props["url"].endswith("/EURUSD/2019/01/04/01h_ticks.bi5")

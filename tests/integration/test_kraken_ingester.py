@@ -137,6 +137,36 @@ async def test_stalled_feed_trips_the_watchdog_and_reconnects_with_a_gap(
     assert kinds.index("stale") < kinds.index("gap")  # marked stale, then the gap once reconnected
 
 
+HOSTILE_FRAMES: tuple[str | bytes, ...] = (
+    '{"data":' + "[" * 1000 + "]" * 1000 + ',"channel":"trade"}',  # msgspec skips it recursively: RecursionError
+    '{"channel":' + "[" * 1000 + "]" * 1000 + "}",  # the fast path's tag lookup: RecursionError too
+    b'{"channel":"trade","type":"update","data":[{"symbol":"\xff\xfe"}]}',  # binary frame, not UTF-8
+)
+
+
+async def test_hostile_frames_are_dead_lettered_and_the_connection_kept(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    # Deep nesting once escaped the parser as RecursionError: no dead letter, a reconnect and a gap marker.
+    sym = f"H{unique[:6].upper()}/USD"
+    faults = FaultPlan(malformed_every=5, max_malformed=6, malformed_frames=HOSTILE_FRAMES)
+    sim = KrakenSimulator(symbols=[sym], rate=300, seed=5, faults=faults)
+    await sim.start()
+    try:
+        ctx, _ = await run_ingester(
+            runtime_settings, endpoints, sim, [sym], until=lambda c, i: c.counters.parse_errors >= 6
+        )
+    finally:
+        await sim.stop()
+    assert sim.stats["malformed"] == 6 and sim.stats["connections"] == 1
+    assert ctx.counters.parse_errors == ctx.counters.dead_letters == 6
+    assert ctx.counters.reconnects == 0 and ctx.counters.gaps == 0
+    msgs = await asyncio.to_thread(read_all, endpoints.pulsar_url, [dead_letter_topic("ingest.kraken")], f"h-{unique}")
+    expected = sorted(f.encode() if isinstance(f, str) else f for f in HOSTILE_FRAMES * 2)
+    mine = [m for m, _ in msgs if m.properties().get("kind") == "parse_error" and m.data() in expected]
+    assert sorted(m.data() for m in mine) == expected
+
+
 def test_settings_constrain_the_watchdog() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"stale_after_s": 0}, KrakenSettings)

@@ -20,6 +20,7 @@ from ingesters.kraken.simulator import FaultPlan, KrakenSimulator
 from pulse.codec import decode_any
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
+from pulse.status import read_status
 from pulse.topics import dead_letter_topic, topic
 from tests.procs import process, pulse_cmd, stop, wait_for
 
@@ -228,5 +229,54 @@ def test_sigterm_flushes_everything_received(runtime_settings: Settings, endpoin
                 except pulsar.Timeout:
                     break
             assert got == n, f"{t}: broker holds {got}, ingester reported {n}"
+    finally:
+        client.close()
+
+
+def test_a_restarted_ingester_marks_the_gap_since_its_previous_run(
+    runtime_settings: Settings, endpoints: Endpoints, unique: str
+) -> None:
+    # A new process once started with nothing to say: the hole between the killed process's last event and
+    # the new one's first event went unmarked.
+    symbols = symbols_for(unique, 2)
+    home = runtime_settings.home
+
+    def status() -> dict[str, Any]:
+        return read_status(home, "ingest-kraken") or {}
+
+    with SimThread(symbols=symbols, rate=500, seed=6) as sim:
+        args = ("ingest", "kraken", "--url", sim.url, "--symbols", ",".join(symbols), "--channels", "trade")
+        first = pulse_cmd(runtime_settings, *args)
+        with process(first):
+            wait_for(lambda: status().get("pid") == first.pid and set(symbols) <= set(status()["last_tick"]), "ticks")
+            first.kill()  # SIGKILL: no goodbye, no final status write
+            first.wait(10)
+        second = pulse_cmd(runtime_settings, *args, "--json")
+        with process(second):
+            wait_for(lambda: status().get("pid") == second.pid and status()["counters"]["events"] > 50, "new events")
+            rc, out, err = stop(second)
+    assert rc == 0, err[-3000:]
+    summary = json.loads(out)
+    assert summary["gaps"] == len(symbols) and summary["reconnects"] == 0
+    client = pulsar.Client(endpoints.pulsar_url)
+    try:
+        for sym in symbols:
+            consumer = client.subscribe(
+                topic("crypto", "kraken", sym, "trade"),
+                f"restart-{unique}",
+                initial_position=pulsar.InitialPosition.Earliest,
+                consumer_type=pulsar.ConsumerType.Shared,
+            )
+            events = []
+            while True:
+                try:
+                    msg = consumer.receive(timeout_millis=1500)
+                except pulsar.Timeout:
+                    break
+                events.append(decode_any(msg.data(), msg.properties()))
+            gaps = [i for i, ev in enumerate(events) if getattr(ev, "kind", None) == "gap"]
+            assert len(gaps) == 1, f"{sym}: {[getattr(ev, 'kind', 'trade') for ev in events]}"
+            assert "restarted" in events[gaps[0]].detail  # type: ignore[attr-defined]
+            assert 0 < gaps[0] < len(events) - 1  # trades of the first run before it, of the second after it
     finally:
         client.close()

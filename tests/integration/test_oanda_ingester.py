@@ -315,6 +315,70 @@ async def test_malformed_lines_are_counted_and_dead_lettered(harness: Harness) -
             parser.feed_line(msg.data())
 
 
+async def test_a_restarted_ingester_marks_the_gap_since_its_previous_run(harness: Harness, tmp_path: Path) -> None:
+    # The first run leaves its status file (last tick per instrument); a new process with the same name starts
+    # by marking the hole since then. Before, `_need_gap` started False and nothing was marked.
+    async with simulator() as sim:
+        first = harness.ingester(sim)
+        async with running(first) as task:
+            await wait_for(lambda: all(s in harness.ctx.last_tick for s in ("EUR/USD", "USD/JPY")), "quotes", task)
+        assert harness.ctx.counters.gaps == 0
+        again = IngestContext(harness.publisher, venue="oanda", name=harness.name, status_home=tmp_path)
+        second = OandaIngester(
+            FAST, again, instruments=PAIRS, token=sim.token, api_url=sim.base_url, now=lambda: MONDAY
+        )
+        async with running(second) as task:
+            await wait_for(lambda: again.counters.events > 10, "quotes of the second run", task)
+    assert again.counters.gaps == len(PAIRS) and again.counters.reconnects == 0
+    harness.flush()
+    got = await harness.read([quote_topic(p) for p in PAIRS], harness.ctx.counters.events + again.counters.events)
+    gaps = [ev for _, ev in got if isinstance(ev, Status) and ev.kind == "gap"]
+    assert sorted(ev.symbol for ev in gaps) == ["EUR/USD", "USD/JPY"]
+    assert all("restarted" in ev.detail for ev in gaps)
+
+
+HOSTILE_LINES = (
+    b'{"type":"PRICE","bids":' + b"[" * 1000 + b"]" * 1000 + b"}",  # nested 1,000 deep: RecursionError
+    b'{"type":"HEARTBEAT","time":"2024-01-01T00:00:00.000000000Z\xff"}',  # invalid UTF-8
+    b"\xff\xfe" + b"[" * 5000,
+)
+
+
+async def test_hostile_lines_are_dead_lettered_and_the_connection_kept(harness: Harness) -> None:
+    # Deep nesting and invalid UTF-8 once escaped the parser as RecursionError/UnicodeDecodeError: the
+    # session reconnected (with a gap marker) instead of dead-lettering the line.
+    faults = OandaFaults(malformed_every=4, stall_after=36, connections=1, malformed_lines=HOSTILE_LINES)
+    async with simulator(faults=faults, heartbeat_s=30.0) as sim:
+        ctx = harness.ctx
+        async with running(harness.ingester(sim)) as task:
+            await wait_for(lambda: ctx.counters.frames == 36, "all 36 lines read", task)
+    assert sim.stats.malformed == 9 and sim.stats.connections == 1
+    assert ctx.counters.parse_errors == ctx.counters.dead_letters == 9
+    assert ctx.counters.reconnects == 0 and ctx.counters.gaps == 0
+    assert ctx.counters.events == 27
+    harness.flush()
+    dead = await asyncio.to_thread(harness.read_dead_letters, 9)
+    assert sorted(m.data() for m in dead) == sorted(HOSTILE_LINES[i % 3] for i in range(9))
+    assert all(m.properties()["kind"] == "parse_error" for m in dead)
+
+
+async def test_malformed_line_warnings_are_rate_limited_with_a_summary(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every malformed line was its own warning: a venue sending garbage flooded the log.
+    caplog.set_level(logging.WARNING, logger="ingesters.base.context")
+    faults = OandaFaults(malformed_every=2, stall_after=120, connections=1)
+    async with simulator(faults=faults, heartbeat_s=30.0) as sim:
+        ctx = harness.ctx
+        async with running(harness.ingester(sim)) as task:
+            await wait_for(lambda: ctx.counters.frames == 120, "all 120 lines read", task)
+    assert ctx.counters.parse_errors == ctx.counters.dead_letters == 60  # each still counted and dead-lettered
+    lines = [r.getMessage() for r in caplog.records if r.name == "ingesters.base.context"]
+    assert len([m for m in lines if m == "parse error"]) == 10
+    summaries = [r for r in caplog.records if r.getMessage() == "parse error: more not logged"]
+    assert len(summaries) == 1 and summaries[0].fields["not_logged"] == 50  # type: ignore[attr-defined]
+
+
 async def test_bad_token_is_fatal_quickly_and_never_leaks(
     harness: Harness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -380,3 +380,17 @@ def test_registered_schemas_are_valid_avro_records(tag: str) -> None:
     _check_avro(record, set())
     by_name = {f["name"]: f for f in record["fields"]}
     assert by_name["ts_event"]["type"] == "long" and by_name["symbol"]["type"] == "string"
+
+
+async def test_a_token_over_plain_http_warns_once_without_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with FakePulsarAdmin(tokens={TOKEN: "admin"}) as fake:
+        for _ in range(3):
+            async with fast_admin(fake.url, TOKEN) as admin:
+                await admin.list_clusters()
+        async with fast_admin(fake.url) as admin:  # no token: nothing to warn about (and refused)
+            with pytest.raises(AdminError):
+                await admin.list_clusters()
+    warnings = [r for r in caplog.records if "clear text" in r.getMessage()]
+    assert len(warnings) == 1 and fake.url.startswith("http://")
+    assert "https://" in warnings[0].getMessage() and TOKEN not in f"{warnings[0].getMessage()} {warnings[0].__dict__}"

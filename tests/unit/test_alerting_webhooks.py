@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from consumers.alerting.messages import Alert, decode_alert, encode_alert
 from consumers.alerting.webhooks import (
@@ -196,3 +198,86 @@ async def test_secret_never_logged(receiver: Receiver, caplog: pytest.LogCapture
     text = repr(s) + " ".join(f"{rec.getMessage()} {getattr(rec, 'fields', '')}" for rec in ours)
     assert SECRET not in text and "secret-path-token" not in text
     assert "webhook attempt failed" in text
+
+
+class Redirector:
+    """An allow-listed receiver that answers every POST with ``status`` and a Location on another server."""
+
+    def __init__(self, status: int, location: str) -> None:
+        self.status, self.location, self.hits = status, location, 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.hits += 1
+        return web.Response(status=self.status, headers={"Location": self.location})
+
+
+async def _site(handler: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, runner.addresses[0][1]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_a_failed_delivery_and_is_not_followed(
+    status: int, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The other server (`receiver`, reached as "localhost") is not on the allow-list; before, a 307/308 re-POSTed
+    # the signed body there and counted it as delivered, a 301-303 followed as a GET.
+    caplog.set_level(logging.INFO)
+    redirector = Redirector(status, f"http://localhost:{receiver.port}/hook/elsewhere")
+    runner, port = await _site(redirector.handle)
+    url = f"http://127.0.0.1:{port}/hook"
+    s = sender(url, max_attempts=3)
+    try:
+        assert await s.send(alert()) == {url: False}
+    finally:
+        await s.close()
+        await runner.cleanup()
+    assert receiver.requests == [] and redirector.hits == 1  # final: not retried, not followed
+    assert (s.stats.delivered, s.stats.failed) == (0, 1)
+    lines = [r.getMessage() for r in caplog.records if "redirect" in r.getMessage()]
+    assert lines and "not followed" in lines[0]
+
+
+class SwitchingDns(AbstractResolver):
+    """A DNS that answers ``hooks.test`` with whatever ``address`` says now (a rebinding attacker's DNS)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.queries = 0
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+        self.queries += 1
+        return [ResolveResult(hostname=host, host=self.address, port=port, family=socket.AF_INET, proto=0, flags=0)]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_the_checked_address_is_pinned_across_a_dns_change() -> None:
+    good, evil = Receiver(), Receiver()
+    good_runner = await serve(good)
+    evil_app = web.Application()
+    evil_app.router.add_post("/hook/{tail:.*}", evil.handle)
+    evil_runner = web.AppRunner(evil_app)
+    await evil_runner.setup()
+    await web.TCPSite(evil_runner, "127.0.0.2", good.port).start()  # same port, another address
+    dns = SwitchingDns("127.0.0.1")
+    url = f"http://hooks.test:{good.port}/hook/x"
+    s = WebhookSender([url], SECRET, allowed_hosts=["hooks.test"], resolver=dns, backoff_initial_s=0.01)
+    try:
+        assert await s.send(alert(1)) == {url: True}
+        dns.address = "127.0.0.2"  # the name now points elsewhere
+        assert await s.send(alert(2)) == {url: True}
+        await s.close()  # a new connection, not a kept-alive one
+        assert await s.send(alert(3)) == {url: True}
+    finally:
+        await s.close()
+        await good_runner.cleanup()
+        await evil_runner.cleanup()
+    assert [r["alert_id"] for r in good.requests] == ["7-1", "7-2", "7-3"] and evil.requests == []
+    assert dns.queries == 1

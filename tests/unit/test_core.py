@@ -8,10 +8,11 @@ import pytest
 
 from ingesters.base.backoff import Backoff
 from pulse.codec import Codec, decode_any
+from pulse.dsn import redact_database_url
 from pulse.errors import CodecError, ConfigError, SymbolError, TopicError
 from pulse.models import BookDelta, Level, Quote, Status, Trade
 from pulse.schemas import SCHEMA_DIR, render_all
-from pulse.settings import load_settings, redact_url
+from pulse.settings import load_settings
 from pulse.symbols import canonical, parse_symbol_list, to_topic_token
 from pulse.topics import dead_letter_topic, parse_topic, topic
 
@@ -158,7 +159,7 @@ def test_settings_file_env_and_refusals(tmp_path) -> None:
 
 
 def test_database_password_is_redacted() -> None:
-    assert redact_url("postgresql://u:hunter2@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_database_url("postgresql://u:hunter2@h:5432/db") == "postgresql://u:***@h:5432/db"
     s = load_settings(None, environ={"PULSE_DATABASE__URL": "postgresql://u:hunter2@h/db"})
     assert "hunter2" not in str(s.redacted()) and "hunter2" in s.secrets()
 

@@ -234,3 +234,11 @@ def test_quote_ticks_equal_the_quotes_they_stand_for() -> None:
                            seq=fast[0].seq, ticks=tuple(fast))  # fmt: skip
         assert batch.quotes() == quotes
         assert [batch] == list(QuoteBatch.chunks(quotes, len(quotes)))
+
+
+@pytest.mark.parametrize("bits", [0x7F7FFFFF, 0x5F000000, 0xFF7FFFFF])  # 3.4e38, 9.2e18, -3.4e38
+def test_an_absurd_volume_is_a_bi5_error(bits: int) -> None:
+    raw = struct.pack(">I2i2I", 10, 114545, 114540, bits, 0x3F800000)
+    data = lzma.compress(raw, format=lzma.FORMAT_ALONE)
+    with pytest.raises(Bi5Error, match="record 0: volume"):
+        decode_ticks(data, hour_start_ns=0, divisor=100_000, symbol="EURUSD")

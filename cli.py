@@ -561,9 +561,11 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 @click.option("--backfill", is_flag=True, help="Also backfill the shipped Dukascopy hours (EURUSD 2019-02-04 00-04).")
 @click.option("--consumers/--no-consumers", default=True, show_default=True,
               help="Run the alerting and matching services too (demo alert rules, paper orders).")  # fmt: skip
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker to start (default runtime.broker).")
 @click.pass_obj
 def demo(
     obj: Ctx,
+    broker: str | None,
     duration: float | None,
     as_json: bool,
     rate: float,
@@ -575,10 +577,14 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the embedded default: local Kraken (+ OANDA) → ingesters → Pulsar → sink →
     PostgreSQL, with the alerting and matching services on the live ticks."""
+    from control_plane.provision import provision_base_sync
     from pulse.demo import run_demo
+    from pulse.runtime import attach_runtime
 
+    obj.broker = broker
     summary = run_demo(
         obj.settings,
+        after_up=lambda s: provision_base_sync(attach_runtime(s)) if attach_runtime(s).pulsar.admin_url else None,
         duration=duration,
         rate=rate,
         faults=faults,
@@ -657,10 +663,12 @@ def candles(
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
 @click.option("--only", callback=csv_choice(("ingesters", "consumers"), "--only"), help="ingesters,consumers")
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
 @click.pass_obj
-def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None) -> None:
+def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:
     """Measure the raw publish ceiling vs the ingesters and the consumers' engines and round trips, or (--sink)
-    raw COPY vs the sink; on a runtime of its own."""
+    raw COPY vs the sink; on a runtime of its own (pulsar-lite, or --broker apache)."""
+    obj.broker = broker
     if sink_only:
         from bench.harness import bench_runtime
         from bench.sink import run as run_sink

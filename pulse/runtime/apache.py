@@ -147,7 +147,7 @@ def resolve(version: str = DEFAULT_VERSION, *, progress: Callable[[str], None] |
     assert proc.stdout is not None
     for line in proc.stdout:
         tail = [*tail[-200:], line.rstrip()]
-        if line.startswith("Downloaded from") and ".jar " in line:
+        if "Downloaded from" in line and ".jar " in line:  # "[INFO] Downloaded from central: …x.jar (…)"
             downloaded += 1
             if downloaded % 25 == 0:
                 say(f"  {downloaded} jars downloaded")

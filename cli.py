@@ -20,6 +20,7 @@ class Ctx:
     def __init__(self, config: str | None, home: str | None) -> None:
         self.config = config
         self.home = home
+        self.broker: str | None = None  # `--broker` of the commands that start one (up, demo, bench)
         self._settings: Settings | None = None
 
     @property
@@ -28,7 +29,12 @@ class Ctx:
             s = load_settings(self.config)
             if self.home:
                 s = s.with_overrides(runtime={"home": self.home})
-            self._settings = s
+            if self.broker:
+                s = s.with_overrides(runtime={"broker": self.broker})
+            from pulse.runtime import attach_runtime
+
+            self._settings = attach_runtime(s)
+            s = self._settings
             from pulse.log import register_secret, setup_logging
 
             setup_logging(s.logging.level, s.logging.format)
@@ -50,13 +56,20 @@ def cli(ctx: click.Context, config: str | None, home: str | None) -> None:
 @cli.command()
 @click.option("--status", "show_status", is_flag=True, help="Only report whether the runtime is running.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker to start (default runtime.broker).")
 @click.pass_obj
-def up(obj: Ctx, show_status: bool, as_json: bool) -> None:
-    """Start the embedded broker (pulsar-lite) and PostgreSQL in the background."""
+def up(obj: Ctx, show_status: bool, as_json: bool, broker: str | None) -> None:
+    """Start the embedded broker (pulsar-lite or Apache Pulsar) and PostgreSQL in the background."""
     from pulse.runtime import Runtime
 
+    obj.broker = broker
     rt = Runtime(obj.settings)
-    st = rt.status() if show_status else rt.up()
+    st = rt.status() if show_status else rt.up(progress=None if as_json else lambda m: click.echo(m, err=True))
+    if not show_status and st.broker and st.broker.get("kind") == "apache":
+        from control_plane.provision import provision_base_sync
+        from pulse.runtime import attach_runtime
+
+        provision_base_sync(attach_runtime(obj.settings))  # tenant + namespaces: Apache creates topics only in them
     if as_json:
         emit_json(st.as_dict())
     else:
@@ -74,6 +87,11 @@ def _print_runtime(st: Any) -> None:
     click.echo(f"home      {st.home}")
     line("broker", st.broker, st.broker_running, "url")
     if st.broker and st.broker_running:
+        if st.broker.get("kind") == "apache":
+            click.echo(f"kind      Apache Pulsar {st.broker['version']} (ready in {st.broker['started_s']} s)")
+            click.echo(f"admin     {st.broker['admin_url']}")
+        else:
+            click.echo("kind      pulsar-lite")
         click.echo(f"metrics   {st.broker['metrics_url']}")
     line("postgres", st.postgres, st.postgres_running, "url")
 
@@ -252,10 +270,12 @@ def candles(
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
 @click.option("--only", callback=csv_choice(("ingesters", "consumers"), "--only"), help="ingesters,consumers")
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
 @click.pass_obj
-def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None) -> None:
+def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:
     """Measure the raw publish ceiling vs the ingesters and the consumers' engines and round trips, or (--sink)
-    raw COPY vs the sink; on a runtime of its own."""
+    raw COPY vs the sink; on a runtime of its own (pulsar-lite, or --broker apache)."""
+    obj.broker = broker
     if sink_only:
         from bench.harness import bench_runtime
         from bench.sink import run as run_sink

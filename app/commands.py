@@ -20,9 +20,11 @@ from pulse.clitools import emit_json, parse_symbols
 @click.option("--backfill", is_flag=True, help="Also backfill the historical venues' shipped files.")
 @click.option("--consumers/--no-consumers", default=True, show_default=True,
               help="Run the alerting and matching services too (demo alert rules, paper orders).")  # fmt: skip
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker to start (default runtime.broker).")
 @click.pass_obj
 def demo(
     obj: Any,
+    broker: str | None,
     duration: float | None,
     as_json: bool,
     rate: float,
@@ -35,9 +37,14 @@ def demo(
     """Run the whole pipeline on the embedded default: local venues (as the venue registry's demo plans say) →
     ingesters → Pulsar → sink → PostgreSQL, with the alerting and matching services on the live ticks."""
     from app.demo import run_demo
+    from control_plane.provision import provision_base_sync
+    from pulse.runtime import attach_runtime
 
+    obj.broker = broker  # before the settings are first read
     summary = run_demo(
         obj.settings,
+        # Apache Pulsar creates topics on first use only in namespaces that exist: provision them once it is up
+        after_up=lambda s: provision_base_sync(attach_runtime(s)) if attach_runtime(s).pulsar.admin_url else None,
         duration=duration,
         rate=rate,
         faults=faults,

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pulse.errors import ConfigError
 from pulse.log import get_logger
-from pulse.runtime import Runtime, resolve_endpoints
+from pulse.runtime import Runtime, attach_runtime, resolve_endpoints
 from pulse.runtime.procs import free_port, terminate, wait_for_port
 from pulse.settings import Settings
 from pulse.status import read_status
@@ -140,7 +141,9 @@ def run_demo(
     live: bool = True,
     config: str | None = None,
     consumers: bool = True,
+    after_up: Callable[[Settings], object] | None = None,
 ) -> dict[str, Any]:
+    """``after_up`` runs once the runtime is up (the CLI provisions Apache Pulsar's tenant and namespaces)."""
     from app import demo_consumers
 
     plans = _plans(symbols, fx, backfill)
@@ -149,9 +152,11 @@ def run_demo(
     state = DemoState()
     rt = Runtime(settings)
     if not rt.status().running:
-        rt.up()
+        rt.up(progress=lambda m: print(m, file=sys.stderr))
         state.started_runtime = True
-    ep = resolve_endpoints(settings)
+    if after_up is not None:
+        after_up(settings)
+    ep = resolve_endpoints(attach_runtime(settings))
     # a fresh run: old status files would mislead the view
     for name in (*ingester_services, SINK, *demo_consumers.CONSUMERS):
         with contextlib.suppress(FileNotFoundError):

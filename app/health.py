@@ -72,8 +72,14 @@ def collect_health(
         check(False, str(exc))
         return report
     ok, detail = _broker_ok(settings, ep.pulsar_url)
-    report["broker"] = {"url": ep.pulsar_url, "ok": ok, "detail": detail}
-    check(ok, f"broker {ep.pulsar_url} ({detail})")
+    kind = "Apache Pulsar" if ep.broker_kind == "apache" else "pulsar-lite"
+    report["broker"] = {"url": ep.pulsar_url, "ok": ok, "detail": detail, "kind": ep.broker_kind}
+    if settings.pulsar.admin_url:
+        from pulse.runtime.apache import broker_version
+
+        report["broker"]["version"] = broker_version(settings.pulsar.admin_url, settings.pulsar_token())
+        kind += f" {report['broker']['version'] or '(version unknown)'}"
+    check(ok, f"broker {ep.pulsar_url} ({kind}; {detail})")
     if settings.pulsar.admin_url:
         health = _admin_health(settings)
         report["broker"]["admin"] = health

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pulse.runtime import Endpoints, Runtime, resolve_endpoints
+from pulse.runtime import Endpoints, Runtime, attach_runtime, resolve_endpoints
 from pulse.runtime.procs import free_port, terminate, wait_for_port
 from pulse.settings import Settings
 
@@ -42,17 +42,47 @@ def bench_runtime(base: Settings) -> Iterator[tuple[Settings, Endpoints]]:
                 "home": str(Path(tmp) / "home"),
                 "broker_port": free_port(),
                 "broker_metrics_port": free_port(),
+                "broker_admin_port": free_port(),
                 "postgres_port": free_port(),
             },
-            pulsar={"url": ""},
+            pulsar={"url": "", "admin_url": ""},
             database={"url": ""},
         )
         rt = Runtime(s)
-        rt.up()
+        st = rt.up(progress=lambda m: print(m, file=sys.stderr))
         try:
+            if st.broker and st.broker.get("kind") == "apache":
+                from control_plane.provision import provision_base_sync
+
+                s = attach_runtime(s)  # pulsar.url/admin_url: every child sees the real broker, as in production
+                provision_base_sync(s)
             yield s, resolve_endpoints(s)
         finally:
             rt.down()
+
+
+def broker_label(settings: Settings, ep: Endpoints) -> str:
+    """``pulsar-lite`` or ``Apache Pulsar <version>`` (asked of the admin API)."""
+    if ep.broker_kind != "apache":
+        return "pulsar-lite"
+    from pulse.runtime.apache import broker_version
+
+    return f"Apache Pulsar {broker_version(ep.admin_url, settings.pulsar_token()) or '(version unknown)'}"
+
+
+def broker_footprint(settings: Settings) -> dict[str, float]:
+    """The embedded broker's resident memory (MB) and CPU time so far (s): what it costs beside everything else."""
+    import psutil
+
+    pid = broker_pid(settings)
+    if pid is None:
+        return {}
+    try:
+        p = psutil.Process(pid)
+        cpu = p.cpu_times()
+        return {"rss_mb": round(p.memory_info().rss / 2**20, 1), "cpu_s": round(cpu.user + cpu.system, 1)}
+    except psutil.Error:
+        return {}
 
 
 def broker_pid(settings: Settings) -> int | None:

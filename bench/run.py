@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import alerting, ceiling, fx, kraken, matching
-from bench.harness import Report, bench_runtime, load_average
+from bench.harness import Report, bench_runtime, broker_footprint, broker_label, load_average
 from pulse.settings import Settings
 
 FULL = {"ceiling_n": 30_000, "ceiling_reps": 3, "codec_n": 100_000, "codec_reps": 5}
@@ -58,7 +58,8 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="pulse-bench-work-") as tmp, bench_runtime(settings) as (s, ep):
         work = Path(tmp)
-        report.line(f"runtime: pulsar-lite at {ep.pulsar_url} and PostgreSQL (fresh, on free ports)")
+        meta["broker"] = broker_label(s, ep)
+        report.line(f"runtime: {meta['broker']} at {ep.pulsar_url} and PostgreSQL (fresh, on free ports)")
 
         def step(name: str, fn: Callable[[], Any]) -> Any:
             try:
@@ -86,6 +87,11 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
         if "consumers" in parts:
             step("matching", lambda: matching.run(report, s, ep, quick=quick, work=work))
             step("alerting", lambda: alerting.run(report, s, ep, quick=quick))
+        meta["broker_process"] = broker_footprint(s)
+        report.line(
+            f"broker process at the end: {meta['broker_process'].get('rss_mb', 'n/a')} MB resident, "
+            f"{meta['broker_process'].get('cpu_s', 'n/a')} s CPU in total"
+        )
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
     meta["errors"] = errors
     report.summary()

@@ -413,3 +413,17 @@ async def provision_jdbc_sink(
     result = StepResult(f"sink {tenant}/{namespace}/{name}", outcome, "builtin://jdbc-postgres")
     log.info("provision step", step=result.step, outcome=outcome)
     return result
+
+
+def provision_base_sync(settings: Any) -> list[StepResult]:
+    """:func:`provision_base` through ``pulsar.admin_url``, for callers without an event loop.
+
+    ``pulse up --broker apache`` runs it once the broker is ready: unlike pulsar-lite, Apache Pulsar creates a
+    topic on first use only in a namespace that exists, so the tenant and namespaces come first."""
+    import asyncio
+
+    async def go() -> list[StepResult]:
+        async with PulsarAdmin.from_settings(settings) as admin:
+            return await provision_base(admin, settings)
+
+    return asyncio.run(go())

@@ -163,7 +163,7 @@ async def provision_layout(admin: PulsarAdmin, settings: Settings, instruments: 
         steps += await provision_instrument(
             admin, inst.namespace, inst.venue, inst.symbol,
             [parse_topic(t).channel for t in instrument_topics(inst, tenant)],
-            tenant=tenant, register_schemas=settings.pulsar.codec == "json",
+            tenant=tenant, register_schemas=settings.pulsar.codec == "json", partitions=settings.pulsar.partitions,
         )  # fmt: skip
     return steps
 

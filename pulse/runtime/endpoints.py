@@ -14,6 +14,8 @@ class Endpoints:
     database_url: str
     embedded: bool  # True when at least one endpoint is the embedded runtime
     broker_metrics_url: str = ""
+    admin_url: str = ""  # Apache Pulsar's admin REST (empty on pulsar-lite)
+    broker_kind: str = "lite"  # "lite" | "apache" (a real cluster named by pulsar.url counts as apache)
 
 
 def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_database: bool = True) -> Endpoints:
@@ -23,6 +25,8 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
     pulsar_url = settings.pulsar.url
     db_url = settings.database_url()
     metrics = ""
+    admin_url = settings.pulsar.admin_url
+    kind = "apache" if settings.pulsar.url or admin_url else "lite"
     embedded = False
     if (need_pulsar and not pulsar_url) or (need_database and not db_url):
         st = Runtime(settings).status()
@@ -32,10 +36,35 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
                     f"no broker: set pulsar.url, or start the embedded runtime with `pulse up` (home {st.home})"
                 )
             pulsar_url, metrics, embedded = st.broker["url"], st.broker["metrics_url"], True
+            kind = st.broker.get("kind", "lite")
+            admin_url = admin_url or st.broker.get("admin_url", "")
         if need_database and not db_url:
             if not st.postgres_running or not st.postgres:
                 raise RuntimeStateError(
                     f"no database: set database.url, or start the embedded runtime with `pulse up` (home {st.home})"
                 )
             db_url, embedded = st.postgres["url"], True
-    return Endpoints(pulsar_url=pulsar_url, database_url=db_url, embedded=embedded, broker_metrics_url=metrics)
+    return Endpoints(
+        pulsar_url=pulsar_url,
+        database_url=db_url,
+        embedded=embedded,
+        broker_metrics_url=metrics,
+        admin_url=admin_url,
+        broker_kind=kind,
+    )
+
+
+def attach_runtime(settings: Settings) -> Settings:
+    """Point ``pulsar.url`` and ``pulsar.admin_url`` at the embedded Apache Pulsar when ``pulse up`` runs one.
+
+    Every command loads its settings through this, so ``pulse symbols add`` provisions through the real admin API
+    and the consumers choose Key_Shared, exactly as against a remote cluster. pulsar-lite leaves them empty."""
+    if settings.pulsar.url or settings.pulsar.admin_url:
+        return settings
+    from pulse.runtime.manager import Runtime
+
+    st = Runtime(settings).status()
+    b = st.broker or {}
+    if b.get("kind") != "apache" or not st.broker_running:
+        return settings
+    return settings.with_overrides(pulsar={"url": b["url"], "admin_url": b["admin_url"]})

@@ -10,11 +10,13 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pulse.errors import RuntimeStateError
+from pulse.runtime.apache import ApacheBrokerInfo, start_apache
 from pulse.runtime.broker import BrokerInfo, start_broker
 from pulse.runtime.postgres import PostgresInfo, postmaster_pid, start_postgres, stop_postgres
 from pulse.runtime.procs import pid_alive, terminate
@@ -68,7 +70,7 @@ class Runtime:
         state = self._read_state()
         st = RuntimeStatus(home=str(self.home), started_at=state.get("started_at"))
         if b := state.get("broker"):
-            st.broker = b
+            st.broker = {"kind": "lite", **b}
             st.broker_running = pid_alive(b["pid"])
         if p := state.get("postgres"):
             p = {**p, "pid": postmaster_pid(p["data_dir"]) or p["pid"]}  # a restart changes the pid
@@ -76,19 +78,38 @@ class Runtime:
             st.postgres_running = pid_alive(p["pid"])
         return st
 
-    def up(self) -> RuntimeStatus:
-        """Start whatever is not running yet. Idempotent; refuses a taken port before starting anything."""
+    def up(self, progress: Callable[[str], None] | None = None) -> RuntimeStatus:
+        """Start whatever is not running yet. Idempotent; refuses a taken port before starting anything.
+
+        ``runtime.broker`` chooses the broker: pulsar-lite, or Apache Pulsar standalone (resolved from Maven
+        Central into a cache on first use; ``progress`` receives one line per step)."""
         rt = self.settings.runtime
         current = self.status()
         if current.running:
             return current
         state = self._read_state()
         self.home.mkdir(parents=True, exist_ok=True)
-        broker: BrokerInfo | None = None
+        broker: BrokerInfo | ApacheBrokerInfo | None = None
         try:
             if not current.broker_running:
-                broker = start_broker(self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port)
-                state["broker"] = asdict(broker)
+                if rt.broker == "apache":
+                    broker = start_apache(
+                        self.home,
+                        host=rt.host,
+                        port=rt.broker_port,
+                        admin_port=rt.broker_admin_port,
+                        version=rt.apache_version,
+                        heap_mb=rt.apache_heap_mb,
+                        extra_conf=list(rt.apache_conf),
+                        admin_token=self.settings.pulsar_token(),
+                        progress=progress,
+                    )
+                    state["broker"] = asdict(broker)
+                else:
+                    broker = start_broker(
+                        self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port
+                    )
+                    state["broker"] = {**asdict(broker), "kind": "lite"}
             if not current.postgres_running:
                 pg: PostgresInfo = start_postgres(
                     self.home,
@@ -117,7 +138,7 @@ class Runtime:
             if not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir) and pid_alive(pid):
                 terminate(pid)
         if b := state.get("broker"):
-            terminate(b["pid"])
+            terminate(b["pid"], timeout=30.0 if b.get("kind") == "apache" else 10.0)
         st = self.status()
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()

@@ -19,6 +19,7 @@ import subprocess
 from decimal import Decimal
 from pathlib import Path
 
+import _pulsar
 import pulsar
 from pulsar.schema import JsonSchema, Long, Record, String
 
@@ -145,7 +146,7 @@ def test_producers_declare_the_registered_schema_only_where_one_is_registered(ap
     trade = producer_schema(s, "persistent://market-data/crypto/kraken.BTC-USD.trade")
     assert trade is not None
     info = trade.schema_info()
-    assert info.schema_type() == pulsar.SchemaType.JSON and info.schema() == registered_schema("trade")
+    assert info.schema_type() == _pulsar.SchemaType.JSON and info.schema() == registered_schema("trade")
     dead = producer_schema(s, "persistent://market-data/deadletter/ingest.kraken")
     assert dead is None  # raw venue bytes: no schema
     msgpack = s.with_overrides(pulsar={"codec": "msgpack"})

@@ -54,18 +54,20 @@ only — 4xx answers are final. Creation calls return ``"created"`` or ``"exists
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import random
 import re
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
 
+from control_plane.admin_stats import BrokerHealth, TopicStats, parse_stats
 from pulse.errors import PulseError, TopicError
 from pulse.log import get_logger, mask, register_secret
 
@@ -103,44 +105,6 @@ class AdminError(PulseError):
         super().__init__(f"{step} failed: {where}: {message}")
 
 
-@dataclass(frozen=True)
-class BrokerHealth:
-    healthy: bool
-    status: int  # HTTP status, 0 when the admin API did not answer
-    detail: str
-
-
-@dataclass(frozen=True)
-class SubscriptionStats:
-    name: str
-    msg_backlog: int
-    msg_rate_out: float
-    consumers: int
-    type: str
-
-
-@dataclass(frozen=True)
-class TopicStats:
-    """The figures ``pulse status`` shows for one topic (summed over partitions for a partitioned topic)."""
-
-    topic: str
-    msg_rate_in: float
-    msg_rate_out: float
-    msg_throughput_in: float
-    msg_throughput_out: float
-    msg_in_counter: int
-    storage_size: int
-    backlog_size: int
-    publishers: int
-    partitions: int  # 0 for a non-partitioned topic
-    subscriptions: dict[str, SubscriptionStats] = field(default_factory=dict)
-
-    @property
-    def backlog(self) -> int:
-        """Messages not yet acknowledged, over all subscriptions."""
-        return sum(s.msg_backlog for s in self.subscriptions.values())
-
-
 def split_topic(topic: str) -> tuple[str, str, str]:
     """``persistent://t/ns/local`` (or ``t/ns/local``) → ``(t, ns, local)``."""
     m = _TOPIC.match(topic)
@@ -159,32 +123,6 @@ def split_namespace(namespace: str) -> tuple[str, str]:
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
-
-
-def _parse_stats(topic: str, doc: dict[str, Any], partitions: int = 0) -> TopicStats:
-    subs = {}
-    for name, s in (doc.get("subscriptions") or {}).items():
-        subs[name] = SubscriptionStats(
-            name=name,
-            msg_backlog=int(s.get("msgBacklog") or 0),
-            msg_rate_out=float(s.get("msgRateOut") or 0.0),
-            consumers=len(s.get("consumers") or []),
-            type=str(s.get("type") or ""),
-        )
-    meta = doc.get("metadata") or {}
-    return TopicStats(
-        topic=topic,
-        msg_rate_in=float(doc.get("msgRateIn") or 0.0),
-        msg_rate_out=float(doc.get("msgRateOut") or 0.0),
-        msg_throughput_in=float(doc.get("msgThroughputIn") or 0.0),
-        msg_throughput_out=float(doc.get("msgThroughputOut") or 0.0),
-        msg_in_counter=int(doc.get("msgInCounter") or 0),
-        storage_size=int(doc.get("storageSize") or 0),
-        backlog_size=int(doc.get("backlogSize") or 0),
-        publishers=len(doc.get("publishers") or []),
-        partitions=int(meta.get("partitions") or partitions),
-        subscriptions=subs,
-    )
 
 
 @dataclass(frozen=True)
@@ -263,6 +201,15 @@ class PulsarAdmin:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
+    def _explain(self, status: int, reason: str) -> str:
+        """Say what a 401/403 means for the operator (Apache Pulsar answers 401 with Jetty's bare HTML page)."""
+        if status == 401:
+            why = "the broker rejected pulsar.auth_token" if self._token else "the broker requires pulsar.auth_token"
+            return f"{reason}: authentication failed ({why})"
+        if status == 403:
+            return f"{reason}: the role of pulsar.auth_token is not allowed to do this (authorization failed)"
+        return reason
+
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_max_s, self.backoff_initial_s * (2**attempt))
         return base * (0.5 + random.random() / 2)
@@ -317,7 +264,7 @@ class PulsarAdmin:
             log.debug("admin call", step=step, method=method, path=path, status=status)
             if status in ok or status in accept:
                 return _Answer(status, body)
-            last = AdminError(step, status, _reason(status, body))
+            last = AdminError(step, status, self._explain(status, _reason(status, body)))
             if status < 500:
                 raise last
             # fall through: 5xx is retried
@@ -422,7 +369,8 @@ class PulsarAdmin:
         return "exists" if ans.status == 409 else "created"
 
     async def partition_count(self, topic: str) -> int:
-        """``GET …/{topic}/partitions`` → ``{"partitions": N}`` (0 for a non-partitioned topic)."""
+        """``GET …/{topic}/partitions`` → ``{"partitions": N}`` (0 for a non-partitioned topic; Apache Pulsar 4.0
+        answers 404 for a topic that does not exist, raised as :class:`AdminError`)."""
         ans = await self._call(f"get partitions of {topic}", "GET", self._topic_path(topic, "/partitions"))
         return int((ans.body or {}).get("partitions") or 0)
 
@@ -451,14 +399,14 @@ class PulsarAdmin:
     async def topic_stats(self, topic: str) -> TopicStats:
         """``GET …/{topic}/stats`` (a non-partitioned topic or one partition)."""
         ans = await self._call(f"get stats of {topic}", "GET", self._topic_path(topic, "/stats"))
-        return _parse_stats(topic, ans.body or {})
+        return parse_stats(topic, ans.body or {})
 
     async def partitioned_stats(self, topic: str) -> TopicStats:
         """``GET …/{topic}/partitioned-stats?perPartition=false``: figures summed over partitions."""
         ans = await self._call(
             f"get partitioned stats of {topic}", "GET", self._topic_path(topic, "/partitioned-stats?perPartition=false")
         )
-        return _parse_stats(topic, ans.body or {})
+        return parse_stats(topic, ans.body or {})
 
     async def stats(self, topic: str) -> TopicStats:
         """Partitioned stats, or plain stats when the topic is not partitioned (e.g. created by first use)."""
@@ -559,20 +507,27 @@ def _decode(text: str) -> Any:
 def _reason(status: int, body: Any) -> str:
     if isinstance(body, dict) and body.get("reason"):
         return mask(str(body["reason"]))
+    if isinstance(body, dict) and body.get("message"):  # Jetty's JSON error page (401, schema 409/422), HTML-escaped
+        return mask(_clip(" ".join(html.unescape(str(body["message"])).split())))
     if isinstance(body, str) and body.strip():
         text = body.strip()
         title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-        if title:  # a servlet container's HTML error page (e.g. Jetty's 401 from the authentication filter)
-            return mask(" ".join(title.group(1).split()))
+        if title:  # Jetty's HTML error page: the 401 of the authentication filter, schema 409/422 answers
+            return mask(_clip(" ".join(html.unescape(title.group(1)).split())))
         if text.startswith("<"):
             text = re.sub(r"<[^>]+>", " ", text)
-        return mask(" ".join(text.split())[:300])
+        return mask(_clip(" ".join(text.split())))
     try:
         from http import HTTPStatus
 
         return HTTPStatus(status).phrase
     except ValueError:
         return "error"
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    # Apache Pulsar's schema 409 quotes both schemas in full; the first few hundred characters say what failed
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -15,7 +15,7 @@ class Endpoints:
     embedded: bool  # True when at least one endpoint is the embedded runtime
     broker_metrics_url: str = ""
     admin_url: str = ""  # Apache Pulsar's admin REST (empty on pulsar-lite)
-    broker_kind: str = "lite"  # "lite" | "apache" (a real cluster named by pulsar.url counts as apache)
+    broker_kind: str = "lite"  # "lite" | "apache" (a cluster with pulsar.admin_url set counts as apache)
 
 
 def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_database: bool = True) -> Endpoints:
@@ -26,7 +26,7 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
     db_url = settings.database_url()
     metrics = ""
     admin_url = settings.pulsar.admin_url
-    kind = "apache" if settings.pulsar.url or admin_url else "lite"
+    kind = "apache" if admin_url else "lite"  # a Pulsar admin API means Apache Pulsar; pulsar-lite has none
     embedded = False
     if (need_pulsar and not pulsar_url) or (need_database and not db_url):
         st = Runtime(settings).status()

@@ -6,7 +6,9 @@ order, packed :data:`BATCH_TICKS` at a time into :class:`~pulse.models.QuoteBatc
 into chunks from its first tick, so a re-run publishes the very same batches). After each hour the producers
 are flushed and the broker's answers checked; only an hour whose every event the broker acknowledged is
 checkpointed, so a failed run re-publishes at most the hour it was in (the events are identical, and the
-sink's unique keys drop the copies).
+sink's unique keys drop the copies). On Apache Pulsar with deduplication on the namespace the copies do not even
+reach the topic: each message carries its first tick's ``seq`` as the Pulsar sequence id under a producer name
+fixed by the command (:func:`producer_prefix`), and it is sent unbatched (see the README's design notes).
 
 :func:`run_candle_backfill` does the same with Dukascopy's own candle files (``--candles 1m|1h|1d``, the fast
 path for long ranges, see :mod:`~ingesters.dukascopy.candles`): :class:`~pulse.models.Candle` events on

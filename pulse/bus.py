@@ -165,8 +165,11 @@ class Bus:
         self._lock = threading.Lock()
         self._closed = False
 
-    def producer(self, topic_name: str, *, name: str | None = None) -> pulsar.Producer:
-        """The cached producer for ``topic_name`` (created on first use, which also creates the topic)."""
+    def producer(self, topic_name: str, *, name: str | None = None, batching: bool = True) -> pulsar.Producer:
+        """The cached producer for ``topic_name`` (created on first use, which also creates the topic).
+
+        ``batching=False``: every message is its own publish request (what a producer that sets explicit
+        sequence ids for broker deduplication wants, see :class:`EventPublisher`)."""
         p = self._producers.get(topic_name)
         if p is not None:
             return p
@@ -181,7 +184,7 @@ class Bus:
                         producer_name=name,
                         schema=schema or pulsar.schema.BytesSchema(),
                         compression_type=_COMPRESSION[ps.compression],
-                        batching_enabled=True,
+                        batching_enabled=batching,
                         batching_max_messages=ps.batching_max_messages,
                         batching_max_publish_delay_ms=ps.batching_max_publish_delay_ms,
                         batching_max_allowed_size_in_bytes=512 * 1024,
@@ -350,8 +353,9 @@ class PublisherBase:
             self._topics[key] = t
         return t
 
-    def publish(self, event: Event, topic_name: str | None = None) -> None:
-        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``)."""
+    def publish(self, event: Event, topic_name: str | None = None, *, sequence_id: int | None = None) -> None:
+        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``);
+        ``sequence_id``: the Pulsar sequence id to send it with (broker deduplication), else the client's own."""
         raise NotImplementedError
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
@@ -393,23 +397,39 @@ class EventPublisher(PublisherBase):
         on_ack: AckHook | None = None,
         ack_every: int = 64,
         owns_bus: bool = False,
+        batching: bool = True,
     ) -> None:
         super().__init__(bus.settings, namespace, producer_prefix=producer_prefix, on_ack=on_ack)
         self.bus = bus
+        self.batching = batching  # False: one publish request per message (explicit sequence ids, see publish)
         self.owns_bus = owns_bus  # close() closes the bus too
         self._native: dict[str, Any] = {}  # topic → the native producer (see send_encoded)
         self.ack_every = ack_every
         self.ack_interval_s = 0.1
 
-    def publish(self, event: Event, topic_name: str | None = None) -> None:
-        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``)."""
+    def publish(self, event: Event, topic_name: str | None = None, *, sequence_id: int | None = None) -> None:
+        """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``).
+
+        ``sequence_id``: send with this Pulsar sequence id instead of the client's counter. With deduplication on
+        the namespace, the broker keeps the highest sequence id it persisted per producer name and drops any
+        message at or below it, so a producer that re-sends the same events under the same name and ids after a
+        crash adds nothing to the topic. Ids must increase per producer name; the producer name is stable
+        (``<producer_prefix>.<topic>``)."""
         n, last_ts = event_counts(event)
         payload = self.codec.encode(event)
         self.send_encoded(topic_name or self.topic_for(event), payload, self.properties_of(event), event.symbol,
-                          event.ts_event, n, last_ts)  # fmt: skip
+                          event.ts_event, n, last_ts, sequence_id)  # fmt: skip
 
     def send_encoded(
-        self, t: str, payload: bytes, props: dict[str, str], key: str, ts_event: int, n: int, last_ts: int
+        self,
+        t: str,
+        payload: bytes,
+        props: dict[str, str],
+        key: str,
+        ts_event: int,
+        n: int,
+        last_ts: int,
+        sequence_id: int | None = None,
     ) -> None:
         """Send an encoded event: ``n`` events in it (a QuoteBatch counts its ticks), ``last_ts`` the last one's
         ``ts_event`` (handed to ``on_ack``).
@@ -420,11 +440,13 @@ class EventPublisher(PublisherBase):
         """
         native = self._native.get(t)
         if native is None:
-            producer = self.bus.producer(t, name=f"{self.prefix}.{t.rsplit('/', 1)[-1]}")
+            producer = self.bus.producer(t, name=f"{self.prefix}.{t.rsplit('/', 1)[-1]}", batching=self.batching)
             native = self._native[t] = producer._producer  # pulsar-client 3.x: the native producer it wraps
         mb = _MessageBuilder().content(payload).properties(props).partition_key(key)
         if ts_event > 0:
             mb.event_timestamp(ts_event // 1_000_000)
+        if sequence_id is not None:
+            mb.sequence_id(sequence_id)
         native.send_async(mb.build(), self._callback(t, n, last_ts))
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:

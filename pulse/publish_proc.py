@@ -140,7 +140,9 @@ class OffloadedPublisher(PublisherBase):
             raise
 
     # -- publishing -------------------------------------------------------------------------------------
-    def publish(self, event: Event, topic_name: str | None = None) -> None:
+    def publish(self, event: Event, topic_name: str | None = None, *, sequence_id: int | None = None) -> None:
+        if sequence_id is not None:  # live ingesters never re-send old events (see README "Broker deduplication")
+            raise ValueError("the publisher process sends with the client's own sequence ids")
         t = topic_name or self.topic_for(event)
         n, last_ts = event_counts(event)
         st = self._stats.of(t)

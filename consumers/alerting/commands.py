@@ -172,9 +172,11 @@ def alerts_remove(obj: Any, ids: tuple[int, ...], as_json: bool) -> None:
 
 
 @click.command("run")
+@click.option("--name", default="alerting", show_default=True, help="Instance name (status file, logs); one per "
+              "process when several share the subscription (Key_Shared scale-out).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
-def alerting_run(obj: Any, as_json: bool) -> None:
+def alerting_run(obj: Any, name: str, as_json: bool) -> None:
     """Run the alerting service: evaluate the stored rules on live ticks; publish, store and deliver alerts.
 
     Subscribes (Key_Shared, keyed by instrument) to the live topics the rules need; SIGTERM writes the final state
@@ -212,7 +214,7 @@ def alerting_run(obj: Any, as_json: bool) -> None:
             stop.wait(max(a.rules_poll_s, 0.5))
             continue
         waiting = False
-        svc = AlertingService(s, ep, topics, rules=rules, status_home=s.home, follow_rules=True,
+        svc = AlertingService(s, ep, topics, rules=rules, name=name, status_home=s.home, follow_rules=True,
                               stats=svc.stats if svc is not None else None)  # fmt: skip
         svc.run(stop)
         if not svc.rules_changed.is_set():

@@ -34,13 +34,9 @@ status are how long after their ``ts_recv`` the last 4,096 ticks were evaluated.
 Scale-out (``alerting.subscription_type``; ``auto`` = key_shared on a real cluster, shared on the embedded
 pulsar-lite, whose Key_Shared dispatch is slow and stalls after a consumer dies with unacknowledged messages —
 shared then means ONE service instance): a Key_Shared subscription keyed by the message key (the symbol), so
-every tick of an instrument goes to the same consumer, in order, and each process keeps state for its share of
-instruments. Several
-processes share the ``alert_state`` table (one row per instrument). A rule over two venues (``divergence``)
-needs both venues' topics to route one symbol to the same consumer; with Key_Shared that holds when the
-consumers join every topic together (same consumers, same hash ranges), which is how this service subscribes.
-Caveat: state is loaded at start, so after a rebalance between *running* processes the new owner continues
-from its own (possibly older) state of that instrument; restarting the group restores it exactly.
+every tick of an instrument goes to the same consumer, in order; a ``divergence`` rule's two venues route one
+symbol to the same consumer because every consumer joins every topic together (same consumers, same hash
+ranges). When the broker moves a symbol, its state follows through the database: :mod:`.handover`.
 
 SIGTERM/SIGINT (the caller sets ``stop``): the last snapshot is written, alerts flushed, messages
 acknowledged, webhooks in flight get ``webhook_timeout_s`` to finish, and ``run`` returns.
@@ -49,7 +45,9 @@ acknowledged, webhooks in flight get ``webhook_timeout_s`` to finish, and ``run`
 from __future__ import annotations
 
 import gc
+import os
 import queue
+import socket
 import sys
 import threading
 import time
@@ -64,9 +62,10 @@ import pulsar
 import sqlalchemy.exc
 
 from consumers.alerting.engine import AlertEngine
+from consumers.alerting.handover import Handover, position
 from consumers.alerting.messages import Alert, alert_properties, encode_alert
 from consumers.alerting.rules import VENUE_NAMESPACES, Rule
-from consumers.alerting.store import AlertStore
+from consumers.alerting.store import AlertStore, Fence
 from consumers.alerting.webhooks import WebhookSender, WebhookWorker, check_webhooks
 from pulse.bus import Bus, SubscriptionType
 from pulse.errors import BusError, CodecError
@@ -134,12 +133,17 @@ class AlertingStats:
     db_errors: int = 0
     broker_errors: int = 0
     restored_rules: int = 0
+    takeovers: int = 0  # scale-out: symbols claimed (their state loaded from the database)
+    replays_skipped: int = 0  # scale-out: redelivered messages the loaded state already covered
+    symbols_lost: int = 0  # scale-out: owned symbols another instance took over
     cpu_s: float = 0.0  # process CPU time while running (user + system)
 
 
-class _Snapshot(msgspec.Struct):
+class _Snapshot(msgspec.Struct, kw_only=True):
     state: dict[tuple[str, str], bytes]
     msgs: list[Any]
+    fences: dict[str, Fence] | None = None  # scale-out: what it commits per owned symbol
+    held: dict[str, int] | None = None  # scale-out: every symbol owned when it was taken (symbol → epoch)
 
 
 _DONE = object()
@@ -192,6 +196,7 @@ class AlertingService:
         self._producer: pulsar.Producer | None = None
         self._lag: list[int] = []  # ring of the last _LAG_SAMPLES tick lags (ns)
         self._lag_pos = 0
+        self._own: Handover | None = None  # scale-out (key_shared): owned symbols, see handover.py
 
     @property
     def topics(self) -> list[str]:
@@ -223,14 +228,20 @@ class AlertingService:
                 self._topics = topics_for_rules(self.settings, self._rules)
             if not self._topics:
                 raise BusError("no topics to consume: no enabled rule (add one with `pulse alerts add`)")
-            blobs = self._retry("load state", lambda: self.store.load_state(engine.instruments()), stop)
-            self.stats.restored_rules = engine.restore(blobs)
+            sub_type = self.consumer_type()
+            if sub_type == "key_shared":  # state is loaded per symbol when the broker first hands it to us
+                owner = f"{self.name}:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+                self._own = Handover(self.store, owner, engine.snapshot(), self.topic)
+            else:
+                blobs = self._retry("load state", lambda: self.store.load_state(engine.instruments()), stop)
+                self.stats.restored_rules = engine.restore(blobs)
             if self._sender is not None:
                 self._webhooks = WebhookWorker(self._sender)
             self._bus = Bus(self.settings, self.endpoints.pulsar_url)
             bus = self._bus
             self._producer = self._alert_producer(bus)
-            sub_type = self.consumer_type()
+            if self._own is not None:
+                self._own.client = bus.client
             # receiver_queue_size is not a latency lever here (one-hop experiments, 100 topics at 5,000 msgs/s:
             # p99 ~320 ms at 1,000 and 5,000, worse at 100): the time is spent in the broker before it acks the
             # publish. One consumer per topic was worse still, and Key_Shared on pulsar-lite dispatched nothing.
@@ -281,6 +292,7 @@ class AlertingService:
         consumer = self._consumer
         assert consumer is not None
         receive = consumer.receive
+        own = self._own
         on_event = engine.on_event
         monotonic = time.monotonic
         lags = self._lag
@@ -331,7 +343,7 @@ class AlertingService:
                         else:
                             lags[self._lag_pos] = lag
                             self._lag_pos = (self._lag_pos + 1) % _LAG_SAMPLES
-                        out = on_event(event)
+                        out = on_event(event) if own is None or self._admit(own, engine, msg, event, stop) else None
                         if out:
                             self._publish(out)
                             pending += out
@@ -346,11 +358,15 @@ class AlertingService:
                 except Exception:  # reported by the blocking receive above on the next turn
                     msg = None
             now = time.monotonic()
+            if own is not None:
+                self.stats.symbols_lost += own.drop_lost()
             if now >= next_timer:
                 next_timer = now + cfg.timer_interval_s
                 out = engine.on_timer(time.time_ns())
+                if out and own is not None:  # only the owner of a symbol watches its feed
+                    out = [a for a in out if a.symbol in own.epochs]
                 if out:
-                    self._publish(out)
+                    self._publish(out, timer=True)
                     pending += out
             # alerts were published at once; storing (and so webhooks) goes in groups: ≤ 50 ms or 500 alerts
             if pending and (now - handed_at >= _STORE_EVERY_S or len(pending) >= 500):
@@ -365,14 +381,33 @@ class AlertingService:
                         pending, handed_at = [], now
                     next_snap = now + cfg.snapshot_interval_s
                     self._snap_inflight.set()
-                    self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+                    self._put(self._snapshot(engine, held))
                     held = []
             self._tick()
         # stopping: the final snapshot covers everything applied (the writer commits them in order)
         if self._writer_error is None:
             if pending:
                 self._put(pending)
-            self._put(_Snapshot(engine.snapshot(engine.take_dirty()), held))
+            self._put(self._snapshot(engine, held))
+
+    def _snapshot(self, engine: AlertEngine, held: list[Any]) -> _Snapshot:
+        """The state of the instruments touched since the last one, with the messages it covers (scale-out: of
+        the owned symbols only, with their fences)."""
+        if self._own is None:
+            return _Snapshot(state=engine.snapshot(engine.take_dirty()), msgs=held)
+        state, fences, owned = self._own.snapshot(engine)
+        return _Snapshot(state=state, msgs=held, fences=fences, held=owned)
+
+    def _admit(self, own: Handover, engine: AlertEngine, msg: Any, event: Event, stop: threading.Event) -> bool:
+        """Scale-out: take the symbol over on first sight; False for a message its loaded state already has."""
+        sym = event.symbol
+        if sym not in own.epochs:
+            self.stats.restored_rules += engine.restore(self._retry("take over " + sym, lambda: own.take(sym), stop))
+            self.stats.takeovers += 1
+        if own.is_replay(msg.topic_name(), sym, position(msg)):
+            self.stats.replays_skipped += 1
+            return False
+        return True
 
     def _alert_producer(self, bus: Bus) -> pulsar.Producer:
         """The alerts producer: not batching (an alert is sent the moment it exists; alerts are few), blocking
@@ -389,10 +424,11 @@ class AlertingService:
         except Exception as exc:
             raise BusError(f"cannot create producer on {self.topic}: {exc}") from exc
 
-    def _publish(self, alerts: list[Alert]) -> None:
+    def _publish(self, alerts: list[Alert], timer: bool = False) -> None:
         producer = self._producer
         assert producer is not None
         st = self.stats
+        own = self._own
         st.alerts += len(alerts)
         props = alert_properties()
 
@@ -403,6 +439,9 @@ class AlertingService:
                 st.publish_failed += 1
 
         for a in alerts:
+            if own is not None:
+                own.send(a.symbol, encode_alert(a), done, props, a.ts_event // 1_000_000, timer)
+                continue
             producer.send_async(encode_alert(a), done, properties=props, partition_key=a.symbol,
                                 event_timestamp=a.ts_event // 1_000_000)  # fmt: skip
 
@@ -476,19 +515,33 @@ class AlertingService:
             self._snap_inflight.clear()
 
     def _commit(self, snap: _Snapshot, stop: threading.Event) -> None:
-        if snap.state:
+        lost: set[str] = set()
+        own = self._own
+        if own is not None and snap.fences is not None:
+            fences, owner = snap.fences, own.owner
+            lost = self._retry(
+                "store state", lambda: self.store.commit_owned(owner, fences, snap.state, snap.held), stop, final=True
+            )
+            if lost:
+                own.lost.put(lost)
+        elif snap.state:
             self._retry("store state", lambda: self.store.store_alerts((), snap.state), stop, final=True)
         self.stats.snapshots += 1
-        if self._producer is not None:
-            try:
+        try:
+            if self._producer is not None:
                 self._producer.flush()  # alerts published before these messages' acks
-            except Exception as exc:
-                self.stats.broker_errors += 1
-                log.warning("alert producer flush failed", error=str(exc))
+            if own is not None:
+                own.flush()
+        except Exception as exc:
+            self.stats.broker_errors += 1
+            log.warning("alert producer flush failed", error=str(exc))
         consumer = self._consumer
         assert consumer is not None
         for msg in snap.msgs:
             try:
+                if lost and msg.partition_key() in lost:  # applied under a lost claim: to the new owner
+                    consumer.negative_acknowledge(msg)
+                    continue
                 consumer.acknowledge(msg)
                 self.stats.acked += 1
             except Exception as exc:  # a lost ack is a redelivery, replayed deterministically

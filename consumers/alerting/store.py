@@ -12,6 +12,11 @@ alerting processes and ``pulse alerts add`` can start together):
     replay after a restart inserts nothing twice; ``payload`` is the alert event as published.
 ``alert_state``
     the engine's snapshot, one msgpack blob per instrument (``venue``, ``symbol`` primary key).
+``alert_owners``
+    scale-out only (Key_Shared, see :mod:`consumers.alerting.handover`): per symbol, the service instance that
+    owns it (``owner``), a fencing ``epoch`` bumped by every take-over, the position of the last message of
+    each of its topics that the stored state covers (``positions``) and the number of alerts it produced
+    (``alert_seq``: the Pulsar sequence id of its last alert).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -90,6 +96,35 @@ state_table = Table(
     Column("state", LargeBinary, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+owners_table = Table(
+    "alert_owners",
+    metadata,
+    Column("symbol", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("positions", JSONB, nullable=False),  # {topic: [partition, ledger, entry, batch index]}
+    Column("alert_seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+class Claim(msgspec.Struct, frozen=True):
+    """A symbol taken over: the fencing epoch, what the stored state covers, and that state."""
+
+    epoch: int
+    positions: dict[str, list[int]]
+    alert_seq: int
+    state: dict[tuple[str, str], bytes]
+
+
+class Fence(msgspec.Struct, frozen=True):
+    """What a snapshot commits for one owned symbol (only while ``epoch`` is still the symbol's)."""
+
+    epoch: int
+    positions: dict[str, list[int]]
+    alert_seq: int
+
 
 _INSERT_ALERTS = (
     pg_insert(alerts_table).on_conflict_do_nothing(index_elements=["alert_id"]).returning(alerts_table.c.alert_id)
@@ -194,6 +229,55 @@ class AlertStore:
             q = q.where(alerts_table.c.rule_id.in_(list(rule_ids)))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
+
+    # -- scale-out: ownership of symbols -----------------------------------------------------------------
+    def claim(self, symbol: str, owner: str) -> Claim:
+        """Take ``symbol`` over for ``owner``: bump its epoch (the previous owner's next commit then finds it
+        fenced off) and return the stored state of its instruments with the positions and alert count it covers.
+        Waits for a commit of the previous owner in flight (row lock), so it reads that commit's result."""
+        ins = pg_insert(owners_table).values(symbol=symbol, owner=owner, epoch=1, positions={}, alert_seq=0)
+        stmt = ins.on_conflict_do_update(
+            index_elements=["symbol"],
+            set_={"owner": owner, "epoch": owners_table.c.epoch + 1, "updated_at": func.now()},
+        ).returning(owners_table.c.epoch, owners_table.c.positions, owners_table.c.alert_seq)
+        with self.engine.begin() as conn:
+            epoch, positions, seq = conn.execute(stmt).one()
+            rows = conn.execute(select(state_table).where(state_table.c.symbol == symbol)).mappings().all()
+        blobs = {(r["venue"], r["symbol"]): bytes(r["state"]) for r in rows}
+        return Claim(epoch=epoch, positions=dict(positions), alert_seq=seq, state=blobs)
+
+    def commit_owned(
+        self,
+        owner: str,
+        fences: dict[str, Fence],
+        state: dict[tuple[str, str], bytes],
+        held: dict[str, int] | None = None,
+    ) -> set[str]:
+        """One transaction: for each symbol in ``fences`` still owned by ``owner`` at that epoch, record its
+        positions and alert count and upsert its instruments' state; return the symbols lost to a take-over
+        (nothing of theirs is written). ``held``: other symbols believed owned (symbol → epoch), only checked."""
+        lost: set[str] = set()
+        with self.engine.begin() as conn:
+            for sym, f in sorted(fences.items()):
+                done = conn.execute(
+                    update(owners_table)
+                    .where(owners_table.c.symbol == sym, owners_table.c.owner == owner,
+                           owners_table.c.epoch == f.epoch)
+                    .values(positions=f.positions, alert_seq=f.alert_seq, updated_at=func.now())
+                ).rowcount  # fmt: skip
+                if done != 1:
+                    lost.add(sym)
+            rows = [
+                {"venue": v, "symbol": s, "state": b} for (v, s), b in state.items() if s in fences and s not in lost
+            ]
+            if rows:
+                conn.execute(_UPSERT_STATE, rows)
+            others = {k: e for k, e in (held or {}).items() if k not in fences}
+            if others:
+                q = select(owners_table.c.symbol, owners_table.c.owner, owners_table.c.epoch)
+                now = {r[0]: (r[1], r[2]) for r in conn.execute(q.where(owners_table.c.symbol.in_(sorted(others))))}
+                lost |= {k for k, e in others.items() if now.get(k) != (owner, e)}
+        return lost
 
     # -- state --------------------------------------------------------------------------------------------
     def load_state(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], bytes]:

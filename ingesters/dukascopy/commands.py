@@ -22,17 +22,18 @@ from pulse.clitools import UTC_TIME, check_http_url, emit_json
     required=True,
     help="Directory laid out like the datafeed: SYMBOL/YYYY/MM(0-based)/DD/HHh_ticks.bi5",
 )
+@click.option("--latency", type=click.FloatRange(0, 60), default=0.0, help="Seconds added to every answer.")
 @click.pass_obj
-def simulate(obj: Any, host: str, port: int, root: str) -> None:
+def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
     import asyncio
 
-    from ingesters.dukascopy.simulator import DukascopySimulator
+    from ingesters.dukascopy.simulator import DukascopySimulator, Faults
 
     obj.settings  # noqa: B018 — sets up logging
 
     async def serve() -> None:
-        sim = DukascopySimulator(Path(root), host=host, port=port)
+        sim = DukascopySimulator(Path(root), host=host, port=port, faults=Faults(latency_s=latency))
         await sim.start()
         click.echo(f"serving {root} at {sim.base_url}", err=True)
         try:

@@ -6,7 +6,9 @@ order, packed :data:`BATCH_TICKS` at a time into :class:`~pulse.models.QuoteBatc
 into chunks from its first tick, so a re-run publishes the very same batches). After each hour the producers
 are flushed and the broker's answers checked; only an hour whose every event the broker acknowledged is
 checkpointed, so a failed run re-publishes at most the hour it was in (the events are identical, and the
-sink's unique keys drop the copies).
+sink's unique keys drop the copies). On Apache Pulsar with deduplication on the namespace the copies do not even
+reach the topic: each message carries its first tick's ``seq`` as the Pulsar sequence id under a producer name
+fixed by the command (:func:`producer_prefix`), and it is sent unbatched (see the README's design notes).
 
 :func:`run_candle_backfill` does the same with Dukascopy's own candle files (``--candles 1m|1h|1d``, the fast
 path for long ranges, see :mod:`~ingesters.dukascopy.candles`): :class:`~pulse.models.Candle` events on
@@ -40,7 +42,7 @@ from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.topics import dead_letter_topic, topic
 
-__all__ = ["checkpoint_dir", "run_backfill", "run_candle_backfill"]
+__all__ = ["checkpoint_dir", "producer_prefix", "run_backfill", "run_candle_backfill"]
 
 log = get_logger(__name__)
 
@@ -93,13 +95,15 @@ def run_backfill(
 
     bus = Bus(settings, endpoints.pulsar_url)
     try:
-        publisher = EventPublisher(bus, NAMESPACE, producer_prefix=PRODUCER_PREFIX)
+        # Broker deduplication: a stable producer name per command (instrument and range), each message sent
+        # unbatched with its first tick's deterministic seq as the Pulsar sequence id (see producer_prefix)
+        publisher = EventPublisher(bus, NAMESPACE, producer_prefix=producer_prefix(start, end), batching=False)
         ticks = 0
 
         def publish(quote: Quote) -> None:  # one message per tick (batch_ticks == 1)
             nonlocal ticks
             ticks += 1
-            publisher.publish(quote)
+            publisher.publish(quote, sequence_id=quote.seq)
 
         def publish_ticks(symbol: str, ts_recv: int, hour: list[QuoteTick]) -> None:
             """One hour, cut from its first tick into QuoteBatches of ``batch_ticks``: a re-run publishes the
@@ -111,7 +115,8 @@ def run_backfill(
                 first = part[0]
                 publisher.publish(
                     QuoteBatch(venue=VENUE, symbol=symbol, ts_event=first.ts_event, ts_recv=ts_recv,
-                               seq=first.seq, ticks=tuple(part))
+                               seq=first.seq, ticks=tuple(part)),
+                    sequence_id=first.seq,
                 )  # fmt: skip
 
         async def flush() -> None:
@@ -239,6 +244,22 @@ def run_candle_backfill(
         topic=target,
     )
     return summary
+
+
+def producer_prefix(start: datetime, end: datetime) -> str:
+    """The tick backfill's producer name prefix: ``backfill-dukascopy.<from>-<to>`` (UTC hours), so the producer
+    of ``dukascopy.EUR-USD.quote`` for ``--from 2019-02-04T00 --to 2019-02-04T04`` is always
+    ``backfill-dukascopy.20190204T00-20190204T04.dukascopy.EUR-USD.quote``.
+
+    With deduplication on (``pulsar/namespaces.yaml``: the historical namespace) the broker drops every message
+    whose sequence id is not above the highest it persisted for that producer name. The ids are the ticks'
+    deterministic ``seq`` (hour-based, see :func:`~ingesters.dukascopy.bi5.seq_base`), increasing through a run,
+    so re-running the same command after a crash re-sends the hour in progress (or everything, without the
+    checkpoint) and the topic still holds each tick once. The range is part of the name because a run over an
+    *earlier* range sends lower ids: under one name per instrument the broker would drop all of it as
+    duplicates. Two different ranges that overlap are therefore not deduplicated by the broker (the sink's
+    unique keys still store each tick once)."""
+    return f"{PRODUCER_PREFIX}.{start:%Y%m%dT%H}-{end:%Y%m%dT%H}"
 
 
 def _on_the_hour(t: datetime, name: str) -> datetime:

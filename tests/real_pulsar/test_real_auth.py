@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.commands import decode
 from pulse.bus import Bus
+from pulse.control import decode
 from pulse.errors import BusError
 from pulse.runtime.apache import start_apache
 from pulse.runtime.procs import free_port, pid_alive, terminate

@@ -20,13 +20,13 @@ Schemas: Pulsar's ``JSON`` schema type stores an **Avro record definition** (the
 data with Avro's parser first, then falls back to Jackson's legacy JSON-schema model —
 ``pulsar-broker/…/service/schema/validator/StructSchemaDataValidator.java``), and Pulsar IO sinks read fields
 from that record. So the JSON Schema documents in ``pulsar/schemas/`` are translated to Avro records by
-:func:`avro_schema` (decimals stay strings, nanosecond timestamps are longs, nullable fields are
-``["null", T]`` unions).
+:func:`pulse.schemas.avro_schema` (decimals stay strings, nanosecond timestamps are longs, nullable fields are
+``["null", T]`` unions). On a cluster with an admin API, Pulse's producers declare the same definition
+(:func:`pulse.schemas.registered_schema`, byte for byte) so each message carries the schema version.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,27 +38,16 @@ from control_plane.pulsar_admin import AdminError, Outcome, PulsarAdmin
 from pulse.errors import ConfigError
 from pulse.log import get_logger, register_secret
 from pulse.models import SCHEMA_VERSION
+from pulse.schemas import SCHEMA_DIR, SCHEMA_OF_CHANNEL, avro_schema, registered_schema
 from pulse.topics import CHANNEL_OF_EVENT, CHANNELS, DEFAULT_TENANT, NAMESPACES, namespace_name, topic
 
 log = get_logger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES_FILE = REPO / "pulsar" / "namespaces.yaml"
-SCHEMA_DIR = REPO / "pulsar" / "schemas"
 
 EMBEDDED_NOTE = "embedded broker: topics are created on first use"
 
-#: The schema registered on each channel's topic: a Pulsar topic has one schema, so a channel carrying several
-#: event types (book: snapshots and deltas; quote: quotes and backfill batches; status markers everywhere)
-#: registers its main type and lists all of them in the schema property ``pulse.event_types``.
-SCHEMA_OF_CHANNEL = {
-    "trade": "trade",
-    "quote": "quote",
-    "ticker": "ticker",
-    "book": "book_delta",
-    "candle": "candle",
-    "status": "status",
-}
 
 StepOutcome = Literal["created", "exists", "updated"]
 
@@ -249,7 +238,7 @@ async def provision_instrument(
             if register_schemas:
                 tag = SCHEMA_OF_CHANNEL[channel]
                 outcome = await admin.upload_schema(
-                    name, "JSON", json.dumps(avro_schema(tag), sort_keys=True), schema_properties(channel)
+                    name, "JSON", registered_schema(channel), schema_properties(channel)
                 )
                 plan.add(f"schema for {name}", outcome, f"JSON ({tag})")
     except AdminError as exc:
@@ -265,96 +254,6 @@ def schema_properties(channel: str) -> dict[str, str]:
         "pulse.event_types": ",".join(kinds),
         "pulse.message_property": "type",
     }
-
-
-# -- JSON Schema (pulsar/schemas) → Avro record, the definition Pulsar's JSON schema type stores -------------
-def avro_schema(tag: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
-    """The Avro record for event type ``tag``, translated from ``pulsar/schemas/<tag>.schema.json``."""
-    path = schema_dir / f"{tag}.schema.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read schema {path}: {exc}") from exc
-    defs = doc.get("$defs", {})
-    root = _ref_name(doc["$ref"])
-    defined: set[str] = set()
-    return _avro_record(root, defs, defined)
-
-
-def _ref_name(ref: str) -> str:
-    return ref.rsplit("/", 1)[-1]
-
-
-def _avro_record(name: str, defs: dict[str, Any], defined: set[str]) -> dict[str, Any]:
-    spec = defs[name]
-    defined.add(name)
-    required = set(spec.get("required", []))
-    fields = []
-    for fname, fspec in spec.get("properties", {}).items():
-        avro_t, nullable = _avro_type(fspec, defs, defined)
-        field: dict[str, Any] = {"name": fname}
-        if nullable:
-            field["type"] = ["null", avro_t]
-            if fname not in required or fspec.get("default", 0) is None:
-                field["default"] = None
-        else:
-            field["type"] = avro_t
-            if "default" in fspec and fspec["default"] is not None:
-                field["default"] = fspec["default"]
-        fields.append(field)
-    rec: dict[str, Any] = {"type": "record", "name": name, "namespace": "pulse.events", "fields": fields}
-    if spec.get("description"):
-        rec["doc"] = " ".join(str(spec["description"]).split())
-    return rec
-
-
-def _avro_type(spec: dict[str, Any], defs: dict[str, Any], defined: set[str]) -> tuple[Any, bool]:
-    """(avro type, nullable) for one JSON Schema node."""
-    if "anyOf" in spec:
-        branches = [b for b in spec["anyOf"] if b.get("type") != "null"]
-        nullable = len(branches) != len(spec["anyOf"])
-        types = []
-        for b in branches:
-            t, n = _avro_type(b, defs, defined)
-            nullable = nullable or n
-            if t not in types:
-                types.append(t)
-        return (types[0] if len(types) == 1 else types), nullable
-    if "$ref" in spec:
-        name = _ref_name(spec["$ref"])
-        target = defs[name]
-        if target.get("type") == "object":
-            return (f"pulse.events.{name}" if name in defined else _avro_record(name, defs, defined)), False
-        return _avro_type(target, defs, defined)
-    if "enum" in spec:
-        return "string", False
-    t = spec.get("type")
-    if t == "string":
-        return "string", False
-    if t == "integer":
-        return "long", False
-    if t == "number":
-        return "double", False
-    if t == "boolean":
-        return "boolean", False
-    if t == "array":
-        if "prefixItems" in spec:  # a fixed-shape tuple on the wire: an array of the union of its item types
-            items: list[Any] = []
-            nullable = False
-            for it in spec["prefixItems"]:
-                at, n = _avro_type(it, defs, defined)
-                nullable = nullable or n
-                if at not in items:
-                    items.append(at)
-            item_t: Any = items[0] if len(items) == 1 else items
-            if nullable:
-                item_t = ["null", *(item_t if isinstance(item_t, list) else [item_t])]
-            return {"type": "array", "items": item_t}, False
-        at, n = _avro_type(spec.get("items", {"type": "string"}), defs, defined)
-        return {"type": "array", "items": ["null", at] if n else at}, False
-    if t == "object":
-        return {"type": "map", "values": "string"}, False
-    return "string", False
 
 
 # -- Pulsar IO JDBC sink --------------------------------------------------------------------------------------
@@ -427,3 +326,6 @@ def provision_base_sync(settings: Any) -> list[StepResult]:
             return await provision_base(admin, settings)
 
     return asyncio.run(go())
+
+
+__all__ = ["SCHEMA_DIR", "SCHEMA_OF_CHANNEL", "avro_schema"]  # re-exported: they live in pulse.schemas

@@ -54,6 +54,7 @@ only — 4xx answers are final. Creation calls return ``"created"`` or ``"exists
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import random
 import re
@@ -246,6 +247,15 @@ class PulsarAdmin:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
+    def _explain(self, status: int, reason: str) -> str:
+        """Say what a 401/403 means for the operator (Apache Pulsar answers 401 with Jetty's bare HTML page)."""
+        if status == 401:
+            why = "the broker rejected pulsar.auth_token" if self._token else "the broker requires pulsar.auth_token"
+            return f"{reason}: authentication failed ({why})"
+        if status == 403:
+            return f"{reason}: the role of pulsar.auth_token is not allowed to do this (authorization failed)"
+        return reason
+
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_max_s, self.backoff_initial_s * (2**attempt))
         return base * (0.5 + random.random() / 2)
@@ -300,7 +310,7 @@ class PulsarAdmin:
             log.debug("admin call", step=step, method=method, path=path, status=status)
             if status in ok or status in accept:
                 return _Answer(status, body)
-            last = AdminError(step, status, _reason(status, body))
+            last = AdminError(step, status, self._explain(status, _reason(status, body)))
             if status < 500:
                 raise last
             # fall through: 5xx is retried
@@ -405,7 +415,8 @@ class PulsarAdmin:
         return "exists" if ans.status == 409 else "created"
 
     async def partition_count(self, topic: str) -> int:
-        """``GET …/{topic}/partitions`` → ``{"partitions": N}`` (0 for a non-partitioned topic)."""
+        """``GET …/{topic}/partitions`` → ``{"partitions": N}`` (0 for a non-partitioned topic; Apache Pulsar 4.0
+        answers 404 for a topic that does not exist, raised as :class:`AdminError`)."""
         ans = await self._call(f"get partitions of {topic}", "GET", self._topic_path(topic, "/partitions"))
         return int((ans.body or {}).get("partitions") or 0)
 
@@ -542,20 +553,27 @@ def _decode(text: str) -> Any:
 def _reason(status: int, body: Any) -> str:
     if isinstance(body, dict) and body.get("reason"):
         return mask(str(body["reason"]))
+    if isinstance(body, dict) and body.get("message"):  # Jetty's JSON error page (401, schema 409/422), HTML-escaped
+        return mask(_clip(" ".join(html.unescape(str(body["message"])).split())))
     if isinstance(body, str) and body.strip():
         text = body.strip()
         title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
-        if title:  # a servlet container's HTML error page (e.g. Jetty's 401 from the authentication filter)
-            return mask(" ".join(title.group(1).split()))
+        if title:  # Jetty's HTML error page: the 401 of the authentication filter, schema 409/422 answers
+            return mask(_clip(" ".join(html.unescape(title.group(1)).split())))
         if text.startswith("<"):
             text = re.sub(r"<[^>]+>", " ", text)
-        return mask(" ".join(text.split())[:300])
+        return mask(_clip(" ".join(text.split())))
     try:
         from http import HTTPStatus
 
         return HTTPStatus(status).phrase
     except ValueError:
         return "error"
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    # Apache Pulsar's schema 409 quotes both schemas in full; the first few hundred characters say what failed
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -71,12 +71,15 @@ def _dukascopy(text: str) -> Resolved:
 
 
 VENUES: dict[str, Venue] = {
-    "kraken": Venue(
-        "kraken", "crypto", KRAKEN_CHANNELS, KRAKEN_CHANNELS, True, _kraken, KRAKEN_CHANNEL_TOPICS
-    ),
+    "kraken": Venue("kraken", "crypto", KRAKEN_CHANNELS, KRAKEN_CHANNELS, True, _kraken, KRAKEN_CHANNEL_TOPICS),
     "oanda": Venue("oanda", "fx", ("quote",), ("quote",), True, _oanda, {"quote": ("quote",)}),
     "dukascopy": Venue(
-        "dukascopy", "historical", ("quote", "candle"), ("quote",), False, _dukascopy,
+        "dukascopy",
+        "historical",
+        ("quote", "candle"),
+        ("quote",),
+        False,
+        _dukascopy,
         {"quote": ("quote",), "candle": ("candle",)},
     ),
 }

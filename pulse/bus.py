@@ -4,6 +4,13 @@ Producers: LZ4 (configurable), batching on, ``block_if_queue_full`` (a full queu
 the backpressure path, nothing is dropped), a stable producer name, the instrument as partition/ordering key.
 Consumers: Shared or Key_Shared by default — pulsar-lite can redeliver unbatched sends many times to
 Exclusive/Failover subscriptions, and every Pulse consumer is idempotent anyway.
+
+Schemas (Apache Pulsar only): on a cluster with an admin API (``pulsar.admin_url`` set) and the JSON codec, a
+producer on a venue topic declares the channel's registered schema (:func:`pulse.schemas.registered_schema`, the
+bytes provisioning uploads), so each message carries the schema version. Without it Apache Pulsar accepts the
+producer (``schemaValidationEnforced`` is off by default) but its messages have no schema version, and a
+schema-aware reader such as the Java client's ``Schema.AUTO_CONSUME()`` decodes them as plain BYTES — found on
+Apache Pulsar 4.0.7 (tests/real_pulsar/test_real_schemas.py). pulsar-lite has no schema registry: bytes as before.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ import _pulsar  # the client's compiled core (what pulsar.Producer wraps)
 import pulsar
 
 from pulse.codec import Codec
-from pulse.errors import BusError
+from pulse.errors import BusError, TopicError
 from pulse.log import get_logger
 from pulse.models import Event, QuoteBatch
+from pulse.schemas import SCHEMA_OF_CHANNEL, registered_schema
 from pulse.settings import Settings
-from pulse.topics import CHANNEL_OF_EVENT, topic
+from pulse.topics import CHANNEL_OF_EVENT, parse_topic, topic
 
 log = get_logger(__name__)
 
@@ -80,6 +88,68 @@ def client_options(settings: Settings, url: str) -> dict[str, object]:
     return kwargs
 
 
+class DeclaredJsonSchema(pulsar.schema.Schema):  # type: ignore[misc]
+    """A producer schema that declares a registered JSON (Avro record) definition and sends payloads as they are.
+
+    Pulse encodes events itself (msgspec); this only tells the broker which schema the bytes follow, so it stamps
+    each message with the schema version. ``definition`` must be the registered text byte for byte: the broker
+    matches schemas by a hash of their bytes, and a reformatted copy would become a new schema version.
+    """
+
+    def __init__(self, name: str, definition: str) -> None:
+        self._record_cls = bytes
+        self._schema_info = _pulsar.SchemaInfo(_pulsar.SchemaType.JSON, name, definition)
+
+    def encode(self, obj: bytes) -> bytes:
+        return obj
+
+    def decode(self, data: bytes) -> bytes:
+        return data
+
+
+def producer_schema(settings: Settings, topic_name: str) -> DeclaredJsonSchema | None:
+    """The schema a producer on ``topic_name`` declares: the channel's registered one on a cluster with an admin
+    API and the JSON codec (where ``pulse symbols add`` registers it), else None (bytes, e.g. on pulsar-lite)."""
+    if not settings.pulsar.admin_url or settings.pulsar.codec != "json":
+        return None
+    try:
+        channel = parse_topic(topic_name).channel
+    except TopicError:  # dead letters, control commands: not venue topics, no registered schema
+        return None
+    if channel not in SCHEMA_OF_CHANNEL:
+        return None
+    return DeclaredJsonSchema(topic_name.rsplit("/", 1)[-1], registered_schema(channel))
+
+
+def explain(settings: Settings, exc: Exception) -> str:
+    """The client's error, plus "authentication failed" when the broker rejects ``pulsar.auth_token``.
+
+    Apache Pulsar answers a bad token on the binary protocol with an AuthenticationError, but the C++ client
+    (pulsar-client 3.13) keeps reconnecting and reports only ``TimeOut`` once the operation times out. When a
+    token is set and the cluster has an admin API, the same token is tried there: a 401 is a definite answer.
+    """
+    text = str(exc)
+    token = settings.pulsar_token()
+    if "AuthenticationError" in text:
+        return f"{text}: authentication failed (the broker rejected pulsar.auth_token)"
+    if not token or not settings.pulsar.admin_url or not any(w in text for w in ("TimeOut", "ConnectError")):
+        return text
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        settings.pulsar.admin_url.rstrip("/") + "/admin/v2/clusters", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        urllib.request.urlopen(req, timeout=5).close()
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            return f"{text}: authentication failed (the broker rejected pulsar.auth_token; its admin API answers 401)"
+    except OSError:
+        pass
+    return text
+
+
 class Bus:
     """A connected Pulsar client with Pulse's producer/consumer defaults. Close it when done."""
 
@@ -104,10 +174,12 @@ class Bus:
             p = self._producers.get(topic_name)
             if p is None:
                 ps = self.settings.pulsar
+                schema = producer_schema(self.settings, topic_name)
                 try:
                     p = self.client.create_producer(
                         topic_name,
                         producer_name=name,
+                        schema=schema or pulsar.schema.BytesSchema(),
                         compression_type=_COMPRESSION[ps.compression],
                         batching_enabled=True,
                         batching_max_messages=ps.batching_max_messages,
@@ -121,7 +193,7 @@ class Bus:
                         send_timeout_millis=0,
                     )
                 except Exception as exc:
-                    raise BusError(f"cannot create producer on {topic_name}: {exc}") from exc
+                    raise BusError(f"cannot create producer on {topic_name}: {explain(self.settings, exc)}") from exc
                 self._producers[topic_name] = p
         return p
 
@@ -151,7 +223,7 @@ class Bus:
                 ),
             )
         except Exception as exc:
-            raise BusError(f"cannot subscribe {subscription!r} to {topics}: {exc}") from exc
+            raise BusError(f"cannot subscribe {subscription!r} to {topics}: {explain(self.settings, exc)}") from exc
 
     def flush(self) -> None:
         for p in list(self._producers.values()):

@@ -36,10 +36,17 @@ def pulse_cmd(settings: Settings, *args: str, env: dict[str, str] | None = None)
     )
 
 
-def pulse(settings: Settings, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def pulse(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """`pulse --home <settings.home> ARGS` run to completion."""
     return subprocess.run(
-        _argv(settings, args), cwd=REPO, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+        _argv(settings, args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -1,30 +1,34 @@
 """A local stand-in for the Pulsar admin REST API (the endpoints Pulse uses), with in-memory state.
 
-Written from the Pulsar REST API reference (https://pulsar.apache.org/admin-rest-api/, swagger
-``apache/pulsar-site`` ``static/swagger/4.0.11/v2/swagger.json``) and the JAX-RS resources it is generated
-from (``apache/pulsar`` ``pulsar-broker/src/main/java/org/apache/pulsar/broker/admin/``: ``impl/TenantsBase.java``,
-``v2/Namespaces.java``, ``v2/PersistentTopics.java``, ``v2/SchemasResource.java``, ``impl/BrokersBase.java``,
-``impl/SinksBase.java``; ``pulsar-functions/worker/…/rest/api/SinksImpl.java`` for the sink answers). It
-answers with the documented status codes and the broker's error body ``{"reason": "…"}``:
+Only for what a real broker cannot easily be made to answer: 5xx, stalls/timeouts, refused connections, the
+Pulsar IO sink endpoints of a function worker. Everything else is tested against Apache Pulsar itself
+(tests/real_pulsar/test_real_admin.py); where this fake and the broker disagreed, the broker won.
 
-* tenants — PUT 204; 409 "Tenant already exist"; 412 "Tenant name is not valid" / "Clusters can not be
-  empty" / "Clusters do not exist"; GET 404 "Tenant does not exist"; DELETE 409 "The tenant still has active
-  namespaces".
-* namespaces — PUT 204; 404 "Tenant does not exist"; 409 "Namespace already exists"; 412 "Namespace name is
-  not valid"; DELETE 409 "Namespace is not empty"; policy setters 204 / 404 "Namespace does not exist" /
-  412 ("Invalid TTL", "Retention Quota must exceed backlog quota", invalid compaction threshold).
-* topics — PUT …/partitions 204; 404 namespace missing; 406 partitions out of range; 409 "Partitioned topic
-  already exists"; 412 "Name is invalid"; stats / partitioned-stats 200 or 404.
-* schemas — POST 200 ``{"version": n}`` (the existing version for an identical schema); 404 namespace missing;
-  409 "Incompatible schema" (a simplified FULL check: a field without a default may be neither added nor
-  removed); 422 "Invalid schema data" (not an Avro record definition).
-* brokers/health — 200 ``ok``; configurable failure.
-* sinks (``/admin/v3``) — POST multipart 200; 400 "Sink … already exists" / "Tenant does not exist" /
-  "Namespace does not exist" / missing config; GET 404 "Sink … doesn't exist".
-* authentication — with a token configured, a request without ``Authorization: Bearer <token>`` or with an
-  unknown token gets 401 with Jetty's HTML error page (``AuthenticationFilter`` calls ``sendError(401,
-  "Authentication required")``); a known token whose role is not a super-user gets 403 "Don't have admin
-  permission".
+**Verified against Apache Pulsar 4.0.7** (statuses and reasons copied from its answers): tenants — PUT 204, 409
+"Tenant already exist", 412 "Tenant name is not valid" / "Clusters cannot be empty or blank" / "Clusters do not
+exist"; namespaces — PUT 204, 404 "Tenant does not exist" (missing tenant), 409 "Namespace already exists", 412
+"Namespace name is not valid", DELETE 409 "Cannot delete non empty namespace", a policy never set is *absent*
+from the Policies document (not null); policy setters — 204, 404 "Namespace does not exist", 412 "Invalid value
+for message TTL, message TTL must >= 0", 412 "compactionThreshold must be 0 or more", 400 for an incomplete
+retention body, 400 Jackson plain text for a non-boolean deduplication body, and 415 for a bodiless PUT/POST
+without ``Content-Type: application/json``; topics — PUT …/partitions 204, 409 "This topic already exists"
+(partitioned or not), 406 "Number of partitions should be more than 0", 404 "Namespace not found", 412
+"Partitioned Topic Name should not contain '-partition-'" (other characters, even spaces, are accepted), GET
+…/partitions ``{"partitions": N, "deleted": false}`` (0 when not partitioned) or 404 "Topic … not found",
+stats / partitioned-stats 200 or 404; schemas — POST 200 ``{"version": {"version": n}}`` (the same version for
+an identical schema), 404 "Namespace does not exist", and **409/422 as Jetty error pages**, not
+``{"reason": …}`` (for ``Accept: application/json`` a JSON object whose ``message`` is HTML-escaped, else HTML
+with it in the ``<title>``): "Incompatible schema: exists schema type …", "Error during schema compatibility check with
+strategy FULL: …" (a field without a default added; one with a default is compatible), "Invalid schema
+definition data for JSON schema"; brokers/health 200 ``ok``; authentication — 401 with Jetty's error page
+"Authentication required" for a missing or wrongly signed token.
+
+Not verified on the real broker (written from the REST reference and the JAX-RS resources in ``apache/pulsar``
+``pulsar-broker/src/main/java/org/apache/pulsar/broker/admin/``, ``pulsar-functions/worker/…/SinksImpl.java``):
+403 "Don't have admin permission" for a non-super-user role (needs ``authorizationEnabled``); the sinks
+(``/admin/v3``) — POST multipart 200, 400 "Sink … already exists" / "Tenant does not exist" / "Namespace does not
+exist" / missing config, GET 404; the compatibility check here is simplified (fields without defaults may be
+neither added nor removed).
 
 Fault injection: :meth:`FakePulsarAdmin.fail` makes matching requests answer a status (e.g. 503) N times (or
 forever), or stall, so retries and timeouts can be tested. Every request is recorded in ``requests``.
@@ -33,6 +37,7 @@ forever), or stall, so retries and timeouts can be tested. Every request is reco
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 from dataclasses import dataclass, field
@@ -155,14 +160,8 @@ class FakePulsarAdmin:
             header = request.headers.get("Authorization", "")
             token = header[len("Bearer ") :] if header.startswith("Bearer ") else None
             role = self.tokens.get(token or "")
-            if role is None:
-                # Jetty's sendError page, as AuthenticationFilter produces it
-                page = (
-                    '<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html;charset=utf-8"/>\n'
-                    "<title>Error 401 Authentication required</title>\n</head>\n<body><h2>HTTP ERROR 401 "
-                    "Authentication required</h2>\n</body>\n</html>\n"
-                )
-                return web.Response(status=401, text=page, content_type="text/html")
+            if role is None:  # AuthenticationFilter's sendError(401, "Authentication required")
+                return _jetty_error(request, 401, "Authentication required")
             if role not in self.superusers:
                 return _err(403, "Don't have admin permission")
         return await handler(request)
@@ -222,7 +221,7 @@ class FakePulsarAdmin:
         info = await _json(request)
         clusters = (info or {}).get("allowedClusters") or []
         if not isinstance(info, dict) or not [c for c in clusters if str(c).strip()]:
-            return _err(412, "Clusters can not be empty")
+            return _err(412, "Clusters cannot be empty or blank")
         if any(c not in self.clusters and c != "global" for c in clusters):
             return _err(412, "Clusters do not exist")
         if not _NAME.match(tenant):
@@ -266,14 +265,14 @@ class FakePulsarAdmin:
         fq = f"{t}/{ns}"
         if fq in self.namespaces:
             return _err(409, "Namespace already exists")
+        # Apache Pulsar leaves a policy that was never set out of the document (not null)
         self.namespaces[fq] = {
-            "bundles": {"boundaries": ["0x00000000", "0xffffffff"], "numBundles": 1},
-            "retention_policies": None,
-            "message_ttl_in_seconds": None,
-            "deduplicationEnabled": None,
-            "compaction_threshold": None,
+            "bundles": {"boundaries": ["0x00000000", "0x40000000", "0x80000000", "0xc0000000", "0xffffffff"],
+                        "numBundles": 4},
             "schema_compatibility_strategy": "UNDEFINED",
-        }
+            "is_allow_auto_update_schema": True,
+            "schema_validation_enforced": False,
+        }  # fmt: skip
         return web.Response(status=204)
 
     async def get_policies(self, request: web.Request) -> web.Response:
@@ -286,7 +285,7 @@ class FakePulsarAdmin:
             return err
         prefix = f"{fq}/"
         if any(k.startswith(prefix) for k in [*self.partitioned, *self.topics]):
-            return _err(409, "Namespace is not empty")
+            return _err(409, "Cannot delete non empty namespace")
         del self.namespaces[fq]
         return web.Response(status=204)
 
@@ -296,7 +295,12 @@ class FakePulsarAdmin:
             return err
         body = await _json(request)
         if not isinstance(body, dict) or not {"retentionTimeInMinutes", "retentionSizeInMB"} <= set(body):
-            return _err(400, "Invalid retention policies")
+            return _err(
+                400,
+                "Invalid retention policy: Setting a single time or size limit to 0 is invalid when one of the "
+                "limits has a non-zero value. Use the value of -1 instead of 0 to ignore a specific limit. To "
+                "disable retention both limits must be set to 0.",
+            )
         self.namespaces[fq]["retention_policies"] = {
             "retentionTimeInMinutes": int(body["retentionTimeInMinutes"]),
             "retentionSizeInMB": int(body["retentionSizeInMB"]),
@@ -309,7 +313,7 @@ class FakePulsarAdmin:
             return err
         body = await _json(request)
         if isinstance(body, bool) or not isinstance(body, int) or body < 0:
-            return _err(412, "Invalid value for message TTL")
+            return _err(412, "Invalid value for message TTL, message TTL must >= 0")
         self.namespaces[fq]["message_ttl_in_seconds"] = body
         return web.Response(status=204)
 
@@ -318,8 +322,8 @@ class FakePulsarAdmin:
         if err:
             return err
         body = await _json(request)
-        if not isinstance(body, bool):
-            return _err(400, "Cannot deserialize value of type `boolean`")
+        if not isinstance(body, bool):  # Jackson's message as plain text, not {"reason": …}
+            return web.Response(status=400, text="Cannot deserialize value of type `boolean`")
         self.namespaces[fq]["deduplicationEnabled"] = body
         return web.Response(status=204)
 
@@ -353,22 +357,18 @@ class FakePulsarAdmin:
     async def create_partitioned(self, request: web.Request) -> web.Response:
         fq, err = self._ns(request)
         if err:
-            return _err(404, "Tenant or namespace doesn't exist") if err.status == 404 else err
+            return _err(404, "Namespace not found") if err.status == 404 else err
         local = request.match_info["topic"]
-        if not _NAME.match(local) or re.search(r"-partition-\d+$", local):
-            return _err(412, "Failed Reason : Name is invalid")
+        if "-partition-" in local:  # Apache Pulsar accepts other characters in a topic's local name (even spaces)
+            return _err(412, "Partitioned Topic Name should not contain '-partition-'")
         n = await _json(request)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1 or (self.max_partitions and n > self.max_partitions):
-            return _err(
-                406,
-                "The number of partitions should be more than 0 and less than or equal to "
-                f"maxNumPartitionsPerPartitionedTopic ({self.max_partitions or 'unlimited'})",
-            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            return _err(406, "Number of partitions should be more than 0")
+        if self.max_partitions and n > self.max_partitions:
+            return _err(406, f"Number of partitions should be less than or equal to {self.max_partitions}")
         key = f"{fq}/{local}"
         if key in self.partitioned or key in self.topics:
-            return _err(
-                409, "Partitioned topic already exists" if key in self.partitioned else "This topic already exists"
-            )
+            return _err(409, "This topic already exists")  # the same answer for partitioned and non-partitioned
         self.partitioned[key] = n
         return web.Response(status=204)
 
@@ -376,7 +376,10 @@ class FakePulsarAdmin:
         fq, err = self._ns(request)
         if err:
             return err
-        return web.json_response({"partitions": self.partitioned.get(f"{fq}/{request.match_info['topic']}", 0)})
+        key = f"{fq}/{request.match_info['topic']}"
+        if key not in self.partitioned and key not in self.topics:
+            return _err(404, f"Topic persistent://{key} not found")
+        return web.json_response({"partitions": self.partitioned.get(key, 0), "deleted": False})
 
     def _stats_doc(self, key: str) -> dict[str, Any]:
         doc = {
@@ -403,7 +406,7 @@ class FakePulsarAdmin:
         key = f"{fq}/{local}"
         base = re.sub(r"-partition-\d+$", "", key)
         if key not in self.topics and not (base != key and base in self.partitioned):
-            return _err(404, "Topic not found")
+            return _err(404, f"Topic persistent://{key} not found")
         return web.json_response(self._stats_doc(key))
 
     async def partitioned_stats(self, request: web.Request) -> web.Response:
@@ -412,7 +415,7 @@ class FakePulsarAdmin:
             return err
         key = f"{fq}/{request.match_info['topic']}"
         if key not in self.partitioned:
-            return _err(404, f"Partitioned Topic not found: persistent://{key} has zero partitions")
+            return _err(404, f"Partitioned Topic persistent://{key} not found")
         doc = self._stats_doc(key)
         doc["metadata"] = {"partitions": self.partitioned[key]}
         if request.query.get("perPartition", "true") != "false":
@@ -442,16 +445,27 @@ class FakePulsarAdmin:
         stype, data, props = payload["type"], payload["schema"], payload.get("properties") or {}
         record = _avro_record(data) if stype in ("JSON", "AVRO") else None
         if stype in ("JSON", "AVRO") and record is None:
-            return _err(422, f"Invalid schema definition data for {stype} schema")
+            return _jetty_error(request, 422, f"Invalid schema definition data for {stype} schema")
         key = f"{fq}/{request.match_info['topic']}"
         versions = self.schemas.setdefault(key, [])
         for v in versions:
             if v["type"] == stype and v["data"] == data:
                 return web.json_response({"version": {"version": v["version"]}})
+        if versions and versions[-1]["type"] != stype:
+            old_type = versions[-1]["type"]
+            return _jetty_error(
+                request, 409, f"Incompatible schema: exists schema type {old_type}, new schema type {stype}"
+            )
         if versions and versions[-1]["type"] in ("JSON", "AVRO") and record is not None:
             old = _avro_record(versions[-1]["data"]) or {}
             if not _compatible(old, record):
-                return _err(409, "Incompatible schema: a field without a default was added or removed")
+                return _jetty_error(
+                    request,
+                    409,
+                    "Error during schema compatibility check with strategy FULL: org.apache.avro."
+                    f"SchemaValidationException: Unable to read schema: {json.dumps(old, indent=2)} using schema: "
+                    f"{json.dumps(record, indent=2)}",
+                )
         version = len(versions)
         versions.append({"version": version, "type": stype, "timestamp": 0, "data": data, "properties": dict(props)})
         return web.json_response({"version": {"version": version}})
@@ -502,6 +516,21 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str]:
 
 def _err(status: int, reason: str) -> web.Response:
     return web.json_response({"reason": reason}, status=status)
+
+
+def _jetty_error(request: web.Request, status: int, message: str) -> web.Response:
+    """Jetty's error page, as Apache Pulsar answers 401 and the schema 409/422: for ``Accept: application/json``
+    (what PulsarAdmin sends) a JSON object with the HTML-escaped ``message``, else HTML with it in the title."""
+    text = html.escape(message, quote=True)
+    if "application/json" in request.headers.get("Accept", ""):
+        doc = {"servlet": "org.glassfish.jersey.servlet.ServletContainer-0", "message": text, "url": request.path,
+               "status": str(status)}  # fmt: skip
+        return web.json_response(doc, status=status)
+    page = (
+        '<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html;charset=ISO-8859-1"/>\n'
+        f"<title>Error {status} {text}</title>\n</head>\n<body><h2>HTTP ERROR {status} {text}</h2>\n</body>\n</html>\n"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
 
 
 async def _json(request: web.Request) -> Any:

@@ -80,7 +80,7 @@ VENUES: dict[str, Venue] = {
         ("quote",),
         False,
         _dukascopy,
-        {"quote": ("quote",), "candle": ("candle",)},
+        {"quote": ("quote", "quote_batch"), "candle": ("candle",)},  # backfills: QuoteBatch on its own topic
     ),
 }
 

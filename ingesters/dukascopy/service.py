@@ -70,8 +70,9 @@ def run_backfill(
 ) -> dict[str, Any]:
     """Backfill ``symbol`` (``EURUSD`` or ``EUR/USD``) over ``[start, end)`` (on the hour; naive means UTC).
 
-    Ticks go out as :class:`~pulse.models.QuoteBatch` messages of up to ``batch_ticks`` (1: one
-    :class:`~pulse.models.Quote` per message, the old wire form).
+    Ticks go out as :class:`~pulse.models.QuoteBatch` messages of up to ``batch_ticks`` on the instrument's
+    ``quote_batch`` topic (1: one :class:`~pulse.models.Quote` per message on its ``quote`` topic, what Pulsar
+    IO's JDBC sink reads).
 
     Refuses an unknown instrument (:class:`~pulse.errors.SymbolError`) or a bad range
     (:class:`~pulse.errors.ConfigError`) before connecting to anything. Raises :class:`~pulse.errors.BusError`
@@ -87,7 +88,9 @@ def run_backfill(
         raise ConfigError(f"empty range: --from {start.isoformat()} is not before --to {end.isoformat()}")
     url = base_url or settings.dukascopy.base_url or DATAFEED_URL
     directory = checkpoint_dir(settings)
-    target = topic(NAMESPACE, "dukascopy", instrument.symbol, "quote", settings.pulsar.tenant)
+    # QuoteBatch messages have their own topic (and schema); one Quote per message goes on the quote topic
+    channel = "quote" if batch_ticks == 1 else "quote_batch"
+    target = topic(NAMESPACE, "dukascopy", instrument.symbol, channel, settings.pulsar.tenant)
 
     bus = Bus(settings, endpoints.pulsar_url)
     try:

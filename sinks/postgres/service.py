@@ -57,7 +57,7 @@ from pulse.retry import RetryStopped, counting, retry_until_ok
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
-from pulse.topics import topic
+from pulse.topics import reading_channels, topic
 from sinks.postgres import aggregates
 from sinks.postgres.config import DEFAULT_CHANNELS, SinkConfig, default_config
 from sinks.postgres.mapping import ELEMENT_TYPE, Row, to_rows
@@ -98,7 +98,8 @@ def topics_for(
     ``symbols`` defaults to ``settings.kraken.symbols``.
     """
     syms = settings.kraken.symbols if symbols is None else symbols
-    return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in channels]
+    chans = reading_channels(namespace, channels)  # historical: the backfills' quote_batch topics too
+    return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in chans]
 
 
 def parse_source(spec: str) -> tuple[str, str, list[str]]:

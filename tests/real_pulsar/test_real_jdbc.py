@@ -115,6 +115,10 @@ def test_jdbc_sink_writes_backfilled_quotes_with_exact_values(fn_settings: Setti
 
     added = pulse(s, "symbols", "add", "dukascopy", "EUR/USD", "--json")
     assert added.returncode == 0, added.stderr[-2000:]
+    # one schema per topic, matching every message on it: single Quotes here, the backfill's batches apart
+    for channel, tag in (("quote", "quote"), ("quote_batch", "quote_batch")):
+        schema = _admin(s, f"/admin/v2/schemas/market-data/historical/dukascopy.EUR-USD.{channel}/schema")
+        assert schema["type"] == "JSON" and schema["properties"]["pulse.event_type"] == tag, schema  # type: ignore[index]
     first = pulse(s, "pulsar", "provision", "--jdbc-table", TABLE, "--json")
     assert first.returncode == 0, first.stderr[-3000:]
     steps = {r["step"]: r["outcome"] for r in json.loads(first.stdout)}

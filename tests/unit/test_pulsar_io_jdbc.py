@@ -141,3 +141,23 @@ async def test_sink_needs_inputs_or_a_pattern_and_upsert_keys() -> None:
         await provision_jdbc_sink(None, inputs=["a"], topics_pattern="b", **kw)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="UPSERT needs key"):
         await provision_jdbc_sink(None, inputs=["a"], insert_mode="UPSERT", key="k", **kw)  # type: ignore[arg-type]
+
+
+def test_backfill_batches_have_their_own_channel_topic_and_schema() -> None:
+    from control_plane.provision import schema_properties
+    from pulse.schemas import registered_schema
+    from pulse.settings import Settings
+    from pulse.topics import CHANNEL_OF_EVENT, reading_channels
+    from sinks.postgres.service import topics_for_sources
+
+    assert CHANNEL_OF_EVENT["quote"] == "quote" and CHANNEL_OF_EVENT["quote_batch"] == "quote_batch"
+    # a quote topic's schema describes every message on it: Quotes (and status markers), no batches
+    assert schema_properties("quote")["pulse.event_types"] == "quote,status"
+    assert schema_properties("quote_batch")["pulse.event_types"] == "quote_batch,status"
+    assert '"name": "QuoteBatch"' in registered_schema("quote_batch")
+    # readers of historical quotes read the batches too; live namespaces have none
+    assert reading_channels("historical", ["trade", "quote", "status"]) == ["trade", "quote", "quote_batch", "status"]
+    assert reading_channels("fx", ["quote", "status"]) == ["quote", "status"]
+    topics = topics_for_sources(Settings(), ["historical/dukascopy=EUR/USD", "fx/oanda=EUR/USD"])
+    assert "persistent://market-data/historical/dukascopy.EUR-USD.quote_batch" in topics
+    assert not any(t.endswith(".quote_batch") and "/fx/" in t for t in topics)

@@ -453,7 +453,7 @@ def backfill() -> None:
 )
 @click.option("--side", type=click.Choice(["bid", "ask"]), help="Candle price series (with --candles; default bid).")
 @click.option("--per-tick", is_flag=True, help="One Quote per message on the quote topic (what Pulsar IO's JDBC sink "
-              "reads; ~9x slower) instead of QuoteBatch messages on the quote_batch topic.")  # fmt: skip
+              "reads; 7-9x slower) instead of QuoteBatch messages on the quote_batch topic.")  # fmt: skip
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj

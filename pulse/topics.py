@@ -22,7 +22,7 @@ NAMESPACES = ("crypto", "fx", "historical", "derived", "alerts", "trading", "con
 #: Channels a venue stream can publish, and the event types each carries (plus ``status`` markers).
 #: ``quote_batch`` is the backfill's own channel: QuoteBatch messages (~1,000 ticks each) have their own topic and
 #: registered schema, so every message on a ``quote`` topic is one Quote (what a schema-mapping reader such as
-#: Pulsar IO's JDBC sink needs). One Quote per message instead costs the backfill ~9x its rate (README, Speed).
+#: Pulsar IO's JDBC sink needs). One Quote per message instead costs the backfill 7-9x its rate (README, Speed).
 CHANNELS = ("trade", "quote", "ticker", "book", "candle", "status", "quote_batch")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

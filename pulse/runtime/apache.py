@@ -2,8 +2,11 @@
 
 ``pulse up --broker apache`` (or ``runtime.broker = "apache"``) runs the real broker instead of pulsar-lite:
 ``org.apache.pulsar.PulsarStandaloneStarter`` with RocksDB metadata and an in-process bookie, in its own JVM with
-bounded memory. Nothing ships a ``conf/`` directory in the jars, so Pulse writes its own ``standalone.conf`` and
-``log4j2.yaml`` (the same files ``docker-compose.yml`` mounts), from the keys of Pulsar's ``conf/standalone.conf``.
+bounded memory. Nothing ships a ``conf/`` directory in the jars, so Pulse writes its own ``standalone.conf`` (the
+committed ``pulsar/standalone.conf``, which ``docker-compose.yml`` mounts too, plus this run's ports) and
+``log4j2.yaml``, with keys from Pulsar's ``conf/standalone.conf``. With ``runtime.apache_functions`` the functions
+worker runs too (thread runtime, ``pulsar/functions_worker.yml``) with the ``jdbc-postgres`` Pulsar IO connector
+that :mod:`pulse.runtime.connectors` builds from Maven Central jars.
 
 Resolution: Maven (``mvn dependency:copy-dependencies``) fetches ``org.apache.pulsar:pulsar-broker`` and its
 runtime tree into ``~/.cache/pulse/pulsar-<version>/lib`` once, through Maven Central only (Pulsar's POMs list

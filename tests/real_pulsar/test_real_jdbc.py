@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from control_plane.pulsar_admin import AdminError, PulsarAdmin
 from ingesters.dukascopy.bi5 import decode_ticks, seq_base, to_quotes
 from ingesters.dukascopy.instruments import lookup
 from ingesters.dukascopy.service import run_backfill
@@ -167,6 +168,15 @@ def test_symbols_add_extends_the_sink_to_the_new_instruments_topic(fn_settings: 
     topic = "persistent://market-data/historical/dukascopy.GBP-USD.quote"
     steps = [st["result"] for st in json.loads(added.stdout)["steps"]]
     assert f"sink market-data/historical/pulse-historical-jdbc: exists (reads {topic})" in steps, steps
+
+    async def add_input() -> None:  # why the sink reads a pattern: the broker refuses to change its inputs
+        async with PulsarAdmin.from_settings(s) as admin:
+            cfg = {"tenant": "market-data", "namespace": "historical", "name": "pulse-historical-jdbc",
+                   "inputs": [topic]}  # fmt: skip
+            await admin.update_sink("market-data", "historical", "pulse-historical-jdbc", cfg)
+
+    with pytest.raises(AdminError, match="HTTP 400: Input Topics cannot be altered"):
+        asyncio.run(add_input())
 
     bus = Bus(s, s.pulsar.url)
     try:

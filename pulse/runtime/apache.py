@@ -326,6 +326,8 @@ def start_apache(
     ``functions`` runs the functions worker inside it (thread runtime) with the ``jdbc-postgres`` connector
     archive built from Maven Central (:mod:`pulse.runtime.connectors`); ready then also means the worker
     answers ``GET /admin/v2/worker/cluster``."""
+    if functions:  # the worker's start-up (metadata topics, connector scan) took 60-140 s on a loaded 2-core machine
+        timeout = max(timeout, 300.0)
     require_port_free("runtime.broker_port", host, port)
     require_port_free("runtime.broker_admin_port", host, admin_port)
     lib = resolve(version, progress=progress)

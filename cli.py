@@ -387,48 +387,46 @@ def pulsar_group() -> None:
 
 
 @pulsar_group.command("provision")
-@click.option("--jdbc-table", help="Also create a Pulsar IO jdbc-postgres sink writing the historical quote topics "
-              "of the registry into this table (columns = the Avro fields of pulsar/schemas/quote).")  # fmt: skip
+@click.option("--jdbc-table", help="Also create the Pulsar IO jdbc-postgres sink pulse-historical-jdbc: every "
+              "historical quote topic (one Quote per message) → this table, created if missing (needs the "
+              "cluster's functions worker with the connector; locally runtime.apache_functions = true).")  # fmt: skip
+@click.option("--jdbc-host", default="", help="The database host as the broker reaches it (e.g. a compose service "
+              "name); default: database.url's host.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def pulsar_provision(obj: Ctx, jdbc_table: str | None, as_json: bool) -> None:
+def pulsar_provision(obj: Ctx, jdbc_table: str | None, jdbc_host: str, as_json: bool) -> None:
     """Create the tenant, namespaces with their policies, and the topics and schemas of every enabled registry
     instrument; idempotent (a second run changes nothing). On the embedded broker there is nothing to do."""
     import asyncio
-    from urllib.parse import urlsplit
 
-    from control_plane.provision import EMBEDDED_NOTE, provision_jdbc_sink
+    from control_plane.jdbc_sink import check_table, ensure_table, provision_historical_sink
+    from control_plane.provision import EMBEDDED_NOTE
     from control_plane.pulsar_admin import PulsarAdmin
     from control_plane.registry import Registry
     from control_plane.symbols import provision_layout
+    from pulse.errors import ConfigError
     from pulse.runtime import resolve_endpoints
-    from pulse.topics import parse_topic
-    from pulse.venues import instrument_topics
 
     s = obj.settings
     if not s.pulsar.admin_url:
         click.echo(EMBEDDED_NOTE + " (set pulsar.admin_url to provision a real cluster)")
         return
-    if jdbc_table is not None and not jdbc_table.replace("_", "").isalnum():
-        raise click.BadParameter(f"{jdbc_table!r}: letters, digits and _ only", param_hint="--jdbc-table")
+    if jdbc_table is not None:
+        try:
+            check_table(jdbc_table)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--jdbc-table") from None
     ep = resolve_endpoints(s, need_pulsar=False)
     with Registry(ep.database_url) as reg:
         rows = reg.list(enabled_only=True)
-    tenant = s.pulsar.tenant
 
     async def go() -> list[Any]:
         async with PulsarAdmin.from_settings(s) as admin:
             steps = await provision_layout(admin, s, rows)
             if jdbc_table:
-                db = urlsplit(ep.database_url)
-                inputs = [t for r in rows if r.namespace == "historical" for t in instrument_topics(r, tenant)
-                          if parse_topic(t).channel == "quote"]  # fmt: skip
-                if not inputs:
-                    raise click.UsageError("--jdbc-table: no enabled historical instruments in the registry")
-                steps.append(await provision_jdbc_sink(
-                    admin, name="pulse-historical-jdbc", inputs=inputs, tenant=tenant, table_name=jdbc_table,
-                    jdbc_url=f"jdbc:postgresql://{db.hostname}:{db.port or 5432}{db.path}",
-                    user_name=db.username or "", password=db.password or "",
+                steps.append(ensure_table(ep.database_url, jdbc_table))
+                steps.append(await provision_historical_sink(
+                    admin, tenant=s.pulsar.tenant, table=jdbc_table, database_url=ep.database_url, jdbc_host=jdbc_host
                 ))  # fmt: skip
             return steps
 

@@ -182,7 +182,13 @@ def _backfill(
             "work": str(work / "checkpoints"),
             "pids": {"broker": broker_pid(settings), "simulator": sim.pid},
         }
+        # A/B in the same run: QuoteBatch messages (the shipped form) and one Quote per message (what a
+        # schema-mapping reader such as Pulsar IO's JDBC sink needs), batched by the producer either way
         res = run_child("bench.ingest_proc", cfg, log=work / "dukascopy-backfill.log", timeout=600)
+        per_tick = run_child(
+            "bench.ingest_proc", {**cfg, "batch_ticks": 1, "work": str(work / "checkpoints-per-tick")},
+            log=work / "dukascopy-backfill-per-tick.log", timeout=900,
+        )  # fmt: skip
     runs = res["runs"]
     bad = [r for r in runs if not r["ok"] or not r["ticks"] or r["acked"] != r["ticks"]]
     if bad:
@@ -203,6 +209,21 @@ def _backfill(
     )
     report.add("dukascopy_backfill_ceiling_share", share, f"dukascopy backfill ticks/s ÷ ceiling msgs/s: {share:.2f}")
     report.target("dukascopy backfill ticks/s", rate, ">=", TARGET_DUKASCOPY_TICKS_PER_S, " ticks/s")
+    one = per_tick["runs"]
+    bad = [r for r in one if not r["ok"] or not r["ticks"] or r["acked"] != r["ticks"]]
+    if bad:
+        raise RuntimeError(f"dukascopy one-Quote-per-message backfill runs failed or were not all acked: {bad}")
+    rates1 = [r["ticks_per_s"] for r in one]
+    rate1 = median(rates1)
+    cores1 = ", ".join(f"{k} {v:.2f}" for k, v in one[0]["cpu_cores"].items())
+    report.add(
+        "dukascopy_backfill_per_tick_ticks_per_s",
+        rate1,
+        f"dukascopy end to end, one Quote per message instead ({one[0]['messages']:,} broker messages per run): "
+        f"{fmt_rate(rate1)} ticks/s  (median; runs {fmt_runs(rates1)}) = {ratio(rate1, rate):.2f}x the QuoteBatch "
+        f"form; CPU cores: {cores1}",
+    )
+    report.add("dukascopy_backfill_per_tick_ratio", ratio(rate1, rate), "one-Quote-per-message ÷ QuoteBatch ticks/s")
 
 
 # -- OANDA ----------------------------------------------------------------------------------------------------

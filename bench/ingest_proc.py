@@ -255,7 +255,7 @@ class _ProbedOandaParser:
 def run_backfills(cfg: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A warm-up backfill, then up to ``reps`` timed ones over the same range (fresh checkpoints each time),
     fewer once ``max_total_s`` of timed runs are spent."""
-    from ingesters.dukascopy.service import run_backfill
+    from ingesters.dukascopy.service import BATCH_TICKS, run_backfill
 
     ep = Endpoints(pulsar_url=cfg["pulsar_url"], database_url="", embedded=True)
     start = datetime.fromisoformat(cfg["start"])
@@ -266,7 +266,10 @@ def run_backfills(cfg: dict[str, Any], settings: Settings) -> dict[str, Any]:
         s = settings.with_overrides(dukascopy={"checkpoint_dir": str(work / name)})
         cpu0, b0, t0 = own_cpu(), cpu_seconds(broker), time.perf_counter()
         end = start + timedelta(hours=hours)
-        summary = run_backfill(s, ep, cfg["symbol"], start, end, base_url=cfg["url"], progress=False)
+        summary = run_backfill(
+            s, ep, cfg["symbol"], start, end, base_url=cfg["url"], progress=False,
+            batch_ticks=cfg.get("batch_ticks", BATCH_TICKS),
+        )  # fmt: skip
         dt = time.perf_counter() - t0
         return {
             "ok": bool(summary["ok"]),

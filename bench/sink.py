@@ -343,7 +343,7 @@ def _batched(settings: Settings, endpoints: Endpoints, n: int, batch: int, trade
         ]
         _publish(settings, endpoints, batches)
         del batches
-        with _Timed(settings, endpoints, venue, batch, 200, channel="quote") as timed:
+        with _Timed(settings, endpoints, venue, batch, 200, channel="quote_batch") as timed:  # QuoteBatch topics
             sinks.append(n / timed.wait_stored(n, timeout=120))
         ratios.append(sinks[-1] / ceilings[-1])
     res["copy_ceiling_rows_s"] = round(median(ceilings))

@@ -261,29 +261,39 @@ async def provision_jdbc_sink(
     admin: PulsarAdmin,
     *,
     name: str,
-    inputs: Sequence[str],
     jdbc_url: str,
     table_name: str,
+    inputs: Sequence[str] = (),
+    topics_pattern: str = "",
     user_name: str = "",
     password: str = "",
     tenant: str = DEFAULT_TENANT,
     namespace: str = "historical",
     key: str = "",
     non_key: str = "",
+    insert_mode: Literal["INSERT", "UPSERT", "UPDATE"] = "INSERT",
     batch_size: int = 200,
     timeout_ms: int = 500,
     parallelism: int = 1,
     extra_configs: dict[str, Any] | None = None,
 ) -> StepResult:
-    """A built-in ``jdbc-postgres`` Pulsar IO sink reading ``inputs`` (topics) into ``table_name``.
+    """A built-in ``jdbc-postgres`` Pulsar IO sink reading ``inputs`` (topics) or every topic matching
+    ``topics_pattern`` (a Java regex over full topic names) into ``table_name``, from the earliest message.
+
+    A pattern follows topics created later (the broker tells pattern consumers about new topics): Apache Pulsar
+    4.0 refuses to change a sink's input topics once created ("Input Topics cannot be altered"), so that is how a
+    sink follows instruments added afterwards. ``insert_mode="UPSERT"`` needs ``key`` and ``non_key`` (column
+    lists) and a unique index on the key: a redelivered message then rewrites its row instead of adding one.
 
     ``jdbc_url`` is a JDBC URL (``jdbc:postgresql://host:5432/db``). The password is registered as a secret
     (masked in every log line) and never logged. Needs the function worker (``/admin/v3``) on the cluster.
     """
     if not jdbc_url.startswith("jdbc:postgresql://"):
         raise ConfigError(f"jdbc_url must start with jdbc:postgresql://, got {jdbc_url.split('?')[0]!r}")
-    if not inputs:
-        raise ConfigError("the JDBC sink needs at least one input topic")
+    if bool(inputs) == bool(topics_pattern):
+        raise ConfigError("the JDBC sink needs input topics or a topics pattern (exactly one of them)")
+    if insert_mode == "UPSERT" and not (key and non_key):
+        raise ConfigError("insert_mode UPSERT needs key and non_key (the connector refuses it otherwise)")
     register_secret(password)
     configs: dict[str, Any] = {
         "userName": user_name,
@@ -292,22 +302,27 @@ async def provision_jdbc_sink(
         "tableName": table_name,
         "batchSize": batch_size,
         "timeoutMs": timeout_ms,
+        "insertMode": insert_mode,
     }
     if key:
         configs["key"] = key
     if non_key:
         configs["nonKey"] = non_key
     configs.update(extra_configs or {})
-    sink_config = {
+    sink_config: dict[str, Any] = {
         "tenant": tenant,
         "namespace": namespace,
         "name": name,
         "archive": "builtin://jdbc-postgres",
-        "inputs": list(inputs),
         "parallelism": parallelism,
         "processingGuarantees": "ATLEAST_ONCE",
+        "sourceSubscriptionPosition": "Earliest",  # a topic found later by the pattern is read from its start
         "configs": configs,
     }
+    if topics_pattern:
+        sink_config["topicsPattern"] = topics_pattern
+    else:
+        sink_config["inputs"] = list(inputs)
     outcome = await admin.create_sink(tenant, namespace, name, sink_config)
     result = StepResult(f"sink {tenant}/{namespace}/{name}", outcome, "builtin://jdbc-postgres")
     log.info("provision step", step=result.step, outcome=outcome)

@@ -169,11 +169,19 @@ async def provision_layout(admin: PulsarAdmin, settings: Settings, instruments: 
 
 
 def provision_via_admin(settings: Settings, inst: Instrument) -> list[Step]:
-    """The :data:`Provisioner` of a real cluster (``pulsar.admin_url`` set)."""
+    """The :data:`Provisioner` of a real cluster (``pulsar.admin_url`` set). A historical instrument is also
+    checked against the Pulsar IO JDBC sink: the sink reads a topics pattern, so it follows the new quote topic
+    without a change (Apache Pulsar cannot change a sink's input topics); the step says so."""
     import asyncio
 
     async def go() -> list[StepResult]:
+        from control_plane.jdbc_sink import NAMESPACE, sink_follows_instrument
+
         async with PulsarAdmin.from_settings(settings) as admin:
-            return await provision_layout(admin, settings, [inst])
+            steps = await provision_layout(admin, settings, [inst])
+            if inst.namespace == NAMESPACE and "quote" in inst.channels:  # the Pulsar IO JDBC sink, if any
+                follows = await sink_follows_instrument(admin, settings.pulsar.tenant, inst.venue, inst.symbol)
+                steps += [follows] if follows else []
+            return steps
 
     return [{"step": "admin", "result": str(r)} for r in asyncio.run(go())]

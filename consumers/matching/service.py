@@ -56,7 +56,7 @@ from pulse.models import Event
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
-from pulse.topics import service_topic, topic
+from pulse.topics import reading_channels, service_topic, topic
 
 log = get_logger(__name__)
 
@@ -74,7 +74,11 @@ def state_dir(settings: Settings, name: str) -> Path:
 
 def market_topics(settings: Settings, instruments: Sequence[InstrumentSpec]) -> list[str]:
     tenant = settings.pulsar.tenant
-    return [topic(i.namespace, i.venue, i.symbol, ch, tenant) for i in instruments for ch in MARKET_CHANNELS]
+    return [
+        topic(i.namespace, i.venue, i.symbol, ch, tenant)
+        for i in instruments
+        for ch in reading_channels(i.namespace, MARKET_CHANNELS)
+    ]
 
 
 @dataclass

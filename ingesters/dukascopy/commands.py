@@ -69,6 +69,8 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     help="Publish Dukascopy's candle files of this timeframe (fast path for long ranges) instead of ticks.",
 )
 @click.option("--side", type=click.Choice(["bid", "ask"]), help="Candle price series (with --candles; default bid).")
+@click.option("--per-tick", is_flag=True, help="One Quote per message on the quote topic (what Pulsar IO's JDBC sink "
+              "reads; 7-9x slower) instead of QuoteBatch messages on the quote_batch topic.")  # fmt: skip
 @click.option("--no-progress", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -80,6 +82,7 @@ def backfill(
     base_url: str | None,
     timeframe: str | None,
     side: str | None,
+    per_tick: bool,
     no_progress: bool,
     as_json: bool,
 ) -> None:
@@ -94,6 +97,8 @@ def backfill(
         check_http_url(base_url, "--base-url")
     if side and not timeframe:
         raise click.UsageError("--side needs --candles")
+    if per_tick and timeframe:
+        raise click.UsageError("--per-tick is for ticks, not --candles")
     ep = resolve_endpoints(s, need_database=False)
     progress = not (no_progress or as_json)
     if timeframe:
@@ -101,7 +106,8 @@ def backfill(
             s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
         )
     else:
-        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress)
+        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress,
+                               **({"batch_ticks": 1} if per_tick else {}))  # fmt: skip
     if as_json:
         emit_json(summary)
     else:

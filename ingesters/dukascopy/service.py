@@ -74,8 +74,9 @@ def run_backfill(
 ) -> dict[str, Any]:
     """Backfill ``symbol`` (``EURUSD`` or ``EUR/USD``) over ``[start, end)`` (on the hour; naive means UTC).
 
-    Ticks go out as :class:`~pulse.models.QuoteBatch` messages of up to ``batch_ticks`` (1: one
-    :class:`~pulse.models.Quote` per message, the old wire form).
+    Ticks go out as :class:`~pulse.models.QuoteBatch` messages of up to ``batch_ticks`` on the instrument's
+    ``quote_batch`` topic (1: one :class:`~pulse.models.Quote` per message on its ``quote`` topic, what Pulsar
+    IO's JDBC sink reads).
 
     Refuses an unknown instrument (:class:`~pulse.errors.SymbolError`) or a bad range
     (:class:`~pulse.errors.ConfigError`) before connecting to anything. Raises :class:`~pulse.errors.BusError`
@@ -91,7 +92,9 @@ def run_backfill(
         raise ConfigError(f"empty range: --from {start.isoformat()} is not before --to {end.isoformat()}")
     url = base_url or settings.dukascopy.base_url or DATAFEED_URL
     directory = checkpoint_dir(settings)
-    target = topic(NAMESPACE, "dukascopy", instrument.symbol, "quote", settings.pulsar.tenant)
+    # QuoteBatch messages have their own topic (and schema); one Quote per message goes on the quote topic
+    channel = "quote" if batch_ticks == 1 else "quote_batch"
+    target = topic(NAMESPACE, "dukascopy", instrument.symbol, channel, settings.pulsar.tenant)
 
     bus = Bus(settings, endpoints.pulsar_url)
     try:
@@ -248,8 +251,8 @@ def run_candle_backfill(
 
 def producer_prefix(start: datetime, end: datetime) -> str:
     """The tick backfill's producer name prefix: ``backfill-dukascopy.<from>-<to>`` (UTC hours), so the producer
-    of ``dukascopy.EUR-USD.quote`` for ``--from 2019-02-04T00 --to 2019-02-04T04`` is always
-    ``backfill-dukascopy.20190204T00-20190204T04.dukascopy.EUR-USD.quote``.
+    of ``dukascopy.EUR-USD.quote_batch`` for ``--from 2019-02-04T00 --to 2019-02-04T04`` is always
+    ``backfill-dukascopy.20190204T00-20190204T04.dukascopy.EUR-USD.quote_batch``.
 
     With deduplication on (``pulsar/namespaces.yaml``: the historical namespace) the broker drops every message
     whose sequence id is not above the highest it persisted for that producer name. The ids are the ticks'

@@ -49,7 +49,8 @@ VENUE = Venue(
     default_channels=("quote",),
     live=False,
     resolve=_resolve,
-    channel_topics={"quote": ("quote",), "candle": ("candle",)},
+    # backfills travel as QuoteBatch messages on their own topic (with its own schema); --per-tick uses quote
+    channel_topics={"quote": ("quote", "quote_batch"), "candle": ("candle",)},
     settings_section="dukascopy",
     commands=_commands,
     demo=DemoPlan(

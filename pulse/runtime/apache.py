@@ -2,8 +2,11 @@
 
 ``pulse up --broker apache`` (or ``runtime.broker = "apache"``) runs the real broker instead of pulsar-lite:
 ``org.apache.pulsar.PulsarStandaloneStarter`` with RocksDB metadata and an in-process bookie, in its own JVM with
-bounded memory. Nothing ships a ``conf/`` directory in the jars, so Pulse writes its own ``standalone.conf`` and
-``log4j2.yaml`` (the same files ``docker-compose.yml`` mounts), from the keys of Pulsar's ``conf/standalone.conf``.
+bounded memory. Nothing ships a ``conf/`` directory in the jars, so Pulse writes its own ``standalone.conf`` (the
+committed ``pulsar/standalone.conf``, which ``docker-compose.yml`` mounts too, plus this run's ports) and
+``log4j2.yaml``, with keys from Pulsar's ``conf/standalone.conf``. With ``runtime.apache_functions`` the functions
+worker runs too (thread runtime, ``pulsar/functions_worker.yml``) with the ``jdbc-postgres`` Pulsar IO connector
+that :mod:`pulse.runtime.connectors` builds from Maven Central jars.
 
 Resolution: Maven (``mvn dependency:copy-dependencies``) fetches ``org.apache.pulsar:pulsar-broker`` and its
 runtime tree into ``~/.cache/pulse/pulsar-<version>/lib`` once, through Maven Central only (Pulsar's POMs list
@@ -25,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from pulse.errors import RuntimeStateError
 from pulse.runtime.procs import free_port, require_port_free, terminate
 
@@ -33,6 +38,8 @@ LOG4J_VERSION = "2.23.1"  # Pulsar 4.0's own; Maven's nearest-wins would otherwi
 MAIN_CLASS = "org.apache.pulsar.PulsarStandaloneStarter"
 CENTRAL = "https://repo.maven.apache.org/maven2"
 COMPLETE_MARK = ".resolved"
+#: The committed broker and functions worker settings (docker-compose.yml mounts the same files)
+CONF_DIR = Path(__file__).resolve().parents[2] / "pulsar"
 
 # The JVM flags Pulsar's own bin/pulsar passes on Java 17 (module access for metrics and netty), plus ours.
 ADD_OPENS = [
@@ -176,37 +183,48 @@ def write_config(
     port: int,
     admin_port: int,
     extra: list[str] | None = None,
+    functions: bool = False,
+    base: Path | None = None,
 ) -> None:
-    """A minimal ``standalone.conf``: loopback only, one bookie, small caches (it shares 2 cores with everything)."""
+    """``standalone.conf``: the committed ``pulsar/standalone.conf`` (the file docker-compose.yml uses too), then
+    this run's lines — loopback address and ports, the functions worker switch, ``runtime.apache_conf`` — which
+    win over the base's (a later line replaces an earlier key when the broker loads the properties)."""
+    src = base or CONF_DIR / "standalone.conf"
+    try:
+        text = src.read_text()
+    except OSError as exc:
+        raise RuntimeStateError(f"cannot read the broker settings {src}: {exc}") from exc
     lines = [
-        "# Written by `pulse up --broker apache`; keys from Apache Pulsar's conf/standalone.conf.",
-        "clusterName=standalone",
+        "",
+        "# -- this run: written by `pulse up --broker apache` (settings [runtime]) --",
         f"bindAddress={host}",
         f"advertisedAddress={host}",
         f"brokerServicePort={port}",
         f"webServicePort={admin_port}",
-        "managedLedgerDefaultEnsembleSize=1",
-        "managedLedgerDefaultWriteQuorum=1",
-        "managedLedgerDefaultAckQuorum=1",
-        "allowAutoTopicCreation=true",
-        "allowAutoTopicCreationType=non-partitioned",
-        "brokerDeduplicationEnabled=false",
-        "functionsWorkerEnabled=false",
-        "transactionCoordinatorEnabled=false",
-        "exposeTopicLevelMetricsInPrometheus=true",
-        "numIOThreads=2",
-        "numHttpServerThreads=4",
-        "managedLedgerCacheSizeMB=64",
-        # the in-process bookie (DbLedgerStorage): small caches, no fsync per entry on a dev machine
-        "journalSyncData=false",
-        "dbStorage_writeCacheMaxSizeMb=32",
-        "dbStorage_readAheadCacheMaxSizeMb=32",
-        "dbStorage_rocksDB_blockCacheSize=16777216",
-        # the bookie's disk guard: refuse writes (read-only) at 95% full, the standalone default
-        "diskUsageThreshold=0.95",
+        f"functionsWorkerEnabled={'true' if functions else 'false'}",
+        # package storage of the functions worker (FileSystemPackagesStorage), under the fresh data directory
+        f"STORAGE_PATH={path.parent / 'data' / 'packages'}",
         *(extra or []),
     ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
+def write_functions_worker(path: Path, *, connectors: Path, work: Path, base: Path | None = None) -> None:
+    """``functions_worker.yml``: the committed ``pulsar/functions_worker.yml`` with its directories moved under
+    ``work`` and ``connectorsDirectory`` at ``connectors`` (where the built connector archives are)."""
+    src = base or CONF_DIR / "functions_worker.yml"
+    try:
+        doc = yaml.safe_load(src.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuntimeStateError(f"cannot read the functions worker settings {src}: {exc}") from exc
+    doc.update(
+        connectorsDirectory=str(connectors),
+        narExtractionDirectory=str(work / "nar"),
+        downloadDirectory=str(work / "download"),
+        functionsDirectory=str(work / "functions"),
+    )
+    header = f"# Written by `pulse up --broker apache` from {src.name}; see that file.\n"
+    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
 
 
 LOG4J2 = """\
@@ -233,7 +251,16 @@ Configuration:
 """
 
 
-def jvm_command(lib: Path, conf: Path, log4j: Path, *, heap_mb: int, bookie_port: int, data: Path) -> list[str]:
+def jvm_command(
+    lib: Path,
+    conf: Path,
+    log4j: Path,
+    *,
+    heap_mb: int,
+    bookie_port: int,
+    data: Path,
+    functions_worker: Path | None = None,
+) -> list[str]:
     direct_mb = max(128, heap_mb // 2)
     return [
         _require_tool("java", "Java 17+"),
@@ -252,7 +279,7 @@ def jvm_command(lib: Path, conf: Path, log4j: Path, *, heap_mb: int, bookie_port
         MAIN_CLASS,
         "--config",
         str(conf),
-        "--no-functions-worker",
+        *(["--functions-worker-conf", str(functions_worker)] if functions_worker else ["--no-functions-worker"]),
         "--no-stream-storage",
         "--bookkeeper-port",
         str(bookie_port),
@@ -289,11 +316,18 @@ def start_apache(
     heap_mb: int = 512,
     extra_conf: list[str] | None = None,
     admin_token: str = "",
+    functions: bool = False,
     fresh: bool = True,
     timeout: float = 120.0,
     progress: Callable[[str], None] | None = None,
 ) -> ApacheBrokerInfo:
-    """Resolve (once), then start the standalone broker in its own session and wait until it is ready."""
+    """Resolve (once), then start the standalone broker in its own session and wait until it is ready.
+
+    ``functions`` runs the functions worker inside it (thread runtime) with the ``jdbc-postgres`` connector
+    archive built from Maven Central (:mod:`pulse.runtime.connectors`); ready then also means the worker
+    answers ``GET /admin/v2/worker/cluster``."""
+    if functions:  # the worker's start-up (metadata topics, connector scan) took 60-140 s on a loaded 2-core machine
+        timeout = max(timeout, 300.0)
     require_port_free("runtime.broker_port", host, port)
     require_port_free("runtime.broker_admin_port", host, admin_port)
     lib = resolve(version, progress=progress)
@@ -304,11 +338,20 @@ def start_apache(
     data.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(parents=True, exist_ok=True)
     conf = bdir / "standalone.conf"
-    write_config(conf, host=host, port=port, admin_port=admin_port, extra=extra_conf)
+    write_config(conf, host=host, port=port, admin_port=admin_port, extra=extra_conf, functions=functions)
+    worker_conf: Path | None = None
+    if functions:
+        from pulse.runtime.connectors import build_jdbc_postgres
+
+        nar = build_jdbc_postgres(lib, progress=progress)
+        worker_conf = bdir / "functions_worker.yml"
+        write_functions_worker(worker_conf, connectors=nar.parent, work=data / "functions-worker")
     log4j = bdir / "log4j2.yaml"
     log4j.write_text(LOG4J2)
     log_path = home / "logs" / "broker.log"
-    cmd = jvm_command(lib, conf, log4j, heap_mb=heap_mb, bookie_port=free_port(host), data=data)
+    cmd = jvm_command(
+        lib, conf, log4j, heap_mb=heap_mb, bookie_port=free_port(host), data=data, functions_worker=worker_conf
+    )
     t0 = time.monotonic()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -326,7 +369,7 @@ def start_apache(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
-        if admin_ready(admin_url, admin_token):
+        if admin_ready(admin_url, admin_token) and (not functions or worker_ready(admin_url, admin_token)):
             return ApacheBrokerInfo(
                 pid=proc.pid,
                 url=f"pulsar://{host}:{port}",
@@ -343,6 +386,11 @@ def start_apache(
     tail = log_path.read_text(errors="replace")[-3000:]
     why = f"not ready after {timeout:.0f} s" if alive else f"exited with code {proc.returncode}"
     raise RuntimeStateError(f"Apache Pulsar {version} {why} (log {log_path}); last log lines:\n{tail}")
+
+
+def worker_ready(admin_url: str, token: str = "", timeout: float = 2.0) -> bool:
+    """The functions worker has joined its cluster (it answers 503 until it is done initializing)."""
+    return _get(f"{admin_url}/admin/v2/worker/cluster", token, timeout)[0] == 200
 
 
 def broker_version(admin_url: str, token: str = "") -> str:

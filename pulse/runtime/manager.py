@@ -102,6 +102,7 @@ class Runtime:
                         heap_mb=rt.apache_heap_mb,
                         extra_conf=list(rt.apache_conf),
                         admin_token=self.settings.pulsar_token(),
+                        functions=rt.apache_functions,
                         progress=progress,
                     )
                     state["broker"] = asdict(broker)

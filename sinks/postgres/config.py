@@ -26,7 +26,7 @@ from msgspec import Meta
 from pulse.errors import ConfigError, PulseError
 from pulse.settings import Settings
 from pulse.symbols import canonical
-from pulse.topics import CHANNELS, NAMESPACES, dead_letter_topic, topic
+from pulse.topics import CHANNELS, NAMESPACES, dead_letter_topic, reading_channels, topic
 from sinks.postgres.mapping import EVENT_TABLES
 from sinks.postgres.schema import COLUMNS, metadata
 
@@ -111,7 +111,7 @@ class SinkConfig(_Strict, kw_only=True):
         out: list[str] = []
         for src in self.sources:
             for sym in src.symbols:
-                for ch in src.channels:
+                for ch in reading_channels(src.namespace, src.channels):
                     t = topic(src.namespace, src.venue, sym, ch, tenant)
                     if t not in out:
                         out.append(t)

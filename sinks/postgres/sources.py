@@ -10,7 +10,7 @@ import msgspec
 from pulse.errors import CodecError
 from pulse.models import Event
 from pulse.settings import Settings
-from pulse.topics import topic
+from pulse.topics import reading_channels, topic
 from sinks.postgres.config import DEFAULT_CHANNELS
 
 _json_dec = msgspec.json.Decoder(Event)
@@ -40,7 +40,8 @@ def topics_for(
     ``symbols`` defaults to ``settings.kraken.symbols``.
     """
     syms = settings.kraken.symbols if symbols is None else symbols
-    return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in channels]
+    chans = reading_channels(namespace, channels)  # historical: the backfills' quote_batch topics too
+    return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in chans]
 
 
 def parse_source(spec: str) -> tuple[str, str, list[str]]:

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pulse.runtime import Endpoints
+from pulse.runtime import Endpoints, resolve_endpoints
 from pulse.settings import Settings
 from tests.integration.test_kraken_pipeline import SimThread, sent, stored_trades
 from tests.procs import process, pulse, pulse_cmd, stop, wait_for
@@ -212,10 +212,22 @@ def test_pulsar_provision_is_idempotent_and_creates_the_jdbc_sink(runtime_settin
         assert first.returncode == 0, first.stderr
         steps = json.loads(first.stdout)
         assert "market-data/historical/dukascopy.EUR-USD.quote" in fake.partitioned
+        assert "market-data/historical/dukascopy.EUR-USD.quote_batch" in fake.partitioned  # the backfill's batches
         sink = fake.sinks["market-data/historical/pulse-historical-jdbc"]
-        assert "persistent://market-data/historical/dukascopy.EUR-USD.quote" in json.dumps(sink)
+        # every historical quote topic (one Quote per message), present and future: not the quote_batch topics
+        assert sink["topicsPattern"] == r"persistent://market-data/historical/.*\.quote" and "inputs" not in sink
         assert sink["configs"]["tableName"] == "pulsar_io_quotes"
-        assert steps[-1]["outcome"] == "created"
+        assert sink["configs"]["jdbcUrl"].endswith("/pulse?stringtype=unspecified")
+        assert sink["configs"]["insertMode"] == "UPSERT" and sink["configs"]["key"] == "venue,symbol,ts_event,seq"
+        sink_step = "sink market-data/historical/pulse-historical-jdbc"
+        assert [st["step"] for st in steps[-2:]] == ["table pulsar_io_quotes", sink_step]
+        assert [st["outcome"] for st in steps[-2:]] == ["created", "created"]
+        with psycopg.connect(resolve_endpoints(s).database_url) as conn:  # the table the connector writes
+            cols = [r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'pulsar_io_quotes' "
+                "ORDER BY ordinal_position").fetchall()]  # fmt: skip
+        assert cols == ["venue", "symbol", "type", "ts_event", "ts_recv", "seq", "bid", "bid_size", "ask", "ask_size",
+                        "tradeable"]  # fmt: skip
         posts = len(fake.calls("POST", "."))
         second = pulse(s, "pulsar", "provision", "--jdbc-table", "pulsar_io_quotes", "--json", env=env)
         assert second.returncode == 0, second.stderr

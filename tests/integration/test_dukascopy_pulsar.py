@@ -38,7 +38,8 @@ pytestmark = pytest.mark.skipif(not DAY.is_dir(), reason=f"shared Dukascopy file
 
 T0 = datetime(2019, 2, 4, 0, tzinfo=UTC)
 T4 = datetime(2019, 2, 4, 4, tzinfo=UTC)
-TOPIC = "persistent://market-data/historical/dukascopy.EUR-USD.quote"
+# QuoteBatch messages travel on their own topic (with their own schema); the quote topic carries single Quotes
+TOPIC = "persistent://market-data/historical/dukascopy.EUR-USD.quote_batch"
 DEADLINE_S = 20.0
 
 

@@ -33,15 +33,20 @@ def _missing_tools() -> list[str]:
     return [t for t in ("java", "mvn") if shutil.which(t) is None]
 
 
-@pytest.fixture(scope="session")
-def apache_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Settings of a running Apache Pulsar standalone + PostgreSQL, with ``pulsar.url``/``admin_url`` set."""
+def require_java_and_maven() -> None:
+    """Skip without Java 17 and Maven, or fail when CI says the tier must run (PULSE_REQUIRE_REAL_PULSAR)."""
     missing = _missing_tools()
     if missing:
         msg = f"real_pulsar tier needs {' and '.join(missing)} (Java 17 + Maven; .ci/run installs them)"
         if os.environ.get("PULSE_REQUIRE_REAL_PULSAR"):
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def apache_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a running Apache Pulsar standalone + PostgreSQL, with ``pulsar.url``/``admin_url`` set."""
+    require_java_and_maven()
     from control_plane.provision import provision_base_sync
 
     home = tmp_path_factory.mktemp("pulse-apache-home")

@@ -88,7 +88,7 @@ def _seqs(batches: list[tuple[QuoteBatch, str]]) -> list[int]:
 def _kill_restart(settings: Settings, tmp_path: Path, tenant: str) -> tuple[int, dict[str, object]]:
     """Backfill, SIGKILL once the first message is on the topic, drop the checkpoint, run again to the end.
     Returns (ticks on the topic right after the kill, the second run's JSON summary)."""
-    topic = f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote"
+    topic = f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote_batch"
     port = free_port()
     env = {
         "PULSE_PULSAR__TENANT": tenant,
@@ -138,13 +138,13 @@ def test_backfill_killed_and_restarted_leaves_each_tick_once_in_the_topic(
     before, summary = _kill_restart(s, tmp_path, tenant)
     # the re-run re-sent everything, the part the killed run had published included …
     assert summary["published"] == TICKS and summary["messages"] == MESSAGES, summary
-    batches = _read_all(s.pulsar.url, f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote")
+    batches = _read_all(s.pulsar.url, f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote_batch")
     seqs = _seqs(batches)
     # … and the topic holds each tick once, in order, every message from the one stable producer name
     assert len(seqs) == TICKS and len(set(seqs)) == TICKS, f"{len(seqs) - len(set(seqs))} duplicate ticks"
     assert seqs == sorted(seqs)
     assert len(batches) == MESSAGES
-    name = f"{producer_prefix(T0, T4)}.dukascopy.EUR-USD.quote"
+    name = f"{producer_prefix(T0, T4)}.dukascopy.EUR-USD.quote_batch"
     assert {p for _, p in batches} == {name}
     assert before > 0
 
@@ -156,6 +156,6 @@ def test_without_deduplication_the_same_crash_duplicates_messages_in_the_topic(
     s = _tenant(apache_settings, tenant, dedup=False)
     before, summary = _kill_restart(s, tmp_path, tenant)
     assert summary["published"] == TICKS, summary
-    seqs = _seqs(_read_all(s.pulsar.url, f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote"))
+    seqs = _seqs(_read_all(s.pulsar.url, f"persistent://{tenant}/historical/dukascopy.EUR-USD.quote_batch"))
     assert len(set(seqs)) == TICKS
     assert len(seqs) == TICKS + before, "without deduplication the killed run's messages stay in the topic twice"

@@ -148,7 +148,7 @@ def test_backfill_batches_have_their_own_channel_topic_and_schema() -> None:
     from pulse.schemas import registered_schema
     from pulse.settings import Settings
     from pulse.topics import CHANNEL_OF_EVENT, reading_channels
-    from sinks.postgres.service import topics_for_sources
+    from sinks.postgres.sources import topics_for_sources
 
     assert CHANNEL_OF_EVENT["quote"] == "quote" and CHANNEL_OF_EVENT["quote_batch"] == "quote_batch"
     # a quote topic's schema describes every message on it: Quotes (and status markers), no batches

@@ -26,7 +26,7 @@ from control_plane.pulsar_admin import AdminError, PulsarAdmin
 from ingesters.dukascopy.bi5 import decode_ticks, seq_base, to_quotes
 from ingesters.dukascopy.instruments import lookup
 from ingesters.dukascopy.service import run_backfill
-from ingesters.simulators.dukascopy import DukascopySimulator
+from ingesters.dukascopy.simulator import DukascopySimulator
 from pulse.bus import Bus, EventPublisher
 from pulse.models import Quote
 from pulse.runtime import Runtime, attach_runtime, resolve_endpoints

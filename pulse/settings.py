@@ -120,7 +120,9 @@ class OandaSettings(_Section):
 
 
 class DukascopySettings(_Section):
-    base_url: str = "https://datafeed.dukascopy.com/datafeed"
+    # api: the JSON data API Dukascopy moved to in July 2026; bi5: the .bi5 datafeed layout (mirrors, archives)
+    feed: Literal["api", "bi5"] = "api"
+    base_url: str = ""  # empty: the feed's own (https://jetta.dukascopy.com/v1 or …/datafeed)
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
     checkpoint_dir: str = ""  # empty: <runtime.home>/checkpoints/dukascopy
 

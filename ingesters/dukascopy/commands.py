@@ -61,7 +61,14 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     type=UTC_TIME,
     help="End hour (UTC, exclusive).",
 )
-@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option(
+    "--feed",
+    type=click.Choice(["api", "bi5"]),
+    help="api: Dukascopy's JSON data API (default, setting dukascopy.feed); bi5: the .bi5 datafeed layout.",
+)
+@click.option(
+    "--base-url", help="Feed root (default dukascopy.base_url, else the feed's own); a local server in tests."
+)
 @click.option(
     "--candles",
     "timeframe",
@@ -77,6 +84,7 @@ def backfill(
     symbol: str,
     start: Any,
     end: Any,
+    feed: str | None,
     base_url: str | None,
     timeframe: str | None,
     side: str | None,
@@ -98,14 +106,17 @@ def backfill(
     progress = not (no_progress or as_json)
     if timeframe:
         summary = run_candle_backfill(
-            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
-        )
+            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, feed=feed,
+            progress=progress,
+        )  # fmt: skip
     else:
-        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress)
+        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, feed=feed, progress=progress)
     if as_json:
         emit_json(summary)
     else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)) and k != "error"))
+    if summary.get("error"):
+        click.echo(f"error: {summary['error']}", err=True)
     sys.exit(0 if summary["ok"] else 1)
 
 

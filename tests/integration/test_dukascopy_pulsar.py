@@ -101,7 +101,7 @@ async def test_backfill_publishes_exactly_once_per_checkpoint_in_time_order(
             began = time.time_ns()
             summary = await asyncio.to_thread(
                 run_backfill, settings_with(checkpoints), endpoints, "EURUSD", T0, T4,
-                base_url=sim.base_url, progress=progress,
+                base_url=sim.base_url, feed="bi5", progress=progress,
             )  # fmt: skip
             return summary, began, time.time_ns()
 

@@ -505,6 +505,7 @@ def _register_consumers() -> None:
 _register_consumers()
 cli.add_command(app_commands.demo)
 cli.add_command(app_commands.status)
+cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
 
 
 def main() -> None:

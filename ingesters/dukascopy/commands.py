@@ -25,7 +25,7 @@ from pulse.clitools import UTC_TIME, check_http_url, emit_json
 @click.option("--latency", type=click.FloatRange(0, 60), default=0.0, help="Seconds added to every answer.")
 @click.pass_obj
 def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
-    """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
+    """Serve a directory of .bi5 files as Dukascopy's datafeed (/datafeed) and its JSON data API (/v1)."""
     import asyncio
 
     from ingesters.dukascopy.simulator import DukascopySimulator, Faults
@@ -35,7 +35,7 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     async def serve() -> None:
         sim = DukascopySimulator(Path(root), host=host, port=port, faults=Faults(latency_s=latency))
         await sim.start()
-        click.echo(f"serving {root} at {sim.base_url}", err=True)
+        click.echo(f"serving {root} at {sim.base_url} (bi5) and {sim.api_url} (JSON data API)", err=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -247,7 +247,7 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         doc = json.loads(ticks.stdout)
         assert doc["ok"] and doc["hours_downloaded"] == 2 and doc["published"] == doc["ticks_published"] > 0
         assert doc["feed"] == "api" and doc["error"] is None
-        doc_ticks = doc["ticks_published"]
+        api_ticks = doc["ticks_published"]
         candles = pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-05T00", "--candles", "1m", env=env)
         assert candles.returncode == 0, candles.stderr[-2000:]
         doc = json.loads(candles.stdout)
@@ -258,9 +258,10 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         bi5 = [*base[:-2], f"http://127.0.0.1:{port}/datafeed", "--feed", "bi5", "--json"]
         env_bi5 = {"PULSE_DUKASCOPY__CHECKPOINT_DIR": str(tmp_path / "ckpt-bi5")}
         other = json.loads(pulse(*bi5, "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env_bi5).stdout)
-        assert other["ok"] and other["feed"] == "bi5" and other["ticks_published"] == doc_ticks
+        assert other["ok"] and other["feed"] == "bi5" and other["ticks_published"] == api_ticks
         # every hour missing (the API asked on the .bi5 root): an error, not `ok: true`
-        wrong = pulse(*bi5[:-3], "--json", "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env_bi5)
+        env_new = {"PULSE_DUKASCOPY__CHECKPOINT_DIR": str(tmp_path / "ckpt-new")}
+        wrong = pulse(*bi5[:-3], "--json", "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env_new)
         assert wrong.returncode == 1, wrong.stdout
         report = json.loads(wrong.stdout)
         assert not report["ok"] and report["hours_not_found"] == 2 and report["feed"] == "api"

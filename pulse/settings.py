@@ -131,7 +131,8 @@ class SinkSettings(_Section):
     # Which streams to store, as NAMESPACE/VENUE=SYMBOL,SYMBOL (pulsar-lite has no pattern subscriptions, so
     # the topic list is explicit). Empty: crypto/kraken with kraken.symbols.
     sources: list[str] = msgspec.field(default_factory=list)
-    namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto"])
+    # registry instruments of these namespaces are stored too: live streams and backfills (historical)
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto", "fx", "historical"])
     subscription: str = "pulse-sink-postgres"
     batch_size: PosInt = 5000
     max_latency_ms: PosInt = 200

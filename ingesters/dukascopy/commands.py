@@ -111,10 +111,22 @@ def backfill(
         )  # fmt: skip
     else:
         summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, feed=feed, progress=progress)
+    # Recorded after the run (a refused request changes nothing): the sink follows registered historical
+    # instruments and subscribes from the earliest message, so it still stores everything just published.
+    hook = getattr(obj, "on_backfilled", None)
+    if not summary["published"]:
+        registry = "unchanged (nothing published)"
+    else:
+        registry = hook(s, "dukascopy", symbol) if hook else "not recorded (no registry hook)"
+    summary["registry"] = registry
     if as_json:
         emit_json(summary)
     else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)) and k != "error"))
+        skip = ("error", "registry")
+        click.echo(
+            " ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)) and k not in skip)
+        )
+        click.echo(f"registry: {registry}", err=True)
     if summary.get("error"):
         click.echo(f"error: {summary['error']}", err=True)
     sys.exit(0 if summary["ok"] else 1)

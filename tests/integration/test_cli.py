@@ -247,6 +247,7 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         doc = json.loads(ticks.stdout)
         assert doc["ok"] and doc["hours_downloaded"] == 2 and doc["published"] == doc["ticks_published"] > 0
         assert doc["feed"] == "api" and doc["error"] is None
+        assert doc["registry"].startswith(("registered dukascopy EUR/USD", "already registered (enabled)"))
         api_ticks = doc["ticks_published"]
         candles = pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-05T00", "--candles", "1m", env=env)
         assert candles.returncode == 0, candles.stderr[-2000:]
@@ -274,7 +275,8 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
     # a sink process stores the two hours; `pulse candles` then matches Dukascopy's own minute file
     sub_env = {"PULSE_SINK__SUBSCRIPTION": f"cli-candles-{tmp_path.name[-12:]}"}
     sink = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--home", home, "sink", "run", "--source", "historical/dukascopy=EUR/USD"],
+        # default settings: the backfill registered EUR/USD, and the sink follows the historical namespace
+        [sys.executable, "-m", "cli", "--home", home, "sink", "run"],
         cwd=REPO,
         env={**os.environ, **sub_env},
         stdout=subprocess.DEVNULL,
@@ -291,12 +293,8 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         "2019-02-04T00:00",
         "--to",
         "2019-02-04T02:00",
-        "--side",
-        "bid",
-        "--venue",
-        "dukascopy",
         "--json",
-    ]
+    ]  # no --side, no --venue: what a user types after a backfill
     try:
         from pulse.status import read_status
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ingesters.simulators.dukascopy import DukascopySimulator, Faults
 from app.lambda_package import build
+from ingesters.dukascopy.simulator import DukascopySimulator, Faults
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared" / "data" / "dukascopy"

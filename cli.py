@@ -531,6 +531,7 @@ _register_consumers()
 cli.add_command(app_commands.demo)
 cli.add_command(app_commands.status)
 cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
+cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
 
 
 def main() -> None:

@@ -532,6 +532,7 @@ cli.add_command(app_commands.demo)
 cli.add_command(app_commands.status)
 cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
 cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
+cli.add_command(__import__("app.coverage", fromlist=["coverage_command"]).coverage_command)
 
 
 def main() -> None:

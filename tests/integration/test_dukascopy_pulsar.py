@@ -181,7 +181,7 @@ async def test_a_corrupt_tick_fails_its_hour_only_and_is_dead_lettered(
     async with DukascopySimulator(root) as sim:
         summary = await asyncio.to_thread(
             run_backfill, settings, endpoints, "EURUSD", T0, datetime(2019, 2, 4, 3, tzinfo=UTC),
-            base_url=sim.base_url, progress=False,
+            base_url=sim.base_url, feed="bi5", progress=False,
         )  # fmt: skip
     assert summary["hours_failed"] == 1 and summary["hours_downloaded"] == 2 and not summary["ok"]
     ((hour, reason),) = summary["failures"]

@@ -9,10 +9,11 @@ backfill…), the gap, stale and resync markers the ingesters published in-band,
 * ``closed`` — no data and the market was closed all hour (the venue's own calendar, ``pulse.venues``), shown as
   closed rather than missing.
 
-The market is judged by the calendars of the venues that have data or markers for the instrument in the range
-(or of ``--venue``) and keep market hours (OANDA's FX week); a venue without market hours (a Dukascopy
-backfill, crypto) says nothing, so with only such venues every empty hour counts as missing. The terminal output is a compact table and a heat
-strip, one character per hour: ``█`` ok, ``▒`` gap, ``·`` closed, ``✗`` missing.
+The market is judged by the calendars of the venues that have data or markers for the instrument in the
+range (or of ``--venue``) and keep market hours (OANDA's FX week); a venue without market hours (a Dukascopy
+backfill, crypto) says nothing, so with only such venues every empty hour counts as missing. The terminal
+output is a compact table and a heat strip, one character per hour: ``█`` ok, ``▒`` gap, ``·`` closed,
+``✗`` missing.
 """
 
 from __future__ import annotations

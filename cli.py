@@ -6,6 +6,7 @@ Every command refuses a bad argument or setting with a message naming it, before
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -16,12 +17,21 @@ from pulse.errors import PulseError
 from pulse.settings import Settings, load_settings
 
 
+def _register_backfilled(settings: Settings, venue: str, symbol: str) -> str:
+    from control_plane.symbols import ensure_registered
+
+    return ensure_registered(settings, venue, symbol)
+
+
 class Ctx:
     def __init__(self, config: str | None, home: str | None) -> None:
         self.config = config
         self.home = home
         self.broker: str | None = None  # `--broker` of the commands that start one (up, demo, bench)
         self._settings: Settings | None = None
+        # after a backfill published data: record the instrument so the sink stores it (wired here: the venue's
+        # command must not import the control plane)
+        self.on_backfilled: Callable[[Settings, str, str], str] = _register_backfilled
 
     @property
     def settings(self) -> Settings:
@@ -209,7 +219,12 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 # -- demo, bench, status, config -------------------------------------------------------------------------
 @cli.command()
 @click.argument("symbol")
-@click.option("--interval", type=click.Choice(["1s", "1m", "5m", "1h", "1d"]), default="1m", show_default=True)
+@click.option(
+    "--interval",
+    type=click.Choice(["1s", "1m", "5m", "15m", "1h", "4h", "12h", "1d", "1w"]),
+    default="1m",
+    show_default=True,
+)
 @click.option(
     "--from",
     "start",
@@ -227,7 +242,7 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 @click.option(
     "--side", type=click.Choice(["bid", "ask", "mid"]), help="Quote side (FX); default: trades if any, else bid."
 )
-@click.option("--venue", help="Venue, when several have data for the symbol.")
+@click.option("--venue", help="One source only (default: history and the live stream stitched at an hour boundary).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def candles(
@@ -238,7 +253,7 @@ def candles(
 
     from pulse.runtime import resolve_endpoints
     from pulse.symbols import canonical
-    from sinks.postgres.candles import CandleError
+    from sinks.postgres.candles import CandleError, seam_of
     from sinks.postgres.candles import candles as query
     from sinks.postgres.mode import detect_mode
 
@@ -252,17 +267,27 @@ def candles(
         kwargs = {"mode": mode} if mode.timescaledb and row and row[0] is not None else {}
         try:
             rows = query(conn, sym, interval=interval, start=start, end=end, side=side, venue=venue, **kwargs)
+            seam = None if venue else seam_of(conn, sym, start=start, end=end, side=side)
         except CandleError as exc:
             fail(str(exc))
+    if not rows:  # say so (and exit 1): a backfill not stored yet looks like this
+        click.echo(
+            f"no {sym} candles in [{start:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M}) UTC"
+            f"{f' from {venue}' if venue else ''}: nothing stored for it (is a sink running? `pulse status` shows it)",
+            err=True,
+        )
     if as_json:
         emit_json([r.as_dict() for r in rows])
-        return
+        sys.exit(0 if rows else 1)
     click.echo(f"# {sym} {interval} {side or ''} ({'timescaledb aggregates' if kwargs else 'SQL on the tables'})")
+    if seam is not None:
+        click.echo(f"# stitched: {seam.before} before {seam.at:%Y-%m-%dT%H:%MZ}, {seam.after} from then on")
     for r in rows:
         vol = r.volume if r.volume is not None else "-"
         click.echo(
             f"{r.bucket:%Y-%m-%dT%H:%M:%SZ}  O {r.open}  H {r.high}  L {r.low}  C {r.close}  V {vol}  n {r.ticks}"
         )
+    sys.exit(0 if rows else 1)
 
 
 @cli.command()
@@ -503,6 +528,9 @@ def _register_consumers() -> None:
 _register_consumers()
 cli.add_command(app_commands.demo)
 cli.add_command(app_commands.status)
+cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
+cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
+cli.add_command(__import__("app.coverage", fromlist=["coverage_command"]).coverage_command)
 
 
 def main() -> None:

@@ -201,6 +201,8 @@ def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink
         services.append(entry)
         state = "running" if alive else ("stopped" if stopped else "DEAD")
         check(alive or stopped, f"{doc['name']} {state} pid {doc['pid']}")
+        for problem in doc.get("problems") or []:  # what a service itself reports as unhealthy (the monitor)
+            check(not alive, f"  {doc['name']}: {problem}")
         if "last_event_ns" in doc:
             sinks.append(entry)
         if not (alive and venue):

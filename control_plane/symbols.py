@@ -185,3 +185,26 @@ def provision_via_admin(settings: Settings, inst: Instrument) -> list[Step]:
             return steps
 
     return [{"step": "admin", "result": str(r)} for r in asyncio.run(go())]
+
+
+def ensure_registered(settings: Settings, venue_name: str, text: str) -> str:
+    """Record ``text`` of ``venue_name`` in the registry unless it is there (a backfill calls this, so the sink,
+    which follows the ``historical`` namespace by default, stores what it publishes). An instrument already
+    recorded is left as it is (a disabled one stays disabled). Never raises: without a reachable database the
+    answer says why nothing was recorded."""
+    from pulse.errors import PulseError
+
+    try:
+        v, inst = plan_instrument(venue_name, text)
+        with open_symbol_ops(settings) as ops:
+            row = ops.registry.get(v.name, inst.symbol)
+            if row is not None:
+                return f"already registered ({'enabled' if row.enabled else 'disabled: the sink skips it'})"
+            ops.add(venue_name, text)
+            return f"registered {v.name} {inst.symbol} ({v.namespace}): the sink stores it"
+    except (PulseError, OSError) as exc:
+        log.warning("backfilled instrument not recorded in the registry", venue=venue_name, symbol=text, error=str(exc))
+        return f"not registered ({exc}); run `pulse symbols add {venue_name} {text}` so the sink stores it"
+    except Exception as exc:  # the database answered something unexpected: the backfill itself goes on
+        log.warning("backfilled instrument not recorded in the registry", venue=venue_name, error=str(exc))
+        return f"not registered ({type(exc).__name__}); run `pulse symbols add {venue_name} {text}`"

@@ -123,7 +123,9 @@ class OandaSettings(_Section):
 
 
 class DukascopySettings(_Section):
-    base_url: str = "https://datafeed.dukascopy.com/datafeed"
+    # api: the JSON data API Dukascopy moved to in July 2026; bi5: the .bi5 datafeed layout (mirrors, archives)
+    feed: Literal["api", "bi5"] = "api"
+    base_url: str = ""  # empty: the feed's own (https://jetta.dukascopy.com/v1 or …/datafeed)
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
     checkpoint_dir: str = ""  # empty: <runtime.home>/checkpoints/dukascopy
 
@@ -132,7 +134,8 @@ class SinkSettings(_Section):
     # Which streams to store, as NAMESPACE/VENUE=SYMBOL,SYMBOL (pulsar-lite has no pattern subscriptions, so
     # the topic list is explicit). Empty: crypto/kraken with kraken.symbols.
     sources: list[str] = msgspec.field(default_factory=list)
-    namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto"])
+    # registry instruments of these namespaces are stored too: live streams and backfills (historical)
+    namespaces: list[str] = msgspec.field(default_factory=lambda: ["crypto", "fx", "historical"])
     subscription: str = "pulse-sink-postgres"
     batch_size: PosInt = 5000
     max_latency_ms: PosInt = 200
@@ -180,6 +183,20 @@ class AlertingSettings(_Section):
     subscription_type: Literal["auto", "key_shared", "shared"] = "auto"
 
 
+class MonitorSettings(_Section):
+    # `pulse monitor`: where the availability Lambda is (one of the three), what to keep complete, how often
+    lambda_function: str = ""  # boto3 invoke; credentials from the standard AWS chain
+    lambda_region: str = ""  # "" = the AWS chain's (AWS_REGION, ~/.aws/config)
+    function_url: str = ""  # https://<id>.lambda-url.<region>.on.aws/ (SigV4-signed, AuthType AWS_IAM)
+    local_handler: str = ""  # path of lambda/availability/handler.py, run in process (development, tests)
+    instruments: list[str] = msgspec.field(default_factory=lambda: ["EUR/USD"])
+    interval_s: Annotated[float, Meta(ge=1, le=86_400)] = 900.0
+    first_hours: Annotated[int, Meta(ge=1, le=24 * 366)] = 24  # a new instrument starts this far back
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 4  # per check: Lambda errors, throttling, timeouts
+    backoff_max_s: Annotated[float, Meta(ge=0, le=600)] = 30.0
+    failing_after: Annotated[int, Meta(ge=1, le=1000)] = 3  # consecutive failed checks → unhealthy in `pulse status`
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "text"
@@ -195,6 +212,7 @@ class Settings(_Section):
     sink: SinkSettings = msgspec.field(default_factory=SinkSettings)
     matching: MatchingSettings = msgspec.field(default_factory=MatchingSettings)
     alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
+    monitor: MonitorSettings = msgspec.field(default_factory=MonitorSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     # -- derived -------------------------------------------------------------------------------------

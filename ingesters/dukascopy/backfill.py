@@ -21,6 +21,12 @@ Guarantees:
   yet, so it is asked again on the next run (cheap: a weekend is skipped without any request).
 * **Failures** (retries exhausted, other 4xx, corrupt file) are counted and listed in the report and the
   run continues (a gap; re-run to fill it), unless ``fail_fast``, which re-raises the first one.
+* **Nothing found is a failure.** When hours were asked for and not one had ticks (all 404, or all empty
+  although the market was open), the report is not ``ok`` and its ``error`` says so: that is what a wrong
+  ``--base-url``, the wrong ``--feed`` or a feed that changed its layout look like.
+* **Both feeds** (see :mod:`.feeds`): ``feed="api"`` (the JSON data API, default) or ``"bi5"``. With the API,
+  the hour still running (by ``clock``) is asked for with ``?from=<hour start>``; its ticks are published
+  (same ``seq`` as when the whole hour is fetched later) but the hour is not checkpointed (``hours_partial``).
 """
 
 from __future__ import annotations
@@ -36,17 +42,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ingesters.dukascopy.bi5 import Bi5Error, decode_ticks, seq_base, to_quote_ticks, to_quotes
+from ingesters.dukascopy.bi5 import seq_base, to_quote_ticks, to_quotes
 from ingesters.dukascopy.downloader import (
-    DATAFEED_URL,
     DukascopyDownloader,
     HourFetch,
     RetryPolicy,
     fetch_ahead,
     hours_between,
 )
+from ingesters.dukascopy.feeds import Feed, get_feed
 from ingesters.dukascopy.instruments import Instrument, lookup
-from pulse.errors import ConfigError
+from pulse.errors import CodecError, ConfigError
 from pulse.models import Quote, QuoteTick
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,8 @@ class BackfillReport:
     hours_requested: int = 0  # hours in [start, end)
     hours_downloaded: int = 0  # fetched, had ticks, published, checkpointed
     hours_empty: int = 0  # 404, 0 bytes or no records (not checkpointed)
+    hours_not_found: int = 0  # of those, 404s
+    hours_partial: int = 0  # the hour still running (data API): published, not checkpointed
     hours_closed: int = 0  # wholly inside the weekly close: not requested
     hours_skipped: int = 0  # already in the checkpoint
     hours_failed: int = 0
@@ -132,10 +140,34 @@ class BackfillReport:
     retries: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (hour ISO, reason)
     elapsed_s: float = 0.0
+    feed: str = "api"
+    base_url: str = ""
+
+    @property
+    def nothing_found(self) -> bool:
+        """Hours were asked for and not one had ticks: all 404, or all empty while the market was open
+        (hours wholly inside the weekly close are never asked for)."""
+        asked = self.hours_requested - self.hours_skipped - self.hours_closed - self.hours_failed
+        return asked > 0 and self.hours_downloaded == 0 and self.hours_partial == 0
+
+    @property
+    def error(self) -> str | None:
+        """Why the run is not ``ok``, in one sentence; None when it is."""
+        if self.nothing_found:
+            return (
+                f"no tick data: every one of the {self.hours_empty} {self.code} hour(s) asked for was missing "
+                f"({self.hours_not_found} answered 404 Not Found, {self.hours_empty - self.hours_not_found} "
+                f"empty although the market was open) at {self.base_url} ({self.feed} feed). Check --base-url "
+                "and --feed (api: the JSON data API; bi5: the .bi5 datafeed layout); a holiday or an hour not "
+                "published yet looks the same, so re-run later if that is expected"
+            )
+        if self.hours_failed:
+            return f"{self.hours_failed} hour(s) failed (see failures); re-run to fill them"
+        return None
 
     @property
     def ok(self) -> bool:
-        return self.hours_failed == 0
+        return self.hours_failed == 0 and not self.nothing_found
 
 
 def _as_utc(t: datetime, name: str) -> datetime:
@@ -156,7 +188,8 @@ async def backfill(
     start: datetime,
     end: datetime,
     *,
-    base_url: str = DATAFEED_URL,
+    base_url: str | None = None,
+    feed: str = "api",
     publish: Publish | None = None,
     checkpoint: CheckpointStore,
     publish_ticks: PublishTicks | None = None,
@@ -177,17 +210,20 @@ async def backfill(
     once as :class:`~pulse.models.QuoteTick`\\ s (the same values; no Quote built per tick). ``flush()`` is
     awaited after each hour, before the checkpoint. ``clock`` gives ``ts_recv`` (ns).
     ``progress(hours_done, hours_total)`` is called after every hour. A file that does not decode
-    (:class:`~ingesters.dukascopy.bi5.Bi5Error`) fails its hour and goes to ``dead_letter(url, data, error)``.
+    (:class:`~pulse.errors.CodecError`: a bad ``.bi5`` or a malformed API answer) fails its hour and goes to
+    ``dead_letter(url, data, error)``. ``feed``: ``api`` (``base_url`` default :data:`.jsonapi.API_URL`) or
+    ``bi5`` (default the datafeed).
     """
     if (publish is None) == (publish_ticks is None):
         raise ValueError("give exactly one of publish and publish_ticks")
     began = time.monotonic()
+    source = get_feed(feed)
     instrument = lookup(symbol)
     start, end = _as_utc(start, "start"), _as_utc(end, "end")
     if start >= end:
         raise ConfigError(f"empty range: start {start.isoformat()} is not before end {end.isoformat()}")
     hours = hours_between(start, end)
-    report = BackfillReport(instrument.symbol, instrument.code, hours_requested=len(hours))
+    report = BackfillReport(instrument.symbol, instrument.code, hours_requested=len(hours), feed=source.name)
     done = checkpoint.done_hours(instrument.code, start, end)
     todo = [h for h in hours if h not in done]
     report.hours_skipped = len(hours) - len(todo)
@@ -202,10 +238,19 @@ async def backfill(
     if progress is not None and finished:
         progress(finished, len(hours))
 
-    async with DukascopyDownloader(base_url, concurrency=concurrency, retry=retry) as downloader:
-        hours_ahead = fetch_ahead(
-            todo, lambda hour: downloader.fetch_hour(instrument, hour, skip_closed=skip_closed), 2 * concurrency
-        )
+    now_ns = clock()
+
+    def is_open(hour: datetime) -> bool:  # the hour still running: the data API has its own URL for it
+        return source.name == "api" and 0 <= now_ns - int(hour.timestamp()) * _NS_PER_S < 3_600 * _NS_PER_S
+
+    async with DukascopyDownloader(base_url or source.default_url, concurrency=concurrency, retry=retry) as downloader:
+        report.base_url = downloader.base_url
+
+        def fetch(hour: datetime) -> Awaitable[HourFetch]:
+            url = source.tick_url(downloader.base_url, instrument, hour, open_period=is_open(hour))
+            return downloader.fetch_hour(instrument, hour, skip_closed=skip_closed, url=url)
+
+        hours_ahead = fetch_ahead(todo, fetch, 2 * concurrency)
         try:
             async with contextlib.aclosing(hours_ahead) as results:
                 async for hour, fetched, error in results:
@@ -213,8 +258,8 @@ async def backfill(
                         _fail(report, hour, error, fail_fast)
                     if fetched is not None:
                         await _publish_hour(
-                            instrument, fetched, report, publish or publish_ticks, flush, checkpoint, clock, fail_fast,
-                            per_tick=publish is not None, dead_letter=dead_letter,
+                            instrument, source, fetched, report, publish or publish_ticks, flush, checkpoint, clock,
+                            fail_fast, per_tick=publish is not None, open_period=is_open(hour), dead_letter=dead_letter,
                         )  # fmt: skip
                     tick_progress()
         finally:
@@ -224,11 +269,14 @@ async def backfill(
 
     log.info(
         "dukascopy backfill %s %s..%s: %d hours (%d published, %d empty, %d closed, %d skipped, %d failed), "
-        "%d ticks, %d bytes, %d requests, %d retries, %.1f s",
+        "%d ticks, %d bytes, %d requests, %d retries, %.1f s (%s feed)",
         instrument.code, start.isoformat(), end.isoformat(), report.hours_requested, report.hours_downloaded,
         report.hours_empty, report.hours_closed, report.hours_skipped, report.hours_failed,
         report.ticks_published, report.bytes_downloaded, report.requests, report.retries, report.elapsed_s,
+        source.name,
     )  # fmt: skip
+    if report.nothing_found:
+        log.error("dukascopy backfill %s: %s", instrument.code, report.error)
     return report
 
 
@@ -242,6 +290,7 @@ def _fail(report: BackfillReport, hour: datetime, exc: Exception, fail_fast: boo
 
 async def _publish_hour(
     instrument: Instrument,
+    source: Feed,
     fetched: HourFetch,
     report: BackfillReport,
     publish: Any,
@@ -251,6 +300,7 @@ async def _publish_hour(
     fail_fast: bool,
     *,
     per_tick: bool = True,
+    open_period: bool = False,
     dead_letter: DeadLetter | None = None,
 ) -> None:
     if fetched.status == "closed":
@@ -258,14 +308,14 @@ async def _publish_hour(
         return
     if fetched.status != "ok":
         report.hours_empty += 1
+        report.hours_not_found += fetched.status == "missing"
         return
     hour_ns = int(fetched.hour.timestamp()) * _NS_PER_S
     try:
-        records = decode_ticks(
-            fetched.data, hour_start_ns=hour_ns, divisor=instrument.divisor, symbol=instrument.code,
-            source=fetched.url,
-        )  # fmt: skip
-    except Bi5Error as exc:
+        records = source.decode_ticks(
+            fetched.data, hour_start_ns=hour_ns, instrument=instrument, source=fetched.url, open_period=open_period
+        )
+    except CodecError as exc:
         if dead_letter is not None:
             dead_letter(fetched.url, fetched.data, str(exc))
         _fail(report, fetched.hour, exc, fail_fast)
@@ -287,7 +337,10 @@ async def _publish_hour(
         await _maybe_await(publish(instrument.symbol, clock(), ticks))
     if flush is not None:
         await _maybe_await(flush())
-    checkpoint.mark_done(instrument.code, fetched.hour, ticks=len(records), nbytes=len(fetched.data))
-    report.hours_downloaded += 1
     report.ticks_published += len(records)
     report.bytes_downloaded += len(fetched.data)
+    if open_period:  # the hour is still running: ask again next time
+        report.hours_partial += 1
+        return
+    checkpoint.mark_done(instrument.code, fetched.hour, ticks=len(records), nbytes=len(fetched.data))
+    report.hours_downloaded += 1

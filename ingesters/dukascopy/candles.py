@@ -10,6 +10,11 @@ Files (month zero-based in the URL, see :func:`.downloader.candle_url`)::
     1h  {CODE}/{YYYY}/{MM-1}/{BID|ASK}_candles_hour_1.bi5       one UTC month, 24 per day
     1d  {CODE}/{YYYY}/{BID|ASK}_candles_day_1.bi5               one UTC year,  365/366 records
 
+or, with the JSON data API (``feed="api"``, the default; see :mod:`.jsonapi`), ``candles/minute|hour|day/
+{BASE-QUOTE}/{BID|ASK}/{Y}[/{M}[/{D}]]`` for the same periods and ``…?from=<period start ms>`` for the period
+still running. The API sends no closed-market placeholders, so the same candles are published either way
+(tested on Dukascopy's answers in both forms).
+
 What we found in real files (EUR/USD minute candles of 2019-02-04/05, hour candles of January and February
 2019, day candles of 2018 and 2019, from dukascopy-node's test data) and how each fact is handled:
 
@@ -60,17 +65,17 @@ from decimal import Decimal
 from typing import Literal
 
 from ingesters.dukascopy.backfill import CheckpointStore
-from ingesters.dukascopy.bi5 import VENUE, Bi5Error, CandleRecord, decode_candles
+from ingesters.dukascopy.bi5 import VENUE, CandleRecord
 from ingesters.dukascopy.downloader import (
-    DATAFEED_URL,
     DukascopyDownloader,
     RetryPolicy,
-    candle_url,
     fetch_ahead,
     hours_between,
+    normalise_base_url,
 )
+from ingesters.dukascopy.feeds import Feed, get_feed
 from ingesters.dukascopy.instruments import Instrument, lookup
-from pulse.errors import ConfigError
+from pulse.errors import CodecError, ConfigError
 from pulse.models import Candle
 from pulse.symbols import canonical
 
@@ -237,6 +242,7 @@ class CandleReport:
     files_downloaded: int = 0  # fetched, decoded and published
     files_incomplete: int = 0  # of those, period not over yet: published but not checkpointed
     files_empty: int = 0  # 404 or 0 bytes (not checkpointed)
+    files_not_found: int = 0  # of those, 404s
     files_closed: int = 0  # window wholly inside the weekly close: not requested
     files_skipped: int = 0  # already in the checkpoint
     files_failed: int = 0
@@ -247,10 +253,32 @@ class CandleReport:
     retries: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (period ISO, reason)
     elapsed_s: float = 0.0
+    feed: str = "api"
+    base_url: str = ""
+
+    @property
+    def nothing_found(self) -> bool:
+        """Files were asked for and every one was missing or empty: a wrong URL or feed, not a success."""
+        asked = self.files_requested - self.files_skipped - self.files_closed - self.files_failed
+        return asked > 0 and self.files_downloaded == 0
+
+    @property
+    def error(self) -> str | None:
+        """Why the run is not ``ok``, in one sentence; None when it is."""
+        if self.nothing_found:
+            return (
+                f"no candle data: every one of the {self.files_empty} {self.code} {self.timeframe} file(s) asked "
+                f"for was missing ({self.files_not_found} answered 404 Not Found, "
+                f"{self.files_empty - self.files_not_found} empty) at {self.base_url} ({self.feed} feed). Check "
+                "--base-url and --feed (api: the JSON data API; bi5: the .bi5 datafeed layout)"
+            )
+        if self.files_failed:
+            return f"{self.files_failed} file(s) failed (see failures); re-run to fill them"
+        return None
 
     @property
     def ok(self) -> bool:
-        return self.files_failed == 0
+        return self.files_failed == 0 and not self.nothing_found
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +289,7 @@ class _File:
     hi: datetime
     url: str
     key: str  # checkpoint code
+    running: bool = False  # the period is not over: asked for with the data API's ?from= URL
 
 
 async def _maybe_await(result: Awaitable[None] | None) -> None:
@@ -275,7 +304,8 @@ async def backfill_candles(
     *,
     timeframe: Timeframe,
     side: CandleSide,
-    base_url: str = DATAFEED_URL,
+    base_url: str | None = None,
+    feed: str = "api",
     publish: Publish,
     flush: Flush | None = None,
     checkpoint: CheckpointStore,
@@ -294,23 +324,31 @@ async def backfill_candles(
     and "now" for the not-over-yet rule. ``progress(files_done, files_total)`` is called after every file.
     """
     began = time.monotonic()
+    source = get_feed(feed)
     instrument, start, end = check_request(symbol, start, end, timeframe, side)
     step = interval_s(timeframe)
     base = checkpoint_key(instrument.code, timeframe, side)
+    root = normalise_base_url(base_url or source.default_url)
+    now_ns = clock()
     files: list[_File] = []
     for p_start, p_end in candle_periods(start, end, timeframe):
         lo, hi = max(start, p_start), min(end, p_end)
         whole = (lo, hi) == (p_start, p_end)
-        url = candle_url(base_url, instrument.code, p_start, timeframe=_TIMEFRAMES[timeframe][1], side=_SIDES[side])
-        files.append(_File(p_start, p_end, lo, hi, url, base if whole else _window_key(base, lo, hi)))
-    report = CandleReport(instrument.symbol, instrument.code, timeframe, side, files_requested=len(files))
+        running = source.name == "api" and p_start.timestamp() * _NS_PER_S <= now_ns < p_end.timestamp() * _NS_PER_S
+        url = source.candle_url(root, instrument, p_start, step_s=step, side=_SIDES[side], open_period=running)
+        key = base if whole else _window_key(base, lo, hi)
+        files.append(_File(p_start, p_end, lo, hi, url, key, running))
+    report = CandleReport(
+        instrument.symbol, instrument.code, timeframe, side, files_requested=len(files), feed=source.name,
+        base_url=root,
+    )  # fmt: skip
     todo = [f for f in files if not (checkpoint.is_done(base, f.start) or checkpoint.is_done(f.key, f.start))]
     report.files_skipped = len(files) - len(todo)
     finished = report.files_skipped
     if progress is not None and finished:
         progress(finished, len(files))
 
-    async with DukascopyDownloader(base_url, concurrency=concurrency, retry=retry) as downloader:
+    async with DukascopyDownloader(root, concurrency=concurrency, retry=retry) as downloader:
         files_ahead = fetch_ahead(
             todo, lambda f: _fetch(downloader, f.url, skip_closed and _closed(instrument, f)), 2 * concurrency
         )
@@ -321,7 +359,18 @@ async def backfill_candles(
                         _fail(report, f, error, fail_fast)
                     if got is not None:
                         await _publish_file(
-                            instrument, f, step, side, got, report, publish, flush, checkpoint, clock, fail_fast
+                            instrument,
+                            source,
+                            f,
+                            step,
+                            side,
+                            got,
+                            report,
+                            publish,
+                            flush,
+                            checkpoint,
+                            clock,
+                            fail_fast,
                         )
                     finished += 1
                     if progress is not None:
@@ -377,6 +426,7 @@ def _fail(report: CandleReport, f: _File, exc: Exception, fail_fast: bool) -> No
 
 async def _publish_file(
     instrument: Instrument,
+    source: Feed,
     f: _File,
     step: int,
     side: CandleSide,
@@ -394,15 +444,19 @@ async def _publish_file(
         return
     if status != "ok":
         report.files_empty += 1
+        report.files_not_found += status == "missing"
         return
     start_ns = int(f.start.timestamp()) * _NS_PER_S
     try:
-        records = decode_candles(
-            data, period_start_ns=start_ns, divisor=instrument.divisor, symbol=instrument.code, source=f.url
+        records = source.decode_candles(
+            data, period_start_ns=start_ns, step_s=step, instrument=instrument, source=f.url, open_period=f.running
         )
         _check_grid(records, f, step)
-    except Bi5Error as exc:
+    except CodecError as exc:
         _fail(report, f, exc, fail_fast)
+        return
+    if not records:  # the data API's answer for a period without candles (the .bi5 file would be absent)
+        report.files_empty += 1
         return
     now_ns = clock()
     lo_ns, hi_ns = int(f.lo.timestamp()) * _NS_PER_S, int(f.hi.timestamp()) * _NS_PER_S
@@ -435,5 +489,5 @@ def _check_grid(records: list[CandleRecord], f: _File, step: int) -> None:
     previous = -1
     for i, r in enumerate(records):
         if r.offset_s % step or r.offset_s >= length or r.offset_s <= previous:
-            raise Bi5Error(f.url, f"record {i}: offset {r.offset_s} s is not a new {step} s slot of the period")
+            raise CodecError(f"{f.url}: record {i}: offset {r.offset_s} s is not a new {step} s slot of the period")
         previous = r.offset_s

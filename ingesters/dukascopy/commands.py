@@ -25,7 +25,7 @@ from pulse.clitools import UTC_TIME, check_http_url, emit_json
 @click.option("--latency", type=click.FloatRange(0, 60), default=0.0, help="Seconds added to every answer.")
 @click.pass_obj
 def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
-    """Serve a directory of .bi5 files with Dukascopy's datafeed URL layout."""
+    """Serve a directory of .bi5 files as Dukascopy's datafeed (/datafeed) and its JSON data API (/v1)."""
     import asyncio
 
     from ingesters.dukascopy.simulator import DukascopySimulator, Faults
@@ -35,7 +35,7 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     async def serve() -> None:
         sim = DukascopySimulator(Path(root), host=host, port=port, faults=Faults(latency_s=latency))
         await sim.start()
-        click.echo(f"serving {root} at {sim.base_url}", err=True)
+        click.echo(f"serving {root} at {sim.base_url} (bi5) and {sim.api_url} (JSON data API)", err=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -61,7 +61,14 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     type=UTC_TIME,
     help="End hour (UTC, exclusive).",
 )
-@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option(
+    "--feed",
+    type=click.Choice(["api", "bi5"]),
+    help="api: Dukascopy's JSON data API (default, setting dukascopy.feed); bi5: the .bi5 datafeed layout.",
+)
+@click.option(
+    "--base-url", help="Feed root (default dukascopy.base_url, else the feed's own); a local server in tests."
+)
 @click.option(
     "--candles",
     "timeframe",
@@ -79,6 +86,7 @@ def backfill(
     symbol: str,
     start: Any,
     end: Any,
+    feed: str | None,
     base_url: str | None,
     timeframe: str | None,
     side: str | None,
@@ -103,15 +111,30 @@ def backfill(
     progress = not (no_progress or as_json)
     if timeframe:
         summary = run_candle_backfill(
-            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, progress=progress
-        )
+            s, ep, symbol, start, end, timeframe=timeframe, side=side or "bid", base_url=base_url, feed=feed,
+            progress=progress,
+        )  # fmt: skip
     else:
-        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, progress=progress,
+        summary = run_backfill(s, ep, symbol, start, end, base_url=base_url, feed=feed, progress=progress,
                                **({"batch_ticks": 1} if per_tick else {}))  # fmt: skip
+    # Recorded after the run (a refused request changes nothing): the sink follows registered historical
+    # instruments and subscribes from the earliest message, so it still stores everything just published.
+    hook = getattr(obj, "on_backfilled", None)
+    if not summary["published"]:
+        registry = "unchanged (nothing published)"
+    else:
+        registry = hook(s, "dukascopy", symbol) if hook else "not recorded (no registry hook)"
+    summary["registry"] = registry
     if as_json:
         emit_json(summary)
     else:
-        click.echo(" ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict))))
+        skip = ("error", "registry")
+        click.echo(
+            " ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)) and k not in skip)
+        )
+        click.echo(f"registry: {registry}", err=True)
+    if summary.get("error"):
+        click.echo(f"error: {summary['error']}", err=True)
     sys.exit(0 if summary["ok"] else 1)
 
 

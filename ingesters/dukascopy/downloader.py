@@ -214,10 +214,13 @@ class DukascopyDownloader:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def fetch_hour(self, instrument: Instrument, hour_start: datetime, *, skip_closed: bool = True) -> HourFetch:
-        """Fetch one hour of ticks. Raises :class:`DownloadError` when the file cannot be had."""
+    async def fetch_hour(
+        self, instrument: Instrument, hour_start: datetime, *, skip_closed: bool = True, url: str | None = None
+    ) -> HourFetch:
+        """Fetch one hour of ticks (from ``url``, default: its ``.bi5`` path below the base URL). Raises
+        :class:`DownloadError` when the file cannot be had."""
         hour = _utc_hour(hour_start)
-        url = f"{self.base_url}/{datafeed_path(instrument.code, hour)}"
+        url = url or f"{self.base_url}/{datafeed_path(instrument.code, hour)}"
         if skip_closed and instrument.certainly_closed(hour):
             return HourFetch(hour, url, "closed", b"", 0)
         requests = 0

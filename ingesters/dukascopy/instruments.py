@@ -85,6 +85,13 @@ class Instrument:
     description: str
     volume_multiplier: int | None = None
     weekly_close: WeeklyClose | None = None
+    #: the JSON data API's name for it (``EUR-USD``, ``USA500.IDX-USD``); empty: the symbol with ``-`` for ``/``
+    api_name: str = ""
+
+    @property
+    def api_code(self) -> str:
+        """The instrument's path segment in the JSON data API (see :mod:`.jsonapi`)."""
+        return self.api_name or self.symbol.replace("/", "-")
 
     def __post_init__(self) -> None:
         if self.divisor < 1 or 10 ** (len(str(self.divisor)) - 1) != self.divisor:
@@ -151,10 +158,13 @@ _TABLE: tuple[Instrument, ...] = (
     Instrument("XAUUSD", "XAU/USD", 1_000, "Spot gold", None, _METAL_CLOSE),
     Instrument("XAGUSD", "XAG/USD", 1_000, "Spot silver", None, _METAL_CLOSE),
     # Index CFDs: pipValue 0.01. Dukascopy names them USA500.IDX/USD etc.; Pulse symbols allow no dot.
-    Instrument("USA500IDXUSD", "USA500IDX/USD", 1_000, "USA 500 Index", None, _US_INDEX_CLOSE),
-    Instrument("USATECHIDXUSD", "USATECHIDX/USD", 1_000, "USA 100 Technical Index", None, _US_INDEX_CLOSE),
-    Instrument("USA30IDXUSD", "USA30IDX/USD", 1_000, "USA 30 Index", None, _US_INDEX_CLOSE),
-    Instrument("DEUIDXEUR", "DEUIDX/EUR", 1_000, "Germany 40 Index", None, _DE_INDEX_CLOSE),
+    # The data API keeps Dukascopy's dotted names (dukascopy-node's instrument metadata, field `code`).
+    Instrument("USA500IDXUSD", "USA500IDX/USD", 1_000, "USA 500 Index", None, _US_INDEX_CLOSE, "USA500.IDX-USD"),
+    Instrument(
+        "USATECHIDXUSD", "USATECHIDX/USD", 1_000, "USA 100 Technical Index", None, _US_INDEX_CLOSE, "USATECH.IDX-USD"
+    ),
+    Instrument("USA30IDXUSD", "USA30IDX/USD", 1_000, "USA 30 Index", None, _US_INDEX_CLOSE, "USA30.IDX-USD"),
+    Instrument("DEUIDXEUR", "DEUIDX/EUR", 1_000, "Germany 40 Index", None, _DE_INDEX_CLOSE, "DEU.IDX-EUR"),
     # Crypto: pipValue 1; trades through the weekend.
     Instrument("BTCUSD", "BTC/USD", 10, "Bitcoin vs US Dollar"),
     Instrument("ETHUSD", "ETH/USD", 10, "Ether vs US Dollar"),

@@ -32,7 +32,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ingesters.dukascopy.backfill import CheckpointStore, backfill
 from ingesters.dukascopy.bi5 import VENUE
 from ingesters.dukascopy.candles import CandleSide, Timeframe, backfill_candles, candle_periods, check_request
-from ingesters.dukascopy.downloader import DATAFEED_URL, hours_between
+from ingesters.dukascopy.downloader import hours_between, normalise_base_url
+from ingesters.dukascopy.feeds import get_feed
 from ingesters.dukascopy.instruments import lookup
 from pulse.bus import Bus, EventPublisher
 from pulse.errors import BusError, ConfigError
@@ -69,6 +70,7 @@ def run_backfill(
     end: datetime,
     *,
     base_url: str | None = None,
+    feed: str | None = None,
     progress: bool = True,
     batch_ticks: int = BATCH_TICKS,
 ) -> dict[str, Any]:
@@ -82,7 +84,8 @@ def run_backfill(
     (:class:`~pulse.errors.ConfigError`) before connecting to anything. Raises :class:`~pulse.errors.BusError`
     when the broker fails an event; the hour in progress is then not checkpointed. Returns the
     :class:`~ingesters.dukascopy.backfill.BackfillReport` fields plus ``ok``, ``published`` (events the broker
-    acknowledged), ``messages`` (broker messages they took), ``topic`` and ``checkpoint_dir``.
+    acknowledged), ``messages`` (broker messages they took), ``topic``, ``checkpoint_dir`` and ``error`` (why
+    it is not ``ok``: failed hours, or no hour had data at all — a wrong ``--base-url`` or ``--feed``).
     """
     if batch_ticks < 1:
         raise ConfigError(f"batch_ticks must be >= 1, got {batch_ticks}")
@@ -90,7 +93,7 @@ def run_backfill(
     start, end = _on_the_hour(start, "--from"), _on_the_hour(end, "--to")
     if start >= end:
         raise ConfigError(f"empty range: --from {start.isoformat()} is not before --to {end.isoformat()}")
-    url = base_url or settings.dukascopy.base_url or DATAFEED_URL
+    source, url = _feed_and_url(settings, feed, base_url)
     directory = checkpoint_dir(settings)
     # QuoteBatch messages have their own topic (and schema); one Quote per message goes on the quote topic
     channel = "quote" if batch_ticks == 1 else "quote_batch"
@@ -146,6 +149,7 @@ def run_backfill(
                 start,
                 end,
                 base_url=url,
+                feed=source,
                 publish=publish if batch_ticks == 1 else None,
                 publish_ticks=publish_ticks if batch_ticks > 1 else None,
                 flush=flush,
@@ -179,6 +183,7 @@ def run_candle_backfill(
     timeframe: Timeframe,
     side: CandleSide,
     base_url: str | None = None,
+    feed: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Backfill Dukascopy's ``timeframe`` (``1m``/``1h``/``1d``) ``side`` (``bid``/``ask``) candles of ``symbol``
@@ -192,7 +197,7 @@ def run_candle_backfill(
     ``checkpoint_dir``.
     """
     instrument, start, end = check_request(symbol, start, end, timeframe, side, names=("--from", "--to"))
-    url = base_url or settings.dukascopy.base_url or DATAFEED_URL
+    source, url = _feed_and_url(settings, feed, base_url)
     directory = checkpoint_dir(settings)
     target = topic(NAMESPACE, "dukascopy", instrument.symbol, "candle", settings.pulsar.tenant)
     files = len(candle_periods(start, end, timeframe))
@@ -226,6 +231,7 @@ def run_candle_backfill(
                 timeframe=timeframe,
                 side=side,
                 base_url=url,
+                feed=source,
                 publish=publish,
                 flush=flush,
                 checkpoint=store,
@@ -265,6 +271,13 @@ def producer_prefix(start: datetime, end: datetime) -> str:
     return f"{PRODUCER_PREFIX}.{start:%Y%m%dT%H}-{end:%Y%m%dT%H}"
 
 
+def _feed_and_url(settings: Settings, feed: str | None, base_url: str | None) -> tuple[str, str]:
+    """The feed (argument, else ``dukascopy.feed``) and its root URL (argument, else ``dukascopy.base_url``, else
+    the feed's own), both checked before anything starts."""
+    source = get_feed(feed or settings.dukascopy.feed)
+    return source.name, normalise_base_url(base_url or settings.dukascopy.base_url or source.default_url)
+
+
 def _on_the_hour(t: datetime, name: str) -> datetime:
     t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     if (t.minute, t.second, t.microsecond) != (0, 0, 0):
@@ -296,6 +309,7 @@ def _run_checkpointed(
     summary = dataclasses.asdict(report)
     summary.update(
         ok=report.ok,
+        error=report.error,
         published=publisher.stats.events_acked,
         messages=publisher.stats.total_acked,
         topic=target,

@@ -38,7 +38,7 @@ def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> 
 
 def _demo_backfill(port: int) -> list[str]:
     start, end = DEMO_RANGE
-    url = f"http://127.0.0.1:{port}/datafeed"
+    url = f"http://127.0.0.1:{port}/v1"  # the JSON data API layout (the default feed)
     return ["backfill", "dukascopy", "EURUSD", "--from", start, "--to", end, "--base-url", url, "--json"]
 
 

@@ -20,8 +20,12 @@ Rules, identical in both modes:
 * **Buckets.** UTC-aligned, ``[bucket, bucket + interval)``. ``start`` is floored and ``end`` ceiled to the
   interval, and every bucket beginning in ``[start, end)`` that holds at least one row is returned, oldest
   first. Naive datetimes are UTC.
-* **Venue.** ``venue=None`` is fine while one venue has data for the symbol in the range; if several do
-  (Dukascopy and OANDA both carry EUR/USD), :class:`CandleError` names them — pass ``venue``.
+* **Venue.** ``venue`` selects one source. ``venue=None`` with one venue in the range uses it; with two
+  (a Dukascopy backfill and the OANDA stream both carry EUR/USD) the series is stitched at an hour boundary,
+  history before, live after (the rule is in :mod:`sinks.postgres.stitch`); with three or more
+  :class:`CandleError` names them — pass ``venue``.
+* **Intervals** ``1s 1m 5m 15m 1h 4h 12h 1d 1w``: the database computes ``1s 1m 5m 1h 1d``; the others are
+  built from the one below (:func:`sinks.postgres.stitch.rollup`). Weeks start on Monday.
 
 Modes (``CandleMode``): plain PostgreSQL computes the candles from the raw rows with one ``GROUP BY`` query
 (``date_bin``; open/close as ``min``/``max`` over ``ARRAY[ts_event_ns, seq, price]`` — one streaming pass with
@@ -44,13 +48,15 @@ import psycopg
 from psycopg import sql
 
 from pulse.errors import PulseError
+from sinks.postgres.stitch import BUILT_ON, CHART_INTERVALS, Seam, find_seam, origin, rollup
 
-Interval = Literal["1s", "1m", "5m", "1h", "1d"]
+Interval = Literal["1s", "1m", "5m", "15m", "1h", "4h", "12h", "1d", "1w"]
 Side = Literal["bid", "ask", "mid"]
 Source = Literal["trades", "quotes"]
 
-#: Bucket widths in seconds, finest first (the order of the TimescaleDB hierarchy too).
+#: Bucket widths the database computes, in seconds, finest first (the order of the TimescaleDB hierarchy too).
 INTERVALS: dict[str, int] = {"1s": 1, "1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+_HOUR_S = 3_600
 SIDES: tuple[str, ...] = ("bid", "ask", "mid")
 
 #: How the plain-SQL query picks a bucket's open and close. ``minmax`` (the default) is one streaming pass;
@@ -106,9 +112,9 @@ class CandleRow:
 # -- pure helpers (unit-tested) ---------------------------------------------------------------------------
 def interval_seconds(interval: str) -> int:
     try:
-        return INTERVALS[interval]
+        return CHART_INTERVALS[interval]
     except KeyError:
-        raise CandleError(f"unknown interval {interval!r}: expected one of {', '.join(INTERVALS)}") from None
+        raise CandleError(f"unknown interval {interval!r}: expected one of {', '.join(CHART_INTERVALS)}") from None
 
 
 def _utc(t: datetime) -> datetime:
@@ -116,10 +122,11 @@ def _utc(t: datetime) -> datetime:
 
 
 def floor_time(t: datetime, seconds: int) -> datetime:
-    """``t`` floored to a UTC-aligned multiple of ``seconds`` (naive means UTC)."""
-    us = (_utc(t) - _EPOCH) // timedelta(microseconds=1)
+    """``t`` floored to a UTC-aligned multiple of ``seconds`` (naive means UTC; weeks start on Monday)."""
+    base = origin(seconds)
+    us = (_utc(t) - base) // timedelta(microseconds=1)
     step = seconds * 1_000_000
-    return _EPOCH + timedelta(microseconds=us - us % step)
+    return base + timedelta(microseconds=us - us % step)
 
 
 def ceil_time(t: datetime, seconds: int) -> datetime:
@@ -241,9 +248,46 @@ def candles(
 ) -> list[CandleRow]:
     """OHLCV candles of ``symbol`` (canonical, ``EUR/USD``) for every non-empty bucket in ``[start, end)``.
 
-    See the module docstring for the source, side, bucket and venue rules. Raises :class:`CandleError` for a
-    bad interval, side or range, or when ``venue=None`` and several venues have data in the range.
+    See the module docstring for the source, side, bucket, interval and venue rules. Raises
+    :class:`CandleError` for a bad interval, side or range, or when ``venue=None`` and three or more venues
+    have data in the range. :func:`seam_of` tells where a stitched series changes source.
     """
+    return _candles(conn, symbol, interval, start, end, side, venue, source, mode, method)[0]
+
+
+def seam_of(
+    conn: psycopg.Connection[Any],
+    symbol: str,
+    *,
+    start: datetime,
+    end: datetime,
+    side: Side | None = None,
+    source: Source | None = None,
+) -> Seam | None:
+    """Where :func:`candles` with ``venue=None`` switches from history to the live source, if it stitches."""
+    lo, hi = _utc(start), _utc(end)
+    params: dict[str, Any] = {"symbol": symbol, "start": lo, "end": hi}
+    src = source or ("quotes" if side is not None else _detect_source(conn, params, False))
+    extents = _extents(conn, src, side if src == "quotes" else None, params)
+    if len(extents) > 2:
+        raise CandleError(
+            f"{symbol} has data from {len(extents)} venues in this range ({', '.join(sorted(extents))}): pass venue"
+        )
+    return find_seam(extents) if len(extents) == 2 else None
+
+
+def _candles(
+    conn: psycopg.Connection[Any],
+    symbol: str,
+    interval: str,
+    start: datetime,
+    end: datetime,
+    side: Side | None,
+    venue: str | None,
+    source: Source | None,
+    mode: CandleMode,
+    method: str,
+) -> tuple[list[CandleRow], Source]:
     width = interval_seconds(interval)
     lo, hi = bucket_range(interval, start, end)
     if side is not None and side not in SIDES:
@@ -255,6 +299,14 @@ def candles(
         source = "quotes" if side is not None else _detect_source(conn, params, venue is not None)
     if source == "quotes" and side is None:
         side = "bid"
+    if interval in BUILT_ON:  # built on the one below
+        finer, _ = _candles(conn, symbol, BUILT_ON[interval], lo, hi, side, venue, source, mode, method)
+        return rollup(finer, width), source
+    if venue is None:
+        seam = seam_of(conn, symbol, start=lo, end=hi, side=side, source=source)
+        if seam is not None:
+            return _stitched(conn, symbol, interval, lo, hi, side, source, mode, method, seam), source
+    # venue None: at most one venue has data here (seam_of said so), so grouping by venue is no filter
     by_venue = venue is None
     view = _aggregate_view(source, side, interval) if mode.timescaledb else None
     if view is not None:
@@ -262,11 +314,47 @@ def candles(
     else:
         query = raw_candles_query(source, side, by_venue=by_venue, method=method)
     rows = conn.execute(query, params).fetchall()
-    if by_venue:
-        venues = sorted({r[0] for r in rows})
-        if len(venues) > 1:
-            raise CandleError(f"{symbol} has data from several venues in this range ({', '.join(venues)}): pass venue")
-    return [CandleRow(r[1], r[2], r[3], r[4], r[5], r[6], int(r[7])) for r in rows]
+    return [CandleRow(r[1], r[2], r[3], r[4], r[5], r[6], int(r[7])) for r in rows], source
+
+
+def _stitched(
+    conn: psycopg.Connection[Any],
+    symbol: str,
+    interval: str,
+    lo: datetime,
+    hi: datetime,
+    side: Side | None,
+    source: Source,
+    mode: CandleMode,
+    method: str,
+    seam: Seam,
+) -> list[CandleRow]:
+    """History's buckets before the seam, the live source's from it (buckets over 1 h built from hours)."""
+    width = interval_seconds(interval)
+    step = interval if width <= _HOUR_S else "1h"
+    at = min(max(seam.at, lo), hi)
+    before = _candles(conn, symbol, step, lo, at, side, seam.before, source, mode, method)[0] if lo < at else []
+    after = _candles(conn, symbol, step, at, hi, side, seam.after, source, mode, method)[0] if at < hi else []
+    rows = before + after
+    return rows if width <= _HOUR_S else rollup(rows, width)
+
+
+def _extents(
+    conn: psycopg.Connection[Any], source: Source, side: Side | None, params: dict[str, Any]
+) -> dict[str, tuple[datetime, datetime]]:
+    """Each venue's first and last row time for the symbol in the range (the rows the candles would use)."""
+    _, _, where = price_columns(source, side)
+    query = sql.SQL(
+        "SELECT {venue}, min({time}), max({time}) FROM {table} WHERE {symbol} = %(symbol)s"
+        " AND {time} >= %(start)s AND {time} < %(end)s AND {where} GROUP BY {venue}"
+    ).format(
+        venue=sql.Identifier("venue"),
+        time=sql.Identifier("time"),
+        table=sql.Identifier(source),
+        symbol=sql.Identifier("symbol"),
+        where=where,
+    )
+    return {r[0]: (r[1], r[2]) for r in conn.execute(query, params).fetchall()}
 
 
 def _detect_source(conn: psycopg.Connection[Any], params: dict[str, Any], with_venue: bool) -> Source:

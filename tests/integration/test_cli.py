@@ -235,7 +235,7 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         "dukascopy",
         "EURUSD",
         "--base-url",
-        f"http://127.0.0.1:{port}/datafeed",
+        f"http://127.0.0.1:{port}/v1",  # the JSON data API layout, the default feed
         "--json",
     ]
     try:
@@ -246,12 +246,27 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         assert ticks.returncode == 0, ticks.stderr[-2000:]
         doc = json.loads(ticks.stdout)
         assert doc["ok"] and doc["hours_downloaded"] == 2 and doc["published"] == doc["ticks_published"] > 0
+        assert doc["feed"] == "api" and doc["error"] is None
+        assert doc["registry"].startswith(("registered dukascopy EUR/USD", "already registered (enabled)"))
+        api_ticks = doc["ticks_published"]
         candles = pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-05T00", "--candles", "1m", env=env)
         assert candles.returncode == 0, candles.stderr[-2000:]
         doc = json.loads(candles.stdout)
         assert doc["ok"] and doc["published"] == 1440 and doc["topic"].endswith("dukascopy.EUR-USD.candle")
         again = json.loads(pulse(*base, "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env).stdout)
         assert again["published"] == 0 and again["hours_skipped"] == 2  # resumed from the checkpoints
+        # the .bi5 layout of the same server gives the same hours (other checkpoint: nothing is skipped)
+        bi5 = [*base[:-2], f"http://127.0.0.1:{port}/datafeed", "--feed", "bi5", "--json"]
+        env_bi5 = {"PULSE_DUKASCOPY__CHECKPOINT_DIR": str(tmp_path / "ckpt-bi5")}
+        other = json.loads(pulse(*bi5, "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env_bi5).stdout)
+        assert other["ok"] and other["feed"] == "bi5" and other["ticks_published"] == api_ticks
+        # every hour missing (the API asked on the .bi5 root): an error, not `ok: true`
+        env_new = {"PULSE_DUKASCOPY__CHECKPOINT_DIR": str(tmp_path / "ckpt-new")}
+        wrong = pulse(*bi5[:-3], "--json", "--from", "2019-02-04T00", "--to", "2019-02-04T02", env=env_new)
+        assert wrong.returncode == 1, wrong.stdout
+        report = json.loads(wrong.stdout)
+        assert not report["ok"] and report["hours_not_found"] == 2 and report["feed"] == "api"
+        assert "no tick data" in report["error"] and "--base-url" in wrong.stderr
     finally:
         server.terminate()
         server.wait(10)
@@ -260,7 +275,8 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
     # a sink process stores the two hours; `pulse candles` then matches Dukascopy's own minute file
     sub_env = {"PULSE_SINK__SUBSCRIPTION": f"cli-candles-{tmp_path.name[-12:]}"}
     sink = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--home", home, "sink", "run", "--source", "historical/dukascopy=EUR/USD"],
+        # default settings: the backfill registered EUR/USD, and the sink follows the historical namespace
+        [sys.executable, "-m", "cli", "--home", home, "sink", "run"],
         cwd=REPO,
         env={**os.environ, **sub_env},
         stdout=subprocess.DEVNULL,
@@ -277,12 +293,8 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         "2019-02-04T00:00",
         "--to",
         "2019-02-04T02:00",
-        "--side",
-        "bid",
-        "--venue",
-        "dukascopy",
         "--json",
-    ]
+    ]  # no --side, no --venue: what a user types after a backfill
     try:
         from pulse.status import read_status
 

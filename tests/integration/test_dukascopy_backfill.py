@@ -62,6 +62,7 @@ async def run(sim, store, collector, start=T0, end=T4, **kw):
         start,
         end,
         base_url=sim.base_url,
+        feed="bi5",
         publish=collector.publish,
         flush=collector.flush,
         checkpoint=store,
@@ -106,7 +107,15 @@ async def test_checkpoint_is_written_only_after_flush(sim, store) -> None:
         seen.append(store.is_done("EURUSD", hour))
 
     await backfill(
-        "EUR/USD", T0, T4, base_url=sim.base_url, publish=c.publish, flush=flush, checkpoint=store, retry=FAST
+        "EUR/USD",
+        T0,
+        T4,
+        base_url=sim.base_url,
+        feed="bi5",
+        publish=c.publish,
+        flush=flush,
+        checkpoint=store,
+        retry=FAST,
     )
     assert seen == [False] * 4
 

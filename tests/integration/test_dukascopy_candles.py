@@ -85,7 +85,7 @@ async def test_minute_candles_to_the_broker_exactly_once_per_checkpoint(
             began = time.time_ns()
             summary = await asyncio.to_thread(
                 run_candle_backfill, settings_with(checkpoints), endpoints, "EURUSD", start, end,
-                timeframe="1m", side=side, base_url=sim.base_url, progress=False,
+                timeframe="1m", side=side, base_url=sim.base_url, feed="bi5", progress=False,
             )  # fmt: skip
             return summary, began, time.time_ns()
 
@@ -105,8 +105,10 @@ async def test_minute_candles_to_the_broker_exactly_once_per_checkpoint(
     assert part["published"] == part["candles_published"] == 120
     assert (part_again["published"], part_again["files_skipped"]) == (0, 1)
     assert (wider["published"], wider["files_skipped"]) == (1_440, 0)
-    # The simulator has no ASK file: a 404 is "none yet", asked twice (empty retry), not an error.
-    assert (ask["published"], ask["files_empty"], ask["ok"]) == (0, 1, True)
+    # The simulator has no ASK file: a 404, asked twice (empty retry); a run that found nothing at all is not
+    # a success (issue 14): not ok, and the error says where it looked.
+    assert (ask["published"], ask["files_empty"], ask["ok"]) == (0, 1, False)
+    assert ask["error"].startswith("no candle data")
 
     got = await asyncio.to_thread(read_candles, runtime_settings, endpoints, f"test-candles-{unique}-a", a0, a1, 1_440)
     assert len(got) == 1_440, "exactly one event per candle on the broker"
@@ -184,7 +186,7 @@ async def backfill_day(root: Path, store: CheckpointStore, **kw: Any) -> tuple[A
     out: list[Candle] = []
     async with DukascopySimulator(root) as sim:
         report = await backfill_candles(
-            "EURUSD", T0, T24, timeframe="1m", side="bid", base_url=sim.base_url, publish=out.append,
+            "EURUSD", T0, T24, timeframe="1m", side="bid", base_url=sim.base_url, feed="bi5", publish=out.append,
             checkpoint=store, retry=FAST, **kw,
         )  # fmt: skip
     return report, out

@@ -102,7 +102,7 @@ async def test_backfill_publishes_exactly_once_per_checkpoint_in_time_order(
             began = time.time_ns()
             summary = await asyncio.to_thread(
                 run_backfill, settings_with(checkpoints), endpoints, "EURUSD", T0, T4,
-                base_url=sim.base_url, progress=progress,
+                base_url=sim.base_url, feed="bi5", progress=progress,
             )  # fmt: skip
             return summary, began, time.time_ns()
 
@@ -182,7 +182,7 @@ async def test_a_corrupt_tick_fails_its_hour_only_and_is_dead_lettered(
     async with DukascopySimulator(root) as sim:
         summary = await asyncio.to_thread(
             run_backfill, settings, endpoints, "EURUSD", T0, datetime(2019, 2, 4, 3, tzinfo=UTC),
-            base_url=sim.base_url, progress=False,
+            base_url=sim.base_url, feed="bi5", progress=False,
         )  # fmt: skip
     assert summary["hours_failed"] == 1 and summary["hours_downloaded"] == 2 and not summary["ok"]
     ((hour, reason),) = summary["failures"]

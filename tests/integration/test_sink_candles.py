@@ -106,7 +106,7 @@ def backfilled(runtime_settings: Settings, endpoints: Endpoints, tmp_path_factor
     async def backfill() -> dict[str, object]:
         async with DukascopySimulator(DATA) as sim:
             return await asyncio.to_thread(
-                run_backfill, settings, endpoints, "EURUSD", T0, T4, base_url=sim.base_url, progress=False
+                run_backfill, settings, endpoints, "EURUSD", T0, T4, base_url=sim.base_url, feed="bi5", progress=False
             )
 
     summary = asyncio.run(backfill())

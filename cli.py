@@ -14,6 +14,7 @@ from app import commands as app_commands
 from pulse.clitools import UTC_TIME, csv_choice, emit_json, fail
 from pulse.errors import PulseError
 from pulse.settings import Settings, load_settings
+from web.commands import web_command
 
 
 class Ctx:
@@ -505,6 +506,7 @@ def _register_consumers() -> None:
 _register_consumers()
 cli.add_command(app_commands.demo)
 cli.add_command(app_commands.status)
+cli.add_command(web_command)
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ def _range(request: web.Request) -> tuple[datetime, datetime]:
 async def list_instruments(request: web.Request) -> web.Response:
     console = _console(request)
     await console.refresh()
-    rows = [{k: v for k, v in inst.items() if k != "topic_channels"} for inst in console.instruments.values()]
+    rows = [{**{k: v for k, v in inst.items() if k != "topic_channels"}, "streams": inst["topic_channels"]}
+            for inst in console.instruments.values()]  # fmt: skip
     rows.sort(key=lambda r: (r["venue"], r["symbol"]))
     return web.json_response({"instruments": rows})
 

@@ -65,9 +65,10 @@ SPEC: dict[str, Any] = {
             "Instrument": _obj(
                 {"venue": _STR, "symbol": _STR, "namespace": _STR, "enabled": {"type": "boolean"},
                  "channels": {"type": "array", "items": _STR}, "source": {"enum": ["registry", "ingester"]},
+                 "streams": {"type": "array", "items": _STR, "description": "what /ws can subscribe to"},
                  "venue_symbol": _STR, "asset_class": _STR, "price_precision": _INT, "size_precision": _INT,
                  "created": {"type": ["string", "null"]}, "updated": {"type": ["string", "null"]}},
-                ["venue", "symbol", "namespace", "enabled", "channels", "source"],
+                ["venue", "symbol", "namespace", "enabled", "channels", "source", "streams"],
             ),
             "Change": _obj({"instrument": {"type": "object"}, "steps": {"type": "array", "items": {
                 "type": "object", "properties": {"step": _STR, "result": _STR}, "required": ["step", "result"]}},

@@ -80,8 +80,8 @@ def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int)
 
 
 def _instrument_query(request: web.Request) -> tuple[str | None, str]:
-    from control_plane.venues import resolve
     from pulse.symbols import canonical
+    from pulse.venues import resolve
 
     symbol = request.query.get("symbol")
     if not symbol:
@@ -147,7 +147,7 @@ async def add_instruments(request: web.Request) -> web.Response:
 
 
 async def _control_plane(fn: Any) -> Any:
-    from control_plane.registry import RegistryError
+    from pulse.registry import RegistryError
 
     try:
         return await asyncio.to_thread(fn)
@@ -160,7 +160,7 @@ async def _control_plane(fn: Any) -> Any:
 
 def _path_instrument(request: web.Request) -> tuple[str, str]:
     """``/api/instruments/{venue}/{symbol}``: the symbol in any venue spelling, ``-`` standing for ``/``."""
-    from control_plane.venues import resolve
+    from pulse.venues import resolve
 
     venue, text = request.match_info["venue"], request.match_info["symbol"]
     try:
@@ -230,7 +230,7 @@ async def get_ticks(request: web.Request) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    from pulse.health import collect_health
+    from app.health import collect_health
 
     console = _console(request)
     report = await asyncio.to_thread(collect_health, console.settings)

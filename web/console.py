@@ -107,25 +107,25 @@ class Console:
                         await self._ensure_market(inst, ch)
 
     def _known_instruments(self) -> dict[tuple[str, str], dict[str, Any]]:
-        from control_plane.registry import Registry
-        from control_plane.symbols import instrument_topics
-        from control_plane.venues import VENUES
+        from pulse.registry import RegistryReader
         from pulse.status import list_status
+        from pulse.venues import instrument_topics, venues
 
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        with Registry(self.endpoints.database_url) as reg:
+        known = venues()
+        with RegistryReader(self.endpoints.database_url) as reg:
             for r in reg.list():
                 doc = r.as_dict()
                 doc["source"] = "registry"
                 doc["topic_channels"] = sorted({t.rsplit(".", 1)[-1] for t in instrument_topics(r, self.tenant)})
                 out[(r.venue, r.symbol)] = doc
         for st in list_status(self.settings.home):
-            v = VENUES.get(st.get("venue") or "")
+            v = known.get(st.get("venue") or "")
             if v is None or not st.get("alive"):
                 continue
             for sym in st.get("subscriptions") or st.get("last_tick") or {}:
                 if (v.name, sym) not in out:
-                    chans = sorted({t for c in v.default_channels for t in v.channel_topics.get(c, (c,))} | {"status"})
+                    chans = sorted({t for c in v.default_channels for t in v.topics_of(c)} | {"status"})
                     out[(v.name, sym)] = {"venue": v.name, "symbol": sym, "namespace": v.namespace, "enabled": True,
                                           "channels": list(v.default_channels), "topic_channels": chans,
                                           "source": "ingester"}  # fmt: skip
@@ -153,7 +153,7 @@ class Console:
 
     async def lookup(self, venue: str, symbol: str) -> dict[str, Any]:
         """The known instrument ``venue``/``symbol`` (any venue spelling); ProtocolError when unknown."""
-        from control_plane.venues import resolve
+        from pulse.venues import resolve
 
         try:
             v, r = resolve(venue, symbol)

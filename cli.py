@@ -270,7 +270,8 @@ def candles(
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
-@click.option("--only", callback=csv_choice(("ingesters", "consumers"), "--only"), help="ingesters,consumers")
+@click.option("--only", callback=csv_choice(("ingesters", "consumers", "console"), "--only"),
+              help="ingesters,consumers,console")  # fmt: skip
 @click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
 @click.pass_obj
 def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:

@@ -85,7 +85,7 @@ class Console:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
         if self.readers is not None:
-            self.readers.close()
+            await asyncio.to_thread(self.readers.close)
         if self._bus is not None:
             await asyncio.to_thread(self._bus.close)
 
@@ -187,8 +187,8 @@ class Console:
     def _is_new(self, topic_name: str, frame: str) -> bool:
         """False for an event not newer, by ``(ts_recv, seq)``, than one already passed on for its topic.
 
-        pulsar-lite redelivers messages to readers and subscriptions alike under bursts (measured: see the README
-        design notes), so the gateway drops repeats itself. ``ts_recv`` comes first because an ingester restart
+        pulsar-lite can redeliver messages (measured: see :mod:`web.feeds` and the README design notes), so the
+        gateway drops repeats itself. ``ts_recv`` comes first because an ingester restart
         starts ``seq`` again while its clock moves on."""
         try:
             o = _order.decode(frame)

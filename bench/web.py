@@ -73,7 +73,8 @@ def run(report: Report, s: Settings, ep: Endpoints, *, quick: bool, work: Path) 
             f"{fmt_rate(g['rate'])}/s p50 {fmt_num(g['latency']['p50_ms'])} ms p99 {fmt_num(g['latency']['p99_ms'])} "
             f"ms, {fmt_num(g['server_cores'])} cores, {g['closed_during']} closed | bare broadcast "
             f"{fmt_rate(b['rate'])}/s p50 {fmt_num(b['latency']['p50_ms'])} ms p99 "
-            f"{fmt_num(b['latency']['p99_ms'])} ms, {fmt_num(b['server_cores'])} cores | ratio {fmt_num(r)}",
+            f"{fmt_num(b['latency']['p99_ms'])} ms, {fmt_num(b['server_cores'])} cores | ratio {fmt_num(r)} "
+            f"(client process {fmt_num(g['client_cores'])} / {fmt_num(b['client_cores'])} cores)",
         )
     g1000 = out["gateway"][1000]
     report.target("console: 1,000 clients, p99 ts_recv -> client", g1000["latency"]["p99_ms"], "<", 50, " ms")

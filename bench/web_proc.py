@@ -183,17 +183,19 @@ def clients(cfg: dict[str, Any]) -> None:
             tasks = [asyncio.create_task(one(session, i, connected, ready)) for i in range(n)]
             await asyncio.wait_for(connected.wait(), 120)
             await asyncio.sleep(warmup)
-            cpu0, t0 = cpu_seconds(cfg["server_pid"]), time.monotonic()
+            cpu0, t0, own0 = cpu_seconds(cfg["server_pid"]), time.monotonic(), time.process_time()
             measuring = True
             await asyncio.sleep(window)
             measuring = False
             wall = time.monotonic() - t0
             cpu = cpu_seconds(cfg["server_pid"]) - cpu0
+            own = time.process_time() - own0
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return {"clients": n, "received": counts["received"], "wall_s": wall, "rate": counts["received"] / wall,
-                "server_cores": cpu / wall, "closed_during": counts["closed"], "close_codes": counts["close_codes"],
+                "server_cores": cpu / wall, "client_cores": own / wall,
+                "closed_during": counts["closed"], "close_codes": counts["close_codes"],
                 "latency": latency_summary(lat)}  # fmt: skip
 
     emit_result(asyncio.run(main()))

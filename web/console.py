@@ -11,6 +11,7 @@ the start, to answer ``GET /api/orders`` from memory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -250,7 +251,7 @@ class Console:
             if msg.op == "ping":
                 box.put(pong(msg))
                 return
-            venue, symbol, topics = await self._topics_of(msg)
+            venue, symbol, topics = await self._topics_of(msg, box)
         except ProtocolError as exc:
             self.hub.stats.bad_messages += 1
             box.put(error(str(exc), exc.op, exc.req_id))
@@ -264,7 +265,7 @@ class Console:
             self.hub.unsubscribe(box, topics)
             box.put(ack(msg, venue, symbol))
 
-    async def _topics_of(self, msg: ControlMessage) -> tuple[str | None, str | None, list[str]]:
+    async def _topics_of(self, msg: ControlMessage, box: Outbox) -> tuple[str | None, str | None, list[str]]:
         topics = [self._service_topics[c] for c in msg.channels if c in SERVICE_CHANNELS]
         market = [c for c in msg.channels if c not in SERVICE_CHANNELS]
         if not market:
@@ -272,6 +273,9 @@ class Console:
         try:
             inst = await self.lookup(msg.venue or "", msg.symbol or "")
         except ProtocolError as exc:
+            held = self._held(box, msg, market) if msg.op == "unsubscribe" else None
+            if held:  # an instrument removed from the registry can still be unsubscribed
+                return held[0], held[1], topics + held[2]
             raise ProtocolError(str(exc), msg.op, msg.req_id) from None
         missing = [c for c in market if c not in inst["topic_channels"]]
         if missing:
@@ -287,6 +291,23 @@ class Console:
             else:
                 topics.append(topic(inst["namespace"], inst["venue"], inst["symbol"], c, self.tenant))
         return inst["venue"], inst["symbol"], topics
+
+    def _held(self, box: Outbox, msg: ControlMessage, channels: list[str]) -> tuple[str, str, list[str]] | None:
+        """The topics ``box`` holds of the instrument ``msg`` names, whether or not the registry still lists it."""
+        from pulse.topics import parse_topic
+        from pulse.venues import resolve
+
+        try:
+            v, r = resolve(msg.venue or "", msg.symbol or "")
+        except PulseError:
+            return None
+        held = []
+        for t in box.topics:
+            with contextlib.suppress(PulseError):
+                name = parse_topic(t)
+                if (name.venue, name.symbol) == (v.name, r.symbol) and name.channel in channels:
+                    held.append(t)
+        return (v.name, r.symbol, held) if held else None
 
     def status(self) -> dict[str, Any]:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 from aiohttp import WSMsgType, web
 
@@ -23,8 +24,10 @@ async def _write(ws: web.WebSocketResponse, box: Outbox, console: object) -> Non
     while True:
         await box.wake.wait()
         frames = box.take()
+        box.busy_since = time.monotonic()
         for frame in frames:
             await ws.send_str(frame)
+        box.busy_since = None
         stats.delivered += len(frames)
 
 

@@ -409,3 +409,23 @@ async def test_websocket_refuses_foreign_origins_and_needs_the_token_beyond_loop
         async with websockets.connect(wide.ws_url + f"?token={TOKEN}") as ws:
             await ws.send(json.dumps({"op": "ping"}))
             assert await recv_json(ws) == {"type": "pong"}
+
+
+async def test_a_removed_instrument_can_still_be_unsubscribed(
+    gw: Gateway, publisher: EventPublisher, unique: str
+) -> None:
+    sym = new_symbol(unique)
+    add(gw, sym)
+    async with websockets.connect(gw.ws_url) as ws:
+        await subscribe(ws, sym, ["trade"])
+        status, _ = gw.request("DELETE", f"/api/instruments/kraken/{sym.replace('/', '-')}", token=gw.token)
+        assert status == 200
+        await ws.send(json.dumps({"op": "unsubscribe", "venue": "kraken", "symbol": sym, "channels": ["trade"]}))
+        assert (await recv_json(ws))["type"] == "ack"
+        publisher.publish(trade(sym, 1))
+        publisher.flush()
+        await ws.send(json.dumps({"op": "ping", "req_id": 1}))
+        await asyncio.sleep(1.0)  # the trade would have arrived by now
+        assert await recv_json(ws) == {"type": "pong", "req_id": 1}
+        with pytest.raises(TimeoutError):
+            await recv_json(ws, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -45,14 +46,21 @@ def test_quotes_conflate_in_place_and_trades_are_bounded() -> None:
     hub.dispatch("t", "t1", conflate=False, remember=True)
     hub.dispatch("q", "q2", conflate=True, remember=True)  # replaces q1, keeping its place before t1
     assert box.take() == ["q2", "t1"] and hub.stats.conflated == 1
-    for i in range(3):
+    for i in range(12):  # a burst to an idle writer: up to 4 x the bound waits, the client is not at fault
         hub.dispatch("t", f"t{i}", conflate=False, remember=True)
-    assert closed == []
-    hub.dispatch("t", "t3", conflate=False, remember=True)  # the fourth waiting trade: too far behind
+    assert closed == [] and box.trades == 12
+    hub.dispatch("t", "t12", conflate=False, remember=True)  # past the hard bound
     assert closed == ["slow consumer: more than 3 events waiting"] and hub.stats.slow_closed == 1
     assert box.pending == {} and hub.subscribers == {}  # nothing kept for it any more
+    stuck = Outbox(3)
+    stuck.on_give_up = closed.append
+    hub.subscribe(stuck, ["t"])
+    stuck.busy_since = time.monotonic() - 5  # its writer has been blocked on the socket for 5 s
+    for i in range(4):
+        hub.dispatch("t", f"s{i}", conflate=False, remember=True)
+    assert len(closed) == 2 and stuck.closed_reason is not None  # the fourth waiting trade: too far behind
     late = Outbox(3)
-    assert hub.subscribe(late, ["q", "t"]) == ["q2", "t3"]  # the last values, sent first
+    assert hub.subscribe(late, ["q", "t"]) == ["q2", "s3"]  # the last values, sent first
 
 
 def test_the_resolution_is_the_finest_with_at_most_n_buckets() -> None:

@@ -230,6 +230,14 @@ async function loadInstruments() {
     }
     tbody.appendChild(tr);
   }
+  const live = new Set(doc.instruments.filter((i) => i.enabled).map((i) => key(i.venue, i.symbol)));
+  for (const [k, r] of state.rows) { // removed or disabled: off the watchlist, and stop its stream
+    if (live.has(k)) continue;
+    const [venue, symbol] = k.split(/:(.*)/s);
+    send({ op: "unsubscribe", venue, symbol, channels: ["trade", "quote"].filter((c) => (state.instruments.get(k)?.streams || []).includes(c)) });
+    r.tr.remove(); state.rows.delete(k);
+    if (!doc.instruments.some((i) => key(i.venue, i.symbol) === k)) state.instruments.delete(k);
+  }
   if (!state.selected && doc.instruments.length) select(doc.instruments[0].venue, doc.instruments[0].symbol);
 }
 function button(text, fn) { const b = document.createElement("button"); b.type = "button"; b.textContent = text; b.onclick = fn; return b; }

@@ -11,6 +11,8 @@ endif
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
+	@if command -v npm >/dev/null 2>&1; then (cd web && npm ci --no-audit --no-fund --silent); \
+	else echo "note: npm not found: the console page's chart library (web/node_modules) is not installed"; fi
 
 demo: setup            ## the live pipeline on the embedded default (Ctrl-C stops it and prints a summary)
 	$(UV) run pulse demo $(ARGS)

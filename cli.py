@@ -15,6 +15,7 @@ from app import commands as app_commands
 from pulse.clitools import UTC_TIME, csv_choice, emit_json, fail
 from pulse.errors import PulseError
 from pulse.settings import Settings, load_settings
+from web.commands import web_command
 
 
 def _register_backfilled(settings: Settings, venue: str, symbol: str) -> str:
@@ -294,7 +295,8 @@ def candles(
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
-@click.option("--only", callback=csv_choice(("ingesters", "consumers"), "--only"), help="ingesters,consumers")
+@click.option("--only", callback=csv_choice(("ingesters", "consumers", "console"), "--only"),
+              help="ingesters,consumers,console")  # fmt: skip
 @click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
 @click.pass_obj
 def bench(obj: Ctx, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:
@@ -531,6 +533,7 @@ cli.add_command(app_commands.status)
 cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
 cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
 cli.add_command(__import__("app.coverage", fromlist=["coverage_command"]).coverage_command)
+cli.add_command(web_command)
 
 
 def main() -> None:

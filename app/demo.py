@@ -129,6 +129,26 @@ def _plans(symbols: list[str] | None, fx: bool, backfill: bool) -> list[tuple[Ve
     return chosen
 
 
+def _start_console(settings: Settings, config: str | None, state: DemoState, stages: list[Child]) -> str:
+    """`pulse web` as one more child: on web.port when it is free, else on any free port; returns its URL."""
+    import socket
+
+    port = settings.web.port
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    child = _spawn(settings, "console", ["web", "--host", "127.0.0.1", "--port", str(port)], config)
+    state.children.append(child)
+    stages.append(child)
+    if not wait_for_port("127.0.0.1", port, 30, pid=child.proc.pid):
+        raise RuntimeError(f"the console did not start; see {child.log_path}")
+    url = f"http://127.0.0.1:{port}/"
+    print(f"console: {url}", file=sys.stderr, flush=True)
+    return url
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -216,6 +236,7 @@ def run_demo(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the consumers did not start within 60 s; see {settings.home / 'logs'}")
                 time.sleep(0.2)
+        console_url = _start_console(settings, config, state, stages)
         backfilled: dict[str, Any] = {}
         for v, plan, _ in plans:
             if plan.backfill is not None:
@@ -255,6 +276,7 @@ def run_demo(
                 c.stop()
         snap = snapshot()
         snap["instruments"] = all_instruments
+        snap["console"] = console_url
         if consumers:
             snap.update(demo_consumers.snapshot(settings, trader))
         snap["exit_codes"] = {

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, ceiling, fx, kraken, matching
+from bench import alerting, ceiling, fx, kraken, matching, web
 from bench.harness import Report, bench_runtime, broker_footprint, broker_label, load_average
 from pulse.settings import Settings
 
@@ -29,7 +29,7 @@ FULL = {"ceiling_n": 30_000, "ceiling_reps": 3, "codec_n": 100_000, "codec_reps"
 QUICK = {"ceiling_n": 8_000, "ceiling_reps": 1, "codec_n": 20_000, "codec_reps": 3}
 
 
-PARTS = ("ingesters", "consumers")
+PARTS = ("ingesters", "consumers", "console")
 
 
 def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
@@ -87,6 +87,8 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
         if "consumers" in parts:
             step("matching", lambda: matching.run(report, s, ep, quick=quick, work=work))
             step("alerting", lambda: alerting.run(report, s, ep, quick=quick))
+        if "console" in parts:
+            step("console", lambda: web.run(report, s, ep, quick=quick, work=work))
         meta["broker_process"] = broker_footprint(s)
         report.line(
             f"broker process at the end: {meta['broker_process'].get('rss_mb', 'n/a')} MB resident, "

@@ -195,6 +195,18 @@ class MonitorSettings(_Section):
     max_attempts: Annotated[int, Meta(ge=1, le=10)] = 4  # per check: Lambda errors, throttling, timeouts
     backoff_max_s: Annotated[float, Meta(ge=0, le=600)] = 30.0
     failing_after: Annotated[int, Meta(ge=1, le=1000)] = 3  # consecutive failed checks → unhealthy in `pulse status`
+class WebSettings(_Section):
+    """The console (``pulse web``): WebSocket fan-out, HTTP API and page. The token is a secret."""
+
+    host: str = "127.0.0.1"  # beyond loopback every request needs the token, reads included
+    port: Port = 8000
+    token: str = ""  # bearer token for changes (and for everything when bound beyond loopback); or token_file
+    token_file: str = ""
+    allowed_origins: list[str] = msgspec.field(default_factory=list)  # extra Origins allowed to write (CSRF check)
+    max_pending_trades: Annotated[int, Meta(ge=16, le=1_000_000)] = 2000  # per client; past it: close 4008
+    max_clients: PosInt = 5000
+    # kernel send buffer per WebSocket (SO_SNDBUF): bounds the kernel memory a stalled client can pin; 0 = OS default
+    send_buffer_bytes: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)] = 262144
 
 
 class LoggingSettings(_Section):
@@ -213,6 +225,7 @@ class Settings(_Section):
     matching: MatchingSettings = msgspec.field(default_factory=MatchingSettings)
     alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
     monitor: MonitorSettings = msgspec.field(default_factory=MonitorSettings)
+    web: WebSettings = msgspec.field(default_factory=WebSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     # -- derived -------------------------------------------------------------------------------------
@@ -242,9 +255,14 @@ class Settings(_Section):
             return _read_secret_file("alerting.webhook_secret_file", self.alerting.webhook_secret_file)
         return self.alerting.webhook_secret
 
+    def web_token(self) -> str:
+        if self.web.token_file:
+            return _read_secret_file("web.token_file", self.web.token_file)
+        return self.web.token
+
     def secrets(self) -> list[str]:
         """Every secret value in effect, so log formatters can mask them."""
-        out = [self.pulsar_token(), self.oanda_token(), self.webhook_secret()]
+        out = [self.pulsar_token(), self.oanda_token(), self.webhook_secret(), self.web_token()]
         pw = database_password(self.database_url())
         out += [pw, quote(pw, safe="")]  # as given and as it stands, percent-encoded, in the URL
         return [s for s in out if s]
@@ -257,6 +275,8 @@ class Settings(_Section):
             data["oanda"]["token"] = "***"
         if data["alerting"]["webhook_secret"]:
             data["alerting"]["webhook_secret"] = "***"
+        if data["web"]["token"]:
+            data["web"]["token"] = "***"
         if data["database"]["url"]:
             data["database"]["url"] = redact_database_url(normalise_database_url(data["database"]["url"]))
         return data

@@ -200,6 +200,8 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     assert all(":" in k for k in doc["last_price"])
     if backfill:
         assert doc["backfill"]["ticks_published"] == 12_000 and doc["backfill"]["ok"]
+    # it served the console and said where (the URL printed once it listened)
+    assert doc["console"].startswith("http://127.0.0.1:") and f"console: {doc['console']}" in res.stderr
     # the demo started its own runtime and stopped it again
     assert not (tmp_path / "home" / "runtime.json").exists()
 

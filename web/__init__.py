@@ -1,0 +1,1 @@
+"""The Pulse console: WebSocket fan-out gateway, HTTP API and web page (`pulse web`)."""

@@ -5,6 +5,7 @@ Every command refuses a bad argument or setting with a message naming it, before
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -304,7 +305,7 @@ def _symbol_changes(obj: Ctx, as_json: bool, run: Any) -> None:
             if not as_json:
                 inst = res["instrument"]
                 click.echo(
-                    f"{inst['venue']} {inst['symbol']} (venue symbol {inst['venue_symbol']}, {inst['namespace']}, "
+                    f"{inst['venue']}:{inst['symbol']} (venue symbol {inst['venue_symbol']}, {inst['namespace']}, "
                     f"price {inst['price_precision']} dp, size {inst['size_precision']} dp, "
                     f"channels {','.join(inst['channels'])}, {'enabled' if inst['enabled'] else 'disabled'})"
                 )
@@ -314,31 +315,44 @@ def _symbol_changes(obj: Ctx, as_json: bool, run: Any) -> None:
         emit_json(results if len(results) != 1 else results[0])
 
 
-def _validated(venue: str, names: tuple[str, ...], **kw: Any) -> list[str]:
-    """Every name checked against the venue's rules before any of them is applied."""
+def _instruments(items: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``VENUE SYMBOL…`` or ``INSTRUMENT…`` (``kraken:BTC/USD``, or a venue's own spelling such as ``EUR_USD``)
+    → (venue, canonical symbol) pairs."""
+    from pulse.instruments import parse_instrument
+    from pulse.venues import venues
+
+    first = items[0]
+    venue = None
+    if ":" not in first and (first.lower() in venues() or (len(items) > 1 and re.fullmatch(r"[a-z][a-z0-9_]*", first))):
+        venue, items = first, items[1:]
+        if not items:
+            raise click.UsageError(f"no instrument given for venue {first}")
+    return [(i.venue, i.symbol) for i in (parse_instrument(x, venue) for x in items)]
+
+
+def _validated(items: tuple[str, ...], **kw: Any) -> list[tuple[str, str]]:
+    """Every instrument checked against its venue's rules before any of them is applied."""
     from control_plane.symbols import plan_instrument
 
-    out = []
-    for name in names:
+    out: list[tuple[str, str]] = []
+    for venue, name in _instruments(items):
         _, inst = plan_instrument(venue, name, **kw)
-        if inst.symbol in out:
-            raise click.BadParameter(f"{inst.symbol} given twice", param_hint="SYMBOL")
-        out.append(inst.symbol)
+        if (inst.venue, inst.symbol) in out:
+            raise click.BadParameter(f"{inst.key} given twice", param_hint="INSTRUMENT")
+        out.append((inst.venue, inst.symbol))
     return out
 
 
 @symbols.command("add")
-@click.argument("venue")
-@click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
-@click.option("--channels", help="Comma-separated channels (kraken: trade,ticker,book; oanda: quote).")
+@click.argument("items", metavar="[VENUE] INSTRUMENT...", nargs=-1, required=True)
+@click.option("--channels", help="Comma-separated channels (the venue's; `pulse symbols add` names them on error).")
 @click.option("--price-precision", type=click.IntRange(0, 18), help="Price decimals (default: the venue's).")
 @click.option("--size-precision", type=click.IntRange(0, 18), help="Size decimals (default: the venue's).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def symbols_add(
     obj: Ctx,
-    venue: str,
-    names: tuple[str, ...],
+    items: tuple[str, ...],
     channels: str | None,
     price_precision: int | None,
     size_precision: int | None,
@@ -346,24 +360,24 @@ def symbols_add(
 ) -> None:
     """Register instruments, create their topics and make running ingesters subscribe.
 
-    Examples: `pulse symbols add kraken SOL/USD --channels trade,book`, `pulse symbols add oanda EUR_USD`."""
+    Examples: `pulse symbols add kraken:SOL/USD --channels trade,book`, `pulse symbols add oanda:EUR_USD`,
+    `pulse symbols add kraken BTC/USD ETH/USD` (a venue, then its symbols)."""
     chs = [c.strip() for c in channels.split(",") if c.strip()] if channels is not None else None
     kw = {"channels": chs, "price_precision": price_precision, "size_precision": size_precision}
-    syms = _validated(venue, names, **kw)
-    _symbol_changes(obj, as_json, lambda ops: (ops.add(venue, sym, **kw) for sym in syms))
+    insts = _validated(items, **kw)
+    _symbol_changes(obj, as_json, lambda ops: (ops.add(venue, sym, **kw) for venue, sym in insts))
 
 
 def _symbols_change(name: str, help_text: str, apply: Any) -> None:
-    """`pulse symbols remove|enable|disable VENUE SYMBOL… [--json]`: one shape, three changes."""
+    """`pulse symbols remove|enable|disable [VENUE] INSTRUMENT… [--json]`: one shape, three changes."""
 
     @symbols.command(name, help=help_text)
-    @click.argument("venue")
-    @click.argument("names", metavar="SYMBOL...", nargs=-1, required=True)
+    @click.argument("items", metavar="[VENUE] INSTRUMENT...", nargs=-1, required=True)
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_obj
-    def command(obj: Ctx, venue: str, names: tuple[str, ...], as_json: bool) -> None:
-        syms = _validated(venue, names)
-        _symbol_changes(obj, as_json, lambda ops: (apply(ops, venue, sym) for sym in syms))
+    def command(obj: Ctx, items: tuple[str, ...], as_json: bool) -> None:
+        insts = _validated(items)
+        _symbol_changes(obj, as_json, lambda ops: (apply(ops, venue, sym) for venue, sym in insts))
 
 
 _symbols_change(
@@ -459,11 +473,11 @@ def symbols_list(obj: Ctx, venue: str | None, enabled_only: bool, as_json: bool)
     if not rows:
         click.echo("no instruments registered (ingesters use their configured symbols)")
         return
-    click.echo(f"{'VENUE':<10} {'SYMBOL':<12} {'VENUE SYMBOL':<13} {'NAMESPACE':<10} {'PX':>2} {'SZ':>2}  "
+    click.echo(f"{'INSTRUMENT':<24} {'VENUE SYMBOL':<13} {'NAMESPACE':<10} {'PX':>2} {'SZ':>2}  "
                f"{'CHANNELS':<18} STATE")  # fmt: skip
     for r in rows:
         click.echo(
-            f"{r.venue:<10} {r.symbol:<12} {r.venue_symbol:<13} {r.namespace:<10} {r.price_precision:>2} "
+            f"{r.key:<24} {r.venue_symbol:<13} {r.namespace:<10} {r.price_precision:>2} "
             f"{r.size_precision:>2}  {','.join(r.channels):<18} {'enabled' if r.enabled else 'disabled'}"
         )
 

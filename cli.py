@@ -159,9 +159,9 @@ def sink() -> None:
     "--source",
     "sources",
     multiple=True,
-    metavar="NS/VENUE=SYMBOLS",
-    help="Streams to store, e.g. crypto/kraken=BTC/USD,ETH/USD (repeatable; default sink.sources, "
-    "else crypto/kraken with kraken.symbols).",
+    metavar="INSTRUMENTS",
+    help="Streams to store: instrument ids, e.g. kraken:BTC/USD,ETH/USD,oanda:EUR_USD, or NS/VENUE=SYMBOLS, e.g. "
+    "crypto/kraken=BTC/USD (repeatable; default sink.sources, else crypto/kraken with kraken.symbols).",
 )
 @click.option(
     "--config",
@@ -198,9 +198,10 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
         signal.signal(sig, lambda *_: stop.set())
     follow: tuple[str, ...] = ()
     if not no_follow:  # the namespaces it stores: its sources' plus sink.namespaces
-        from sinks.postgres.sources import parse_source
+        from sinks.postgres.sources import parse_sources
 
-        follow = tuple(dict.fromkeys([*s.sink.namespaces, *(parse_source(x)[0] for x in (sources or s.sink.sources))]))
+        namespaces = [ns for x in (sources or s.sink.sources) for ns, _, _ in parse_sources(x)]
+        follow = tuple(dict.fromkeys([*s.sink.namespaces, *namespaces]))
     svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home, follow_namespaces=follow)
     svc.run(stop)
     if as_json:
@@ -209,7 +210,7 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 
 # -- demo, bench, status, config -------------------------------------------------------------------------
 @cli.command()
-@click.argument("symbol")
+@click.argument("symbol", metavar="INSTRUMENT")
 @click.option("--interval", type=click.Choice(["1s", "1m", "5m", "1h", "1d"]), default="1m", show_default=True)
 @click.option(
     "--from",
@@ -228,22 +229,28 @@ def sink_run(obj: Ctx, sources: tuple[str, ...], config_path: str | None, no_fol
 @click.option(
     "--side", type=click.Choice(["bid", "ask", "mid"]), help="Quote side (FX); default: trades if any, else bid."
 )
-@click.option("--venue", help="Venue, when several have data for the symbol.")
+@click.option("--venue", help="Venue, when INSTRUMENT has none and several venues have data for it.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def candles(
     obj: Ctx, symbol: str, interval: str, start: Any, end: Any, side: str | None, venue: str | None, as_json: bool
 ) -> None:
-    """OHLCV candles from the database, in whichever mode is active (TimescaleDB aggregates or plain SQL)."""
+    """OHLCV candles of INSTRUMENT (kraken:BTC/USD, or EUR/USD when one venue has data for it) from the database,
+    in whichever mode is active (TimescaleDB aggregates or plain SQL)."""
     import psycopg
 
+    from pulse.instruments import parse_instrument
     from pulse.runtime import resolve_endpoints
     from pulse.symbols import canonical
     from sinks.postgres.candles import CandleError
     from sinks.postgres.candles import candles as query
     from sinks.postgres.mode import detect_mode
 
-    sym = canonical(symbol)
+    if ":" in symbol or venue is not None:  # an instrument id (kraken:BTC/USD), or a venue's spelling with --venue
+        inst = parse_instrument(symbol, venue)
+        sym, venue = inst.symbol, inst.venue
+    else:  # a bare symbol: whichever venue has data for it (refused by name when several have)
+        sym = canonical(symbol)
     if end <= start:
         raise click.BadParameter("--to must be after --from", param_hint="--to")
     ep = resolve_endpoints(obj.settings, need_pulsar=False)

@@ -7,7 +7,11 @@ from typing import Any
 
 import click
 
-from pulse.clitools import emit_json, parse_symbols
+from pulse.clitools import emit_json
+
+
+def _split(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 @click.command()
@@ -15,7 +19,7 @@ from pulse.clitools import emit_json, parse_symbols
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON instead of a table.")
 @click.option("--rate", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Venue messages/s.")
 @click.option("--faults", is_flag=True, help="Inject a disconnect, malformed frames and bad checksums.")
-@click.option("--symbols", callback=parse_symbols, help="The main venue's symbols (default: its demo symbols).")
+@click.option("--symbols", callback=_split, help="The main venue's instruments (default: its demo symbols).")
 @click.option("--fx/--no-fx", default=True, show_default=True, help="Run the FX venues' local venue and ingester too.")
 @click.option("--backfill", is_flag=True, help="Also backfill the historical venues' shipped files.")
 @click.option("--consumers/--no-consumers", default=True, show_default=True,

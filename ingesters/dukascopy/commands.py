@@ -61,7 +61,12 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     type=UTC_TIME,
     help="End hour (UTC, exclusive).",
 )
-@click.option("--base-url", help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.")
+@click.option(
+    "--url",
+    "--base-url",
+    "base_url",
+    help="Datafeed root (default dukascopy.base_url); a local server in tests and the demo.",
+)
 @click.option(
     "--candles",
     "timeframe",
@@ -87,14 +92,15 @@ def backfill(
     as_json: bool,
 ) -> None:
     """Download hourly tick files (or candle files), decode and publish them in time order (resumable, idempotent)."""
-    from ingesters.dukascopy.instruments import lookup
     from ingesters.dukascopy.service import run_backfill, run_candle_backfill
+    from pulse.instruments import resolve_instrument
     from pulse.runtime import resolve_endpoints
 
     s = obj.settings
-    lookup(symbol)  # an unknown instrument is refused before anything starts
+    # EURUSD, EUR/USD or dukascopy:EURUSD; an unknown instrument is refused before anything starts
+    symbol = resolve_instrument(symbol, "dukascopy")[1].venue_symbol
     if base_url:
-        check_http_url(base_url, "--base-url")
+        check_http_url(base_url, "--url")
     if side and not timeframe:
         raise click.UsageError("--side needs --candles")
     if per_tick and timeframe:

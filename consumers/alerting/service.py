@@ -111,9 +111,8 @@ def topics_for_rules(settings: Settings, rules: Iterable[Rule]) -> list[str]:
         for venue, symbol in r.instruments():
             v = get_venue(venue)
             for ch in r.channels():
-                if ch not in v.channels and not any(ch in t for t in v.channel_topics.values()):
-                    continue  # the venue publishes no such topic (OANDA: quotes only)
-                out.add(topic(v.namespace, venue, symbol, ch, tenant))
+                if v.publishes(ch):  # (OANDA publishes quotes only)
+                    out.add(topic(v.namespace, venue, symbol, ch, tenant))
     return sorted(out)
 
 

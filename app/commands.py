@@ -1,4 +1,5 @@
-"""The application's CLI commands: ``pulse demo`` and ``pulse status`` (registered by ``cli.py``)."""
+"""The application's CLI commands (registered by ``cli.py``): ``pulse demo``, ``pulse status``, the runtime's ``pulse
+up|down``, ``pulse bench`` and ``pulse config show``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from typing import Any
 
 import click
 
-from pulse.clitools import emit_json, parse_symbols
+from pulse.clitools import csv_choice, emit_json
+
+
+def _split(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 @click.command()
@@ -15,7 +20,7 @@ from pulse.clitools import emit_json, parse_symbols
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON instead of a table.")
 @click.option("--rate", type=click.FloatRange(min=1), default=300.0, show_default=True, help="Venue messages/s.")
 @click.option("--faults", is_flag=True, help="Inject a disconnect, malformed frames and bad checksums.")
-@click.option("--symbols", callback=parse_symbols, help="The main venue's symbols (default: its demo symbols).")
+@click.option("--symbols", callback=_split, help="The main venue's instruments (default: its demo symbols).")
 @click.option("--fx/--no-fx", default=True, show_default=True, help="Run the FX venues' local venue and ingester too.")
 @click.option("--backfill", is_flag=True, help="Also backfill the historical venues' shipped files.")
 @click.option("--consumers/--no-consumers", default=True, show_default=True,
@@ -79,3 +84,93 @@ def status(obj: Any, as_json: bool, max_tick_age: float, max_sink_lag: float) ->
         for line in report["lines"]:
             click.echo(line)
     sys.exit(0 if report["healthy"] else 1)
+
+
+# -- runtime, bench, settings -----------------------------------------------------------------------------
+@click.command()
+@click.option("--status", "show_status", is_flag=True, help="Only report whether the runtime is running.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker to start (default runtime.broker).")
+@click.pass_obj
+def up(obj: Any, show_status: bool, as_json: bool, broker: str | None) -> None:
+    """Start the embedded broker (pulsar-lite or Apache Pulsar) and PostgreSQL in the background."""
+    from pulse.runtime import Runtime
+
+    obj.broker = broker
+    rt = Runtime(obj.settings)
+    st = rt.status() if show_status else rt.up(progress=None if as_json else lambda m: click.echo(m, err=True))
+    if not show_status and st.broker and st.broker.get("kind") == "apache":
+        from control_plane.provision import provision_base_sync
+        from pulse.runtime import attach_runtime
+
+        provision_base_sync(attach_runtime(obj.settings))  # tenant + namespaces: Apache creates topics only in them
+    if as_json:
+        emit_json(st.as_dict())
+    else:
+        _print_runtime(st)
+    if show_status and not st.running:
+        sys.exit(1)
+
+
+def _print_runtime(st: Any) -> None:
+    def line(name: str, info: dict[str, Any] | None, running: bool, key: str) -> None:
+        state = "running" if running else "stopped"
+        where = f" {info[key]} (pid {info['pid']})" if info else ""
+        click.echo(f"{name:<9} {state}{where if running else ''}")
+
+    click.echo(f"home      {st.home}")
+    line("broker", st.broker, st.broker_running, "url")
+    if st.broker and st.broker_running:
+        if st.broker.get("kind") == "apache":
+            click.echo(f"kind      Apache Pulsar {st.broker['version']} (ready in {st.broker['started_s']} s)")
+            click.echo(f"admin     {st.broker['admin_url']}")
+        else:
+            click.echo("kind      pulsar-lite")
+        click.echo(f"metrics   {st.broker['metrics_url']}")
+    line("postgres", st.postgres, st.postgres_running, "url")
+
+
+@click.command()
+@click.pass_obj
+def down(obj: Any) -> None:
+    """Stop the embedded runtime started by `pulse up` (by pid)."""
+    from pulse.runtime import Runtime
+
+    st = Runtime(obj.settings).down()
+    click.echo(f"stopped embedded runtime in {st.home}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
+@click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
+@click.option("--only", callback=csv_choice(("ingesters", "consumers", "console"), "--only"),
+              help="ingesters,consumers,console")  # fmt: skip
+@click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
+@click.pass_obj
+def bench(obj: Any, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:
+    """Measure the raw publish ceiling vs the ingesters and the consumers' engines and round trips, or (--sink)
+    raw COPY vs the sink; on a runtime of its own (pulsar-lite, or --broker apache)."""
+    obj.broker = broker
+    if sink_only:
+        from bench.harness import bench_runtime
+        from bench.sink import run as run_sink
+
+        with bench_runtime(obj.settings) as (s, ep):
+            emit_json(run_sink(s, ep, quick=quick))
+        return
+    from bench.run import PARTS, run_benchmarks
+
+    run_benchmarks(obj.settings, as_json=as_json, quick=quick, parts=tuple(only) if only else PARTS)
+
+
+@click.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@click.pass_obj
+def config_show(obj: Any) -> None:
+    """Print the effective settings (secrets masked)."""
+    emit_json(obj.settings.redacted())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pulse.errors import ConfigError
+from pulse.instruments import parse_instrument
 from pulse.log import get_logger
 from pulse.runtime import Runtime, attach_runtime, resolve_endpoints
 from pulse.runtime.procs import free_port, terminate, wait_for_port
@@ -121,7 +122,11 @@ def _plans(symbols: list[str] | None, fx: bool, backfill: bool) -> list[tuple[Ve
             continue
         if plan.check is not None:
             plan.check()
-        syms = list(symbols) if symbols and plan.group == "" else list(plan.symbols)
+        syms = (
+            [parse_instrument(x, v.name).symbol for x in symbols]
+            if symbols and plan.group == ""
+            else list(plan.symbols)
+        )
         chosen.append((v, plan, syms))
     chosen.sort(key=lambda c: (c[1].group != "", c[1].group, c[0].name))
     if not chosen or chosen[0][1].group != "" or chosen[0][1].ingest is None:

@@ -46,13 +46,10 @@ def install_rules(db_url: str, venue: str, symbols: list[str]) -> int:
 
 
 def matching_args(venue: str, symbols: list[str]) -> list[str]:
-    """``consumers matching run`` with one ``--instrument`` per symbol, increments from the venue's rules."""
-    from control_plane.symbols import plan_instrument
-
+    """``consumers matching run`` with one ``--instrument VENUE:SYMBOL`` per symbol (increments: the venue's rules)."""
     args = ["consumers", "matching", "run"]
     for sym in symbols:
-        _, inst = plan_instrument(venue, sym)
-        args += ["--instrument", f"{venue}:{inst.symbol}:{inst.price_increment}:{inst.size_increment}"]
+        args += ["--instrument", f"{venue}:{sym}"]
     return args
 
 

@@ -212,7 +212,7 @@ def measure_round_trip(settings: Settings, ep: Endpoints, n: int, work: Path) ->
     log = open(work / "matching-service.log", "ab")  # noqa: SIM115 — closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "--home", str(s.home), "consumers", "matching", "run", "--instrument",
-         f"{V}:{S}:0.01:0.001", "--name", f"bench-{tag}"],
+         f"{V}:{S}:0.01:0.001:crypto", "--name", f"bench-{tag}"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
     try:

@@ -57,6 +57,28 @@ def parse_symbols(_ctx: click.Context, _param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc), param_hint="--symbols") from exc
 
 
+def instrument_list(venue: str, *, native: bool = False, option: str = "--symbols") -> Any:
+    """A click callback: a comma-separated list of ``venue``'s instruments — ``BTC/USD``, ``kraken:BTC/USD`` or the
+    venue's own spelling (``EUR_USD``) — as canonical symbols, or with ``native`` as the venue's own names."""
+
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
+        if value is None:
+            return None
+        from pulse.instruments import parse_instrument_list
+        from pulse.venues import get
+
+        try:
+            ids = parse_instrument_list(value, venue)
+            if not native:
+                return [i.symbol for i in ids]
+            v = get(venue)
+            return [v.resolve(i.symbol).venue_symbol for i in ids]
+        except PulseError as exc:
+            raise click.BadParameter(str(exc), param_hint=option) from exc
+
+    return convert
+
+
 def check_http_url(url: str, name: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

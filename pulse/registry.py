@@ -77,6 +77,7 @@ class Instrument:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "instrument": self.key,
             "venue": self.venue,
             "symbol": self.symbol,
             "venue_symbol": self.venue_symbol,

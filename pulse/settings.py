@@ -195,6 +195,8 @@ class MonitorSettings(_Section):
     max_attempts: Annotated[int, Meta(ge=1, le=10)] = 4  # per check: Lambda errors, throttling, timeouts
     backoff_max_s: Annotated[float, Meta(ge=0, le=600)] = 30.0
     failing_after: Annotated[int, Meta(ge=1, le=1000)] = 3  # consecutive failed checks → unhealthy in `pulse status`
+
+
 class WebSettings(_Section):
     """The console (``pulse web``): WebSocket fan-out, HTTP API and page. The token is a secret."""
 

@@ -90,6 +90,10 @@ class Venue:
         """The topic channels a subscribed ``channel`` publishes on."""
         return self.channel_topics.get(channel, (channel,))
 
+    def publishes(self, topic_channel: str) -> bool:
+        """Whether some channel of this venue publishes on ``topic_channel`` topics (OANDA: no ``trade``)."""
+        return any(topic_channel in self.topics_of(ch) for ch in self.channels)
+
 
 _lock = threading.Lock()
 _registered: dict[str, Venue] = {}

@@ -18,7 +18,8 @@ from typing import Any
 import click
 
 from consumers.alerting.rules import COMMON_FIELDS, RULE_TYPES, RuleError, describe, make_rule, rule_to_dict
-from pulse.errors import ConfigError
+from pulse.errors import ConfigError, SymbolError
+from pulse.instruments import parse_instrument
 from pulse.log import get_logger
 
 log = get_logger(__name__)
@@ -80,8 +81,14 @@ def alerts() -> None:
     epilog="Kind parameters:\n\n" + _kinds_help(),
 )
 @click.argument("kind")
-@click.option("--venue", required=True, help="kraken | oanda")
-@click.option("--symbol", required=True, help="Canonical symbol, e.g. BTC/USD.")
+@click.option(
+    "--symbol",
+    "--instrument",
+    "symbol",
+    required=True,
+    help="The instrument, VENUE:SYMBOL (kraken:BTC/USD; venue spellings such as oanda:EUR_USD accepted).",
+)
+@click.option("--venue", help="The venue, when --symbol has none (and more than one venue lists it).")
 @click.option("--name", default="", help="A label shown in alerts.")
 @click.option("--cooldown", "cooldown_s", type=float, help="Seconds between two alerts of this rule (default 60).")
 @click.option("--hysteresis", type=float, help="Re-arm margin in the threshold's unit (default 0).")
@@ -91,8 +98,8 @@ def alerts() -> None:
 def alerts_add(
     ctx: click.Context,
     kind: str,
-    venue: str,
     symbol: str,
+    venue: str | None,
     name: str,
     cooldown_s: float | None,
     hysteresis: float | None,
@@ -103,22 +110,23 @@ def alerts_add(
 
     \b
     Examples:
-      pulse alerts add price-cross --venue kraken --symbol BTC/USD --above 50000 --cooldown 60
-      pulse alerts add pct-change --venue kraken --symbol ETH/USD --window-s 300 --pct 2 --hysteresis 0.5
-      pulse alerts add stale-feed --venue oanda --symbol EUR/USD --silence-s 30
+      pulse alerts add price-cross --symbol kraken:BTC/USD --above 50000 --cooldown 60
+      pulse alerts add pct-change --symbol kraken:ETH/USD --window-s 300 --pct 2 --hysteresis 0.5
+      pulse alerts add stale-feed --symbol oanda:EUR_USD --silence-s 30
     """
     try:
         fields: dict[str, Any] = parse_extra(list(ctx.args))
         clash = sorted(set(fields) & set(COMMON_FIELDS))
         if clash:
             raise RuleError(f"give {', '.join('--' + c.replace('_', '-') for c in clash)} as the named option(s)")
-        fields.update(venue=venue, symbol=symbol, name=name, enabled=not disabled)
+        inst = parse_instrument(symbol, venue)
+        fields.update(venue=inst.venue, symbol=inst.symbol, name=name, enabled=not disabled)
         if cooldown_s is not None:
             fields["cooldown_s"] = cooldown_s
         if hysteresis is not None:
             fields["hysteresis"] = hysteresis
         rule = make_rule(kind, fields)
-    except RuleError as exc:
+    except (RuleError, SymbolError) as exc:
         raise click.UsageError(str(exc)) from exc
     store = _store(ctx.obj)
     try:

@@ -36,11 +36,16 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from pulse.calendars import ALWAYS
 from pulse.errors import PulseError
 from pulse.symbols import canonical
+from pulse.venues import Venue, venues
 
-#: Venues whose live topics the alerting service can read, and their live namespace (see sinks' sources).
-VENUE_NAMESPACES: dict[str, str] = {"kraken": "crypto", "oanda": "fx"}
+
+def live_venues() -> dict[str, Venue]:
+    """Venues whose live topics the alerting service can read (the venue registry's live ones)."""
+    return {name: v for name, v in venues().items() if v.live}
+
 
 PriceField = Literal["mid", "bid", "ask", "last"]
 Direction = Literal["up", "down", "both"]
@@ -79,8 +84,8 @@ class _Rule(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", forbid_
         return ("quote",)
 
     def __post_init__(self) -> None:
-        if self.venue not in VENUE_NAMESPACES:
-            raise RuleError(f"venue {self.venue!r}: expected one of {', '.join(VENUE_NAMESPACES)}")
+        if self.venue not in live_venues():
+            raise RuleError(f"venue {self.venue!r}: expected one of {', '.join(live_venues())}")
         try:
             canon = canonical(self.symbol)
         except (PulseError, ValueError) as exc:
@@ -227,7 +232,7 @@ class StaleFeed(_Rule, frozen=True, tag="stale_feed"):
 
     PARAMS: ClassVar[dict[str, str]] = {
         "silence_s": "fire after this many seconds without a tick while the market trades",
-        "calendar": "auto (oanda: fx hours, else 24/7) | fx | crypto (24/7)",
+        "calendar": "auto (the venue's market hours: fx hours for an FX venue, else 24/7) | fx | crypto (24/7)",
     }
 
     def __post_init__(self) -> None:
@@ -236,10 +241,10 @@ class StaleFeed(_Rule, frozen=True, tag="stale_feed"):
 
     @property
     def fx_hours(self) -> bool:
-        return self.calendar == "fx" or (self.calendar == "auto" and self.venue == "oanda")
+        return self.calendar == "fx" or (self.calendar == "auto" and live_venues()[self.venue].calendar is not ALWAYS)
 
     def channels(self) -> tuple[str, ...]:
-        return ("quote", "trade") if self.venue == "kraken" else ("quote",)
+        return ("quote", "trade") if "trade" in live_venues()[self.venue].channels else ("quote",)
 
 
 class Divergence(_Rule, frozen=True, tag="divergence"):
@@ -257,8 +262,8 @@ class Divergence(_Rule, frozen=True, tag="divergence"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.other_venue not in VENUE_NAMESPACES:
-            raise RuleError(f"other_venue {self.other_venue!r}: expected one of {', '.join(VENUE_NAMESPACES)}")
+        if self.other_venue not in live_venues():
+            raise RuleError(f"other_venue {self.other_venue!r}: expected one of {', '.join(live_venues())}")
         if self.other_venue == self.venue:
             raise RuleError("other_venue: must differ from venue")
         _positive("bps", self.bps)
@@ -333,4 +338,4 @@ def describe(rule: Rule) -> str:
     params = rule_params(rule)
     params.pop("enabled", None)
     body = " ".join(f"{k}={v}" for k, v in params.items())
-    return f"#{rule.id} {rule.kind} {rule.venue} {rule.symbol} {body}" + (f" ({rule.name})" if rule.name else "")
+    return f"#{rule.id} {rule.kind} {rule.venue}:{rule.symbol} {body}" + (f" ({rule.name})" if rule.name else "")

@@ -64,7 +64,7 @@ import sqlalchemy.exc
 from consumers.alerting.engine import AlertEngine
 from consumers.alerting.handover import Handover, position
 from consumers.alerting.messages import Alert, alert_properties, encode_alert
-from consumers.alerting.rules import VENUE_NAMESPACES, Rule
+from consumers.alerting.rules import Rule
 from consumers.alerting.store import AlertStore, Fence
 from consumers.alerting.webhooks import WebhookSender, WebhookWorker, check_webhooks
 from pulse.bus import Bus, SubscriptionType
@@ -77,6 +77,7 @@ from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from pulse.status import StatusFile
 from pulse.topics import service_topic, topic
+from pulse.venues import get as get_venue
 
 log = get_logger(__name__)
 
@@ -108,10 +109,10 @@ def topics_for_rules(settings: Settings, rules: Iterable[Rule]) -> list[str]:
         if not r.enabled:
             continue
         for venue, symbol in r.instruments():
+            v = get_venue(venue)
             for ch in r.channels():
-                if venue == "oanda" and ch == "trade":
-                    continue  # OANDA publishes quotes only
-                out.add(topic(VENUE_NAMESPACES[venue], venue, symbol, ch, tenant))
+                if v.publishes(ch):  # (OANDA publishes quotes only)
+                    out.add(topic(v.namespace, venue, symbol, ch, tenant))
     return sorted(out)
 
 

@@ -37,11 +37,13 @@ from consumers.matching.messages import (
     encode,
 )
 from pulse.errors import ConfigError, PulseError
+from pulse.instruments import parse_instrument, resolve_instrument
 from pulse.log import get_logger
 from pulse.polling import poll_until_changed
 from pulse.settings import Settings
 from pulse.symbols import canonical
 from pulse.topics import NAMESPACES, service_topic
+from pulse.venues import venues
 
 log = get_logger(__name__)
 
@@ -56,11 +58,9 @@ class NoAnswer(PulseError):
 
 # -- helpers (usable without click) ------------------------------------------------------------------------
 def parse_instrument_ref(text: str) -> tuple[str, str]:
-    """``kraken:BTC/USD`` → ("kraken", "BTC/USD")."""
-    venue, sep, symbol = text.partition(":")
-    if not sep or not venue or not symbol:
-        raise ConfigError(f"invalid instrument {text!r}: expected VENUE:SYMBOL, e.g. kraken:BTC/USD")
-    return venue.strip().lower(), canonical(symbol)
+    """``kraken:BTC/USD`` (or a venue's own spelling: ``oanda:EUR_USD``, ``kraken:XBT/USD``) → ("kraken", "BTC/USD")."""
+    inst = parse_instrument(text)
+    return inst.venue, inst.symbol
 
 
 def _decimal(name: str, text: str) -> Decimal:
@@ -74,18 +74,34 @@ def _decimal(name: str, text: str) -> Decimal:
 
 
 def parse_instrument_spec(text: str) -> InstrumentSpec:
-    """``VENUE:SYMBOL:PRICE_INC:SIZE_INC[:NAMESPACE]``, e.g. ``kraken:BTC/USD:0.1:0.00000001:crypto``."""
+    """``VENUE:SYMBOL`` (increments from the venue's symbol rules) or ``VENUE:SYMBOL:PRICE_INC:SIZE_INC[:NAMESPACE]``,
+    e.g. ``kraken:BTC/USD:0.1:0.00000001``. The namespace defaults to the venue's; a venue the registry does not
+    list (a test or bench feed) needs explicit increments and namespace."""
     parts = text.split(":")
-    if len(parts) not in (4, 5):
+    if len(parts) not in (2, 4, 5):
         raise ConfigError(
-            f"invalid --instrument {text!r}: expected VENUE:SYMBOL:PRICE_INC:SIZE_INC[:NAMESPACE], "
-            "e.g. kraken:BTC/USD:0.1:0.00000001:crypto"
+            f"invalid --instrument {text!r}: expected VENUE:SYMBOL or VENUE:SYMBOL:PRICE_INC:SIZE_INC[:NAMESPACE], "
+            "e.g. kraken:BTC/USD or kraken:BTC/USD:0.1:0.00000001"
         )
-    venue, symbol = parse_instrument_ref(f"{parts[0]}:{parts[1]}")
-    pinc, sinc = _decimal("price increment", parts[2]), _decimal("size increment", parts[3])
-    if pinc <= 0 or sinc <= 0:
-        raise ConfigError(f"invalid --instrument {text!r}: increments must be positive")
-    ns = parts[4] if len(parts) == 5 else ("fx" if venue == "oanda" else "crypto")
+    name = parts[0].strip().lower()
+    known = venues().get(name)
+    if known is None and len(parts) != 5:
+        raise ConfigError(
+            f"invalid --instrument {text!r}: unknown venue {name!r} (known: {', '.join(venues())}); "
+            "another venue needs VENUE:SYMBOL:PRICE_INC:SIZE_INC:NAMESPACE"
+        )
+    if known is not None:
+        v, r = resolve_instrument(f"{name}:{parts[1]}")
+        venue, symbol, ns = v.name, r.symbol, v.namespace
+        pinc, sinc = Decimal(1).scaleb(-r.price_precision), Decimal(1).scaleb(-r.size_precision)
+    else:
+        venue, symbol, ns = name, canonical(parts[1]), ""
+    if len(parts) >= 4:
+        pinc, sinc = _decimal("price increment", parts[2]), _decimal("size increment", parts[3])
+        if pinc <= 0 or sinc <= 0:
+            raise ConfigError(f"invalid --instrument {text!r}: increments must be positive")
+    if len(parts) == 5:
+        ns = parts[4]
     if ns not in NAMESPACES:
         raise ConfigError(f"invalid --instrument {text!r}: unknown namespace {ns!r}")
     return InstrumentSpec(venue, symbol, pinc, sinc, namespace=ns)
@@ -394,7 +410,7 @@ def orders_list(obj: Any, show_all: bool, account: str | None, as_json: bool) ->
     "--instrument",
     "instrument_specs",
     multiple=True,
-    help="VENUE:SYMBOL:PRICE_INC:SIZE_INC[:NAMESPACE] (repeatable); default: the registry's enabled instruments.",
+    help="VENUE:SYMBOL[:PRICE_INC:SIZE_INC[:NAMESPACE]] (repeatable); default: the registry's enabled instruments.",
 )
 @click.option("--name", default="matching", show_default=True, help="Instance name (status file, state directory).")
 @_JSON
@@ -421,7 +437,7 @@ def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json
     if not specs:
         specs = instruments_from_registry(ep.database_url)
         if not specs:
-            raise ConfigError("no instruments: enable some in the registry or pass --instrument V:S:PINC:SINC")
+            raise ConfigError("no instruments: enable some in the registry or pass --instrument VENUE:SYMBOL")
     svc = None
     while True:  # once, and again each time the registry's instruments change while it runs
         halt = running[0] = threading.Event()

@@ -67,7 +67,10 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     help="api: Dukascopy's JSON data API (default, setting dukascopy.feed); bi5: the .bi5 datafeed layout.",
 )
 @click.option(
-    "--base-url", help="Feed root (default dukascopy.base_url, else the feed's own); a local server in tests."
+    "--url",
+    "--base-url",
+    "base_url",
+    help="Feed root (default dukascopy.base_url, else the feed's own); a local server in tests and the demo.",
 )
 @click.option(
     "--candles",
@@ -95,14 +98,15 @@ def backfill(
     as_json: bool,
 ) -> None:
     """Download hourly tick files (or candle files), decode and publish them in time order (resumable, idempotent)."""
-    from ingesters.dukascopy.instruments import lookup
     from ingesters.dukascopy.service import run_backfill, run_candle_backfill
+    from pulse.instruments import resolve_instrument
     from pulse.runtime import resolve_endpoints
 
     s = obj.settings
-    lookup(symbol)  # an unknown instrument is refused before anything starts
+    # EURUSD, EUR/USD or dukascopy:EURUSD; an unknown instrument is refused before anything starts
+    symbol = resolve_instrument(symbol, "dukascopy")[1].venue_symbol
     if base_url:
-        check_http_url(base_url, "--base-url")
+        check_http_url(base_url, "--url")
     if side and not timeframe:
         raise click.UsageError("--side needs --candles")
     if per_tick and timeframe:

@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_ws_url, csv_choice, emit_json, parse_symbols
+from pulse.clitools import check_ws_url, csv_choice, emit_json, instrument_list
 
 
 @click.command("kraken")
-@click.option("--symbols", callback=parse_symbols, help="Comma-separated canonical symbols, e.g. BTC/USD,ETH/USD.")
+@click.option("--symbols", callback=instrument_list("kraken"), help="Instruments, e.g. BTC/USD,kraken:ETH/USD,XBT/EUR.")
 @click.option("--channels", callback=csv_choice(("trade", "ticker", "book"), "--channels"), help="trade,ticker,book")
 @click.option("--depth", type=click.Choice(["10", "25", "100", "500", "1000"]), help="Book depth.")
 @click.option("--url", help="WebSocket URL (default: kraken.url setting, the real Kraken v2 endpoint).")
@@ -62,7 +62,7 @@ def ingest(
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--rate", type=click.FloatRange(min=0.1), default=200.0, show_default=True, help="Data messages/s.")
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--symbols", callback=parse_symbols, default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
+@click.option("--symbols", callback=instrument_list("kraken"), default="BTC/USD,ETH/USD,SOL/USD", show_default=True)
 @click.option("--disconnect-after", type=click.IntRange(min=1), help="Fault: drop each connection after N messages.")
 @click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed frame every N messages.")
 @click.option("--bad-checksum-every", type=click.IntRange(min=1), help="Fault: a wrong checksum every N book updates.")

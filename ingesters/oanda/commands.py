@@ -8,34 +8,31 @@ from typing import Any
 import click
 
 from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_http_url, emit_json
-from pulse.errors import PulseError
+from pulse.clitools import check_http_url, emit_json, instrument_list
 
-
-def parse_instruments(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    from ingesters.oanda.symbols import parse_instruments as parse
-
-    try:
-        return list(parse(value))
-    except PulseError as exc:
-        raise click.BadParameter(str(exc), param_hint="--instruments") from exc
+#: --symbols (alias --instruments): EUR/USD, oanda:EUR/USD or OANDA's EUR_USD; OANDA instrument names out
+parse_instruments = instrument_list("oanda", native=True)
 
 
 @click.command("oanda")
-@click.option("--instruments", callback=parse_instruments, help="OANDA instruments, e.g. EUR_USD,GBP_USD,USD_JPY.")
-@click.option("--api-url", help="Stream host override (default: oanda.environment's practice/live host).")
+@click.option(
+    "--symbols",
+    "--instruments",
+    "instruments",
+    callback=parse_instruments,
+    help="Instruments, e.g. EUR/USD,GBP_USD,oanda:USD_JPY.",
+)
+@click.option("--url", "--api-url", "api_url", help="Stream host override (default: oanda.environment's host).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @click.pass_obj
 def ingest(obj: Any, instruments: list[str] | None, api_url: str | None, as_json: bool) -> None:
     """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed.
 
-    Instruments: --instruments, else the registry's enabled oanda instruments, else oanda.instruments; follows
+    Instruments: --symbols, else the registry's enabled oanda instruments, else oanda.instruments; follows
     `pulse symbols …` changes while running (each change reopens the stream with the new list)."""
     s = obj.settings.with_overrides(oanda={"instruments": instruments, "api_url": api_url})
     if s.oanda.api_url:
-        check_http_url(s.oanda.api_url, "--api-url / oanda.api_url")
+        check_http_url(s.oanda.api_url, "--url / oanda.api_url")
     token = s.oanda_token()  # a missing or unreadable token file is refused before anything starts
     from ingesters.base.app import run_ingester
     from ingesters.base.control import LiveInstruments
@@ -74,7 +71,14 @@ def ingest(obj: Any, instruments: list[str] | None, api_url: str | None, as_json
 @click.option("--rate", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="PRICE lines/s.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--heartbeat-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
-@click.option("--instruments", callback=parse_instruments, default="EUR_USD,GBP_USD,USD_JPY,AUD_USD", show_default=True)
+@click.option(
+    "--symbols",
+    "--instruments",
+    "instruments",
+    callback=parse_instruments,
+    default="EUR_USD,GBP_USD,USD_JPY,AUD_USD",
+    show_default=True,
+)
 @click.option("--disconnect-after", type=click.IntRange(min=1), help="Fault: drop each connection after N lines.")
 @click.option("--stall-after", type=click.IntRange(min=1), help="Fault: go silent after N lines.")
 @click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed line every N lines.")

@@ -7,10 +7,13 @@ from collections.abc import Sequence
 
 import msgspec
 
-from pulse.errors import CodecError
+from pulse.errors import CodecError, ConfigError
+from pulse.instruments import parse_instrument, parse_instrument_list
 from pulse.models import Event
 from pulse.settings import Settings
-from pulse.topics import reading_channels, topic
+from pulse.symbols import parse_symbol_list
+from pulse.topics import NAMESPACES, reading_channels, topic
+from pulse.venues import get, venues
 from sinks.postgres.config import DEFAULT_CHANNELS
 
 _json_dec = msgspec.json.Decoder(Event)
@@ -44,19 +47,41 @@ def topics_for(
     return [topic(namespace, venue, s, ch, settings.pulsar.tenant) for s in syms for ch in chans]
 
 
+def _symbols(venue: str, text: str) -> list[str]:
+    """A venue's comma-separated symbols, canonical: by its rules when the registry knows it (so its own
+    spellings, e.g. OANDA's EUR_USD, are accepted), else as canonical BASE/QUOTE names."""
+    if venue not in venues():
+        return parse_symbol_list(text)
+    return [i.symbol for i in parse_instrument_list(text, venue)]
+
+
 def parse_source(spec: str) -> tuple[str, str, list[str]]:
     """``crypto/kraken=BTC/USD,ETH/USD`` → ("crypto", "kraken", ["BTC/USD", "ETH/USD"]), validated."""
-    from pulse.errors import ConfigError
-    from pulse.symbols import parse_symbol_list
-    from pulse.topics import NAMESPACES
-
     head, sep, syms = spec.partition("=")
     namespace, slash, venue = head.strip().partition("/")
     if not sep or not slash or namespace not in NAMESPACES or not venue.isidentifier():
         raise ConfigError(
-            f"invalid sink source {spec!r}: expected NAMESPACE/VENUE=SYMBOL[,SYMBOL…], e.g. crypto/kraken=BTC/USD"
+            f"invalid sink source {spec!r}: expected NAMESPACE/VENUE=SYMBOL[,SYMBOL…] or VENUE:SYMBOL[,…], "
+            "e.g. crypto/kraken=BTC/USD or kraken:BTC/USD,ETH/USD"
         )
-    return namespace, venue, parse_symbol_list(syms)
+    return namespace, venue, _symbols(venue, syms)
+
+
+def parse_sources(spec: str) -> list[tuple[str, str, list[str]]]:
+    """A source: ``NAMESPACE/VENUE=SYMBOLS`` (see :func:`parse_source`) or instrument ids, ``kraken:BTC/USD,ETH/USD,
+    oanda:EUR_USD`` (a symbol without a venue is the previous one's venue; namespaces from the venue registry),
+    as (namespace, venue, symbols) per venue."""
+    if "=" in spec or ":" not in spec:
+        return [parse_source(spec)]
+    out: dict[str, list[str]] = {}
+    venue: str | None = None
+    for item in spec.split(","):
+        inst = parse_instrument(item, None if ":" in item else venue)
+        venue = inst.venue
+        if inst.symbol in out.setdefault(venue, []):
+            raise ConfigError(f"invalid sink source {spec!r}: {inst} listed twice")
+        out[venue].append(inst.symbol)
+    return [(get(v).namespace, v, syms) for v, syms in out.items()]
 
 
 def topics_for_sources(settings: Settings, sources: Sequence[str] | None = None) -> list[str]:
@@ -66,6 +91,6 @@ def topics_for_sources(settings: Settings, sources: Sequence[str] | None = None)
         return topics_for(settings)
     out: list[str] = []
     for spec in specs:
-        namespace, venue, symbols = parse_source(spec)
-        out += [t for t in topics_for(settings, namespace, venue, symbols) if t not in out]
+        for namespace, venue, symbols in parse_sources(spec):
+            out += [t for t in topics_for(settings, namespace, venue, symbols) if t not in out]
     return out

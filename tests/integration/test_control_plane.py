@@ -104,7 +104,8 @@ def test_symbols_add_refuses_bad_input_before_changing_anything(runtime_settings
         (("kraken", good, "BTC;DROP TABLE"), "invalid Kraken symbol"),
         (("kraken", good, "--channels", "trade,quote"), "kraken has no channel quote"),
         (("krakenx", good), "unknown venue"),
-        (("oanda", "EURUSD"), "invalid symbol 'EURUSD' for OANDA"),
+        (("oanda", "EURUSDX"), "invalid symbol 'EURUSDX' for OANDA"),
+        (("EUR/USD",), "'EUR/USD' is ambiguous: write VENUE:SYMBOL"),
         (("dukascopy", "FOOBAR"), "unknown Dukascopy instrument"),
     ]:
         res = pulse(s, "symbols", "add", *args)
@@ -127,6 +128,13 @@ def test_registry_lifecycle_and_venue_names(runtime_settings: Settings, unique: 
     res = pulse(s, "symbols", "add", "dukascopy", "EURUSD", "--json")
     inst = json.loads(res.stdout)["instrument"]
     assert (inst["symbol"], inst["venue_symbol"], inst["namespace"]) == ("EUR/USD", "EURUSD", "historical")
+    # one identifier: VENUE:SYMBOL, with each venue's own spellings as aliases (and bare when only one venue
+    # spells it so); printed canonically
+    res = pulse(s, "symbols", "add", "oanda:eurusd", "GBP_USD", "--json")
+    assert res.returncode == 0, res.stderr
+    assert [r["instrument"]["instrument"] for r in json.loads(res.stdout)] == ["oanda:EUR/USD", "oanda:GBP/USD"]
+    res = pulse(s, "symbols", "remove", "oanda:EUR_USD", "oanda:GBP/USD")
+    assert res.returncode == 0 and res.stdout.startswith("oanda:EUR/USD (venue symbol EUR_USD"), res.stdout
 
     assert pulse(s, "symbols", "disable", "kraken", "BTC/EUR").returncode == 0
     rows = {r["symbol"]: r for r in json.loads(pulse(s, "symbols", "list", "--venue", "kraken", "--json").stdout)}

@@ -175,17 +175,26 @@ def test_topics_for_builds_the_explicit_topic_list() -> None:
 def test_sink_sources_are_validated_and_expand_to_topics() -> None:
     from pulse.errors import ConfigError, SymbolError
     from pulse.settings import Settings
-    from sinks.postgres.sources import parse_source, topics_for_sources
+    from sinks.postgres.sources import parse_source, parse_sources, topics_for_sources
 
     assert parse_source("fx/oanda=EUR/USD,usd/jpy") == ("fx", "oanda", ["EUR/USD", "USD/JPY"])
+    # instrument ids (namespaces from the venue registry) and venue spellings are accepted too
+    assert parse_source("fx/oanda=EUR_USD") == ("fx", "oanda", ["EUR/USD"])
+    assert parse_sources("kraken:XBT/USD,ETH/USD,oanda:EUR_USD") == [
+        ("crypto", "kraken", ["BTC/USD", "ETH/USD"]),
+        ("fx", "oanda", ["EUR/USD"]),
+    ]
+    assert topics_for_sources(Settings(), ["oanda:EUR_USD"]) == topics_for_sources(Settings(), ["fx/oanda=EUR/USD"])
     topics = topics_for_sources(Settings(), ["fx/oanda=EUR/USD", "historical/dukascopy=EUR/USD"])
     assert "persistent://market-data/fx/oanda.EUR-USD.quote" in topics
     assert "persistent://market-data/historical/dukascopy.EUR-USD.quote" in topics
     for bad in ["fx/oanda", "nope/oanda=EUR/USD", "fx=EUR/USD", "fx/oan da=EUR/USD"]:
         with pytest.raises(ConfigError, match="invalid sink source"):
             parse_source(bad)
-    with pytest.raises(SymbolError, match="EUR_USD"):
-        parse_source("fx/oanda=EUR_USD")
+    with pytest.raises(SymbolError, match="EUR_USDX"):
+        parse_source("fx/oanda=EUR_USDX")
+    with pytest.raises(SymbolError, match="unknown venue 'nope'"):
+        parse_sources("kraken:BTC/USD,nope:ETH/USD")
 
 
 # -- QuoteBatch: many ticks of one instrument in one message (the historical path) ----------------------------

@@ -130,6 +130,8 @@ def test_its_symbol_rules_and_channels_reach_the_control_plane(fake: Venue) -> N
         "persistent://market-data/fx/fakex.AAA-BBB.quote",
         "persistent://market-data/fx/fakex.AAA-BBB.status",
     ]
+    assert fake.publishes("quote") and fake.publishes("trade") and not fake.publishes("book")
+    assert venues.get("kraken").publishes("quote") and not venues.get("oanda").publishes("trade")
     with pytest.raises(SymbolError, match="fakex has no channel book: choose from quote, trade"):
         plan_instrument("fakex", "AAA/BBB", ["book"])
     with pytest.raises(SymbolError, match="invalid Fakex symbol 'AB/C;'"):

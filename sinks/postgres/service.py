@@ -48,7 +48,7 @@ import psycopg
 import pulsar
 import sqlalchemy.exc
 
-from pulse.bus import Bus
+from pulse.bus import BrokerWatch, Bus
 from pulse.errors import BusError
 from pulse.log import get_logger
 from pulse.retry import RetryStopped, counting, retry_until_ok
@@ -186,6 +186,9 @@ class PostgresSink:
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
         self._caggs: aggregates.AggregateRefresher | None = None  # TimescaleDB only
+        # a broker outage: a log line and broker_errors + 1 (the client itself reconnects, silently)
+        self._watch = BrokerWatch(name, endpoints.pulsar_url, on_lost=self._broker_lost)
+        self._watch_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -245,6 +248,7 @@ class PostgresSink:
                 if items and (time.monotonic() - first_at) * 1000 >= cfg.max_latency_ms:
                     self._hand_over(_Batch(items, first_at), stop)
                     items, nrows = [], 0
+                self._watch_broker()
                 self._tick()
             if items and self._writer_error is None:
                 self._hand_over(_Batch(items, first_at), stop, final=True)
@@ -563,6 +567,15 @@ class PostgresSink:
         self._ack(msg)
 
     # -- status --------------------------------------------------------------------------------------
+    def _broker_lost(self) -> None:
+        self.stats.broker_errors += 1
+
+    def _watch_broker(self) -> None:
+        now = time.monotonic()
+        if now >= self._watch_at:
+            self._watch_at = now + 0.5
+            self._watch.check([self._consumer, *self._extra])
+
     def _tick(self, final: bool = False) -> None:
         if self._status is None or not self._status.due(force=final):
             return
@@ -573,6 +586,7 @@ class PostgresSink:
             database_mode=self.stats.mode,
             last_event_ns=dict(self.stats.last_event_ns),
             state="stopped" if final else "running",
+            broker_connected=self._watch.down_since is None,
         )
 
 

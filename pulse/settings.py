@@ -136,6 +136,8 @@ class SinkSettings(_Section):
     batch_size: PosInt = 5000
     max_latency_ms: PosInt = 200
     retry_max_s: PosFloat = 10.0
+    # a backlog with a consumer connected and nothing dispatched or acked this long (s) is a stalled subscription
+    stall_s: PosFloat = 30.0
 
 
 class MatchingSettings(_Section):

@@ -71,13 +71,18 @@ def demo(
               help="An open market's instrument with no tick for this long is unhealthy (s).")  # fmt: skip
 @click.option("--max-sink-lag", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="A sink this far (s) behind the newest published tick is unhealthy.")  # fmt: skip
+@click.option("--max-stall", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="A subscription with a backlog and a consumer connected that moved nothing for this long "
+                   "is unhealthy (s).")  # fmt: skip
 @click.pass_obj
-def status(obj: Any, as_json: bool, max_tick_age: float, max_sink_lag: float) -> None:
-    """Health: broker (+ admin API), topics' rates and backlog, database mode, services, per-instrument last
-    tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
+def status(obj: Any, as_json: bool, max_tick_age: float, max_sink_lag: float, max_stall: float) -> None:
+    """Health: broker (+ admin API), topics' rates and backlog, stalled subscriptions, database mode, services,
+    per-instrument last tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
     from app.health import collect_health
 
-    report = collect_health(obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag)
+    report = collect_health(
+        obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag, max_stall_s=max_stall
+    )
     if as_json:
         emit_json(report)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pulse.broker_metrics import TopicMetrics, stalled
 from pulse.errors import PulseError
 from pulse.runtime import Runtime, resolve_endpoints
 from pulse.settings import Settings
@@ -47,14 +48,16 @@ def database_mode(url: str) -> str:
 
 
 def collect_health(
-    settings: Settings, *, max_tick_age_s: float = 60.0, max_sink_lag_s: float = 120.0
+    settings: Settings, *, max_tick_age_s: float = 60.0, max_sink_lag_s: float = 120.0, max_stall_s: float = 30.0
 ) -> dict[str, Any]:
     """Everything ``pulse status`` reports; ``healthy`` is False when any check fails.
 
     Unhealthy: broker or database unreachable; a service that died without saying it stopped; a running
     ingester whose instrument has not ticked for ``max_tick_age_s`` while its market is open (FX is exempt at
     the weekend); a sink whose newest stored event is ``max_sink_lag_s`` older than the newest tick a running
-    ingester published (data flows in but is not stored).
+    ingester published (data flows in but is not stored); a subscription with a backlog and a consumer
+    connected that had nothing dispatched or acknowledged for ``max_stall_s`` (a stuck consumer: the broker's
+    metrics on pulsar-lite, the admin API's subscription stats on Apache Pulsar); a sink that says it is stalled.
     """
     report: dict[str, Any] = {"healthy": True, "lines": []}
     lines: list[str] = report["lines"]
@@ -84,11 +87,16 @@ def collect_health(
         health = _admin_health(settings)
         report["broker"]["admin"] = health
         check(health["healthy"], f"broker admin API {settings.pulsar.admin_url} ({health['detail']})")
-    report["topics"] = (
+    metrics = (
         _admin_topics(settings, ep.database_url, lines)
         if settings.pulsar.admin_url
         else _topics(settings, ep.broker_metrics_url, lines)
     )
+    report["topics"] = _topic_lines(settings, metrics, lines)
+    report["stalled"] = []
+    for s in stalled(_mine(settings, metrics), max_stall_s):
+        report["stalled"].append({**vars(s), "detail": s.describe()})
+        check(False, s.describe())
     try:
         mode = database_mode(ep.database_url)
         report["database"] = {"ok": True, "mode": mode}
@@ -116,12 +124,12 @@ def _admin_health(settings: Settings) -> dict[str, Any]:
         return {"healthy": False, "status": 0, "detail": str(exc)}
 
 
-def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str, Any]:
+def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str, TopicMetrics]:
     """A real cluster: the admin API's (partitioned-)stats of every enabled registry instrument's topics."""
     import asyncio
 
     from control_plane.pulsar_admin import AdminError, PulsarAdmin
-    from pulse.broker_metrics import TopicMetrics
+    from pulse.broker_metrics import SubscriptionMetrics
     from pulse.registry import RegistryReader
     from pulse.venues import instrument_topics
 
@@ -145,18 +153,27 @@ def _admin_topics(settings: Settings, db_url: str, lines: list[str]) -> dict[str
                 subs = {k: float(v.msg_backlog) for k, v in st.subscriptions.items()}
                 out[name] = TopicMetrics(name, st.msg_rate_in, st.msg_rate_out, float(st.msg_in_counter),
                                          float(sum(subs.values())), subs)  # fmt: skip
+                out[name].subs = {
+                    k: SubscriptionMetrics(
+                        backlog=float(v.msg_backlog),
+                        consumers=float(v.consumers),
+                        last_consumed=v.last_consumed_ms / 1000,
+                        last_acked=v.last_acked_ms / 1000,
+                    )
+                    for k, v in st.subscriptions.items()
+                }
         return out
 
     try:
-        return _topic_lines(settings, asyncio.run(go()), lines)
+        return asyncio.run(go())
     except PulseError as exc:
         lines.append(f"{'?':<10} topic stats unavailable: {exc}")
         return {}
 
 
-def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str, Any]:
+def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str, TopicMetrics]:
     """The embedded broker: per-topic rates and backlog from its Prometheus metrics (pulsar-lite exports
-    Pulsar's own topic metric names). Informational: never unhealthy by itself."""
+    Pulsar's own topic metric names): rates and backlog are informational; a stalled subscription is not."""
     from pulse.broker_metrics import fetch_topic_metrics
 
     if not metrics_url:
@@ -166,12 +183,19 @@ def _topics(settings: Settings, metrics_url: str, lines: list[str]) -> dict[str,
     except OSError as exc:
         lines.append(f"{'?':<10} topic metrics unavailable at {metrics_url}: {exc}")
         return {}
-    return _topic_lines(settings, topics, lines)
+    return topics
 
 
-def _topic_lines(settings: Settings, topics: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+def _mine(settings: Settings, topics: dict[str, TopicMetrics]) -> dict[str, TopicMetrics]:
     tenant = f"persistent://{settings.pulsar.tenant}/"
-    mine = {t: m for t, m in sorted(topics.items()) if t.startswith(tenant)}
+    return {t: m for t, m in sorted(topics.items()) if t.startswith(tenant)}
+
+
+def _topic_lines(settings: Settings, topics: dict[str, TopicMetrics], lines: list[str]) -> dict[str, Any]:
+    if not topics:
+        return {}
+    tenant = f"persistent://{settings.pulsar.tenant}/"
+    mine = _mine(settings, topics)
     rate_in = sum(m.rate_in for m in mine.values())
     backlog = sum(m.backlog for m in mine.values())
     lines.append(f"{'info':<10} {len(mine)} topics, {rate_in:.0f} msg/s in, backlog {backlog:.0f} messages")
@@ -224,4 +248,6 @@ def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink
         behind = newest_published and (newest_published - newest) > max_sink_lag_s and entry["alive"]
         ago = f"{lag}s ago" if lag is not None else "none yet"
         check(not behind, f"  {entry['name']} newest stored event {ago}")
+        if entry["alive"] and (entry.get("counters") or {}).get("stalled"):
+            check(False, f"  {entry['name']} stalled: {entry.get('stall') or 'its subscription is not draining'}")
     report["services"] = services

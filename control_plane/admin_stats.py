@@ -23,6 +23,8 @@ class SubscriptionStats:
     msg_rate_out: float
     consumers: int
     type: str
+    last_consumed_ms: int = 0  # lastConsumedTimestamp: the last dispatch (ms since the epoch; 0 = never)
+    last_acked_ms: int = 0  # lastAckedTimestamp
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def parse_stats(topic: str, doc: dict[str, Any], partitions: int = 0) -> TopicSt
             msg_rate_out=float(s.get("msgRateOut") or 0.0),
             consumers=len(s.get("consumers") or []),
             type=str(s.get("type") or ""),
+            last_consumed_ms=int(s.get("lastConsumedTimestamp") or 0),
+            last_acked_ms=int(s.get("lastAckedTimestamp") or 0),
         )
     meta = doc.get("metadata") or {}
     return TopicStats(

@@ -250,6 +250,40 @@ class Bus:
             self.client.close()
 
 
+class BrokerWatch:
+    """Says in the service's own log, and counts, when its connection to the broker drops and comes back.
+
+    The C++ client reconnects by itself and reports that only in its own log file
+    (``<home>/logs/pulsar-client.log``); a service calls :meth:`check` with its producers or consumers every
+    half second or so (``is_connected()`` is a cheap local read) and gets one structured warning when the
+    connection is lost (``on_lost`` counts it) and one info line with the outage's length when it is back."""
+
+    def __init__(self, service: str, url: str, on_lost: Callable[[], None] | None = None) -> None:
+        self.service = service
+        self.url = url
+        self.on_lost = on_lost
+        self.down_since: float | None = None  # time.monotonic() of the loss, while disconnected
+
+    def check(self, handles: Any) -> bool:
+        """Whether every handle (producer or consumer; None ignored) is connected; logs and counts changes."""
+        connected = True
+        for h in handles:
+            if h is not None and not h.is_connected():
+                connected = False
+                break
+        if not connected and self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("broker connection lost", service=self.service, reconnecting=True,
+                        broker=self.url)  # fmt: skip
+            if self.on_lost is not None:
+                self.on_lost()
+        elif connected and self.down_since is not None:
+            down_s = round(time.monotonic() - self.down_since, 1)
+            self.down_since = None
+            log.info("broker connection restored", service=self.service, broker=self.url, down_s=down_s)
+        return connected
+
+
 class _TopicStats:
     __slots__ = ("acked", "acked_events", "failed", "sampled_at", "sent", "sent_events")
 
@@ -266,11 +300,12 @@ class _TopicStats:
         known = self.acked + self.failed
         if upto <= known:
             return
+        # max(): answers may arrive from two threads (the client's callbacks and the publisher's settle timer)
         if ok:
-            self.acked = upto - self.failed
+            self.acked = max(self.acked, upto - self.failed)
             self.acked_events = max(self.acked_events, upto_events)
         else:
-            self.failed = upto - self.acked
+            self.failed = max(self.failed, upto - self.acked)
 
 
 class PublishStats:
@@ -280,6 +315,7 @@ class PublishStats:
     def __init__(self) -> None:
         self.topics: dict[str, _TopicStats] = {}
         self.last_error: str = ""
+        self.broker_disconnects = 0  # connection losses seen (BrokerWatch)
 
     def of(self, topic_name: str) -> _TopicStats:
         st = self.topics.get(topic_name)
@@ -386,7 +422,14 @@ def event_counts(event: Event) -> tuple[int, int]:
 
 
 class EventPublisher(PublisherBase):
-    """Publishes canonical events to their topic in one namespace, keyed by instrument, through ``bus``."""
+    """Publishes canonical events to their topic in one namespace, keyed by instrument, through ``bus``.
+
+    A settle thread wakes every ``settle_interval_s``: a topic that went quiet with messages still unanswered
+    (its last messages were not among the sampled callbacks) gets its producer flushed asynchronously, and the
+    flush's answer settles them, so ``pending`` reaches 0 and ``acked`` equals ``sent`` shortly after the last
+    publish without waiting for a later message. The same thread watches the producers' broker connection
+    (:class:`BrokerWatch`: a log line and ``stats.broker_disconnects``).
+    """
 
     def __init__(
         self,
@@ -406,6 +449,16 @@ class EventPublisher(PublisherBase):
         self._native: dict[str, Any] = {}  # topic → the native producer (see send_encoded)
         self.ack_every = ack_every
         self.ack_interval_s = 0.1
+        self.settle_interval_s = 0.2
+        self._handed: dict[str, tuple[int, int]] = {}  # topic → (sent, sent_events) once in the client's hands
+        self._seen: dict[str, tuple[int, int]] = {}  # … as the previous settle tick saw it
+        self._flushing: set[str] = set()
+        stats = self._stats
+        self.watch = BrokerWatch(producer_prefix, bus.url, on_lost=lambda: setattr(
+            stats, "broker_disconnects", stats.broker_disconnects + 1))  # fmt: skip
+        self._stop = threading.Event()
+        self._settler = threading.Thread(target=self._settle_loop, name=f"{producer_prefix}-settle", daemon=True)
+        self._settler.start()
 
     def publish(self, event: Event, topic_name: str | None = None, *, sequence_id: int | None = None) -> None:
         """Encode and send ``event`` asynchronously (key = its symbol, event time = its ``ts_event``).
@@ -448,11 +501,15 @@ class EventPublisher(PublisherBase):
         if sequence_id is not None:
             mb.sequence_id(sequence_id)
         native.send_async(mb.build(), self._callback(t, n, last_ts))
+        st = self._stats.topics[t]
+        self._handed[t] = (st.sent, st.sent_events)
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
         """Publish bytes as they are (dead letters keep the venue's raw payload)."""
         producer = self.bus.producer(topic_name, name=f"{self.prefix}.{topic_name.rsplit('/', 1)[-1]}")
         producer.send_async(payload, self._callback(topic_name, 1, 0), properties=properties, partition_key=key)
+        st = self._stats.topics[topic_name]
+        self._handed[topic_name] = (st.sent, st.sent_events)
 
     def _callback(self, t: str, n: int, ts_event: int) -> Callable[[pulsar.Result, object], None] | None:
         """Count the message; return an ack callback for one message in ``ack_every`` (and at least every
@@ -489,11 +546,46 @@ class EventPublisher(PublisherBase):
         for st in self._stats.topics.values():
             st.settle(True, st.sent, st.sent_events)
 
+    def _settle_loop(self) -> None:
+        while not self._stop.wait(self.settle_interval_s):
+            if self.bus._closed:  # closed under us by its owner
+                return
+            try:
+                self._settle_quiet()
+                self.watch.check(list(self.bus._producers.values()))
+            except Exception as exc:  # never let the timer die: the counters would go stale again
+                log.warning("publish settle failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _settle_quiet(self) -> None:
+        """Flush (asynchronously) each producer whose topic sent nothing since the last tick and still has
+        unanswered messages; the flush's answer covers everything handed to the client before it."""
+        topics = self._stats.topics
+        for t, handed in list(self._handed.items()):
+            seen, self._seen[t] = self._seen.get(t), handed
+            st = topics[t]
+            if handed != seen or handed[0] <= st.acked + st.failed or t in self._flushing:
+                continue
+            producer = self.bus._producers.get(t)
+            if producer is None:
+                continue
+            self._flushing.add(t)
+            upto, upto_events = handed
+
+            def done(res: pulsar.Result, t: str = t, st: _TopicStats = st, upto: int = upto,
+                     upto_events: int = upto_events) -> None:  # fmt: skip
+                self._flushing.discard(t)
+                if res == pulsar.Result.Ok:
+                    st.settle(True, upto, upto_events)
+
+            producer._producer.flush_async(done)
+
     def close(self) -> None:
         """Flush; close the bus if this publisher owns it."""
+        self._stop.set()
         try:
             self.flush()
         finally:
+            self._settler.join(timeout=2)
             if self.owns_bus:
                 self.bus.close()
 

@@ -16,8 +16,9 @@ parent → child
     input: flush, close, exit 0.
 child → parent
     ``["r"]`` ready; ``["s", {topic: [acked, acked_events, failed]}, [[topic, ts_event, acked_ns], …],
-    last_error]`` counters as they change (every ~20 ms) with the sampled acks; ``["f", token, error]`` once
-    everything sent before the flush is answered; ``["x", error]`` fatal (the child exits).
+    last_error, broker_disconnects]`` counters as they change (every ~20 ms) with the sampled acks (the child's
+    publisher settles a quiet topic's last messages on a timer, so these reach ``sent`` without a later send);
+    ``["f", token, error]`` once everything sent before the flush is answered; ``["x", error]`` fatal (the child exits).
 
 Counts stay exact: the child counts each topic's messages in the order the parent sent them, so its acked
 count for a topic is the parent's too. The child ignores SIGINT/SIGTERM (they reach the whole process group,
@@ -256,7 +257,8 @@ class OffloadedPublisher(PublisherBase):
     def _handle(self, frame: list[Any]) -> None:
         kind = frame[0]
         if kind == "s":
-            _, counts, acks, last_error = frame
+            _, counts, acks, last_error, disconnects = frame
+            self._stats.broker_disconnects = disconnects
             of = self._stats.of
             for t, (acked, acked_events, failed) in counts.items():
                 st = of(t)
@@ -324,6 +326,7 @@ class _Reporter(threading.Thread):
         self.interval = interval
         self.replies: queue.Queue[list[Any] | None] = queue.Queue()
         self._sent: dict[str, tuple[int, int, int]] = {}
+        self._disconnects = 0
 
     def run(self) -> None:
         while True:
@@ -345,8 +348,10 @@ class _Reporter(threading.Thread):
                 changed[t] = self._sent[t] = now
         acks = self.acks[:]
         del self.acks[: len(acks)]  # (what the I/O thread appended meanwhile stays for the next report)
-        if changed or acks:
-            _write_all(self.fd, _frame(["s", changed, acks, self.stats.last_error]))
+        disconnects = self.stats.broker_disconnects
+        if changed or acks or disconnects != self._disconnects:
+            self._disconnects = disconnects
+            _write_all(self.fd, _frame(["s", changed, acks, self.stats.last_error, disconnects]))
 
 
 def _child_main() -> int:

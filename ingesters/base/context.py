@@ -175,6 +175,7 @@ class IngestContext:
             "published": st.total_acked,  # …of which the broker acknowledged
             "publish_failed": st.total_failed,
             "pending": st.pending,
+            "broker_disconnects": st.broker_disconnects,  # connection losses (each one logged)
             "topics": dict(st.acked),
         }
 

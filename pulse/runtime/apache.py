@@ -353,13 +353,14 @@ def start_apache(
         lib, conf, log4j, heap_mb=heap_mb, bookie_port=free_port(host), data=data, functions_worker=worker_conf
     )
     t0 = time.monotonic()
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=bdir,
+            umask=0o077,  # its data and files: owner-only
             start_new_session=True,  # outlives `pulse up`; stopped by pid on `pulse down`
         )
     admin_url = f"http://{host}:{admin_port}"

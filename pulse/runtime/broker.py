@@ -7,6 +7,7 @@ write a ``pulsar-lite.toml`` that moves it to ``runtime.broker_metrics_port``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,14 @@ def start_broker(home: Path, *, host: str, port: int, metrics_port: int, timeout
     write_config(cfg, host=host, port=port, metrics_port=metrics_port, db_path=bdir / "data")
     log_path = home / "logs" / "broker.log"
     binary = find_pulsar_lite_binary()
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
             [binary, "--config", str(cfg)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=bdir,
+            umask=0o077,  # its data and files: owner-only
             start_new_session=True,  # survives the `pulse up` process; stopped by pid on `pulse down`
         )
     if not wait_for_port(host, port, timeout, pid=proc.pid):

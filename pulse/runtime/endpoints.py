@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from pulse.errors import RuntimeStateError
 from pulse.settings import Settings
@@ -43,7 +45,7 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
                 raise RuntimeStateError(
                     f"no database: set database.url, or start the embedded runtime with `pulse up` (home {st.home})"
                 )
-            db_url, embedded = st.postgres["url"], True
+            db_url, embedded = embedded_database_url(st.postgres), True
     return Endpoints(
         pulsar_url=pulsar_url,
         database_url=db_url,
@@ -52,6 +54,22 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
         admin_url=admin_url,
         broker_kind=kind,
     )
+
+
+def embedded_database_url(postgres: dict[str, Any]) -> str:
+    """The embedded server's URL from ``runtime.json`` with the superuser password (read from its 0600 file,
+    registered with the log masker) put in: the password is in no state file and on no command line."""
+    from pulse.log import register_secret
+    from pulse.runtime.postgres import read_password
+
+    url: str = postgres["url"]
+    password = read_password(postgres["password_file"]) if postgres.get("password_file") else ""
+    if not password:
+        return url
+    register_secret(password)
+    scheme, _, rest = url.partition("://")
+    user, at, hostpath = rest.partition("@")
+    return f"{scheme}://{user}:{quote(password, safe='')}@{hostpath}" if at else url
 
 
 def attach_runtime(settings: Settings) -> Settings:

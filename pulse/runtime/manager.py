@@ -1,7 +1,8 @@
 """``pulse up`` / ``pulse down`` / ``pulse up --status``: the embedded runtime's lifecycle and state file.
 
-State lives in ``<home>/runtime.json`` (pids and URLs). Processes are started in their own session so they
-outlive the command that started them, and are stopped by pid.
+State lives in ``<home>/runtime.json`` (pids and URLs, never the database password). The home and everything
+the runtime writes in it are owner-only (0700 / 0600); nothing outside the home changes mode. Processes are
+started in their own session so they outlive the command that started them, and are stopped by pid.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 from pulse.errors import RuntimeStateError
 from pulse.runtime.apache import ApacheBrokerInfo, start_apache
 from pulse.runtime.broker import BrokerInfo, start_broker
-from pulse.runtime.postgres import PostgresInfo, postmaster_pid, start_postgres, stop_postgres
-from pulse.runtime.procs import pid_alive, terminate
+from pulse.runtime.postgres import PostgresInfo, postmaster_pid, purge_postgres, start_postgres, stop_postgres
+from pulse.runtime.procs import pid_alive, private_dir, private_files, terminate
 from pulse.settings import Settings
 
 STATE_FILE = "runtime.json"
@@ -61,9 +62,11 @@ class Runtime:
             return {}
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        with private_files():
+            tmp.write_text(json.dumps(state, indent=2))
+        tmp.chmod(0o600)
         os.replace(tmp, self.state_path)
 
     def status(self) -> RuntimeStatus:
@@ -83,12 +86,21 @@ class Runtime:
 
         ``runtime.broker`` chooses the broker: pulsar-lite, or Apache Pulsar standalone (resolved from Maven
         Central into a cache on first use; ``progress`` receives one line per step)."""
-        rt = self.settings.runtime
         current = self.status()
         if current.running:
             return current
         state = self._read_state()
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
+        with private_files():
+            state = self._start(state, current, progress)
+        state["started_at"] = time.time()
+        self._write_state(state)
+        return self.status()
+
+    def _start(
+        self, state: dict[str, Any], current: RuntimeStatus, progress: Callable[[str], None] | None
+    ) -> dict[str, Any]:
+        rt = self.settings.runtime
         broker: BrokerInfo | ApacheBrokerInfo | None = None
         try:
             if not current.broker_running:
@@ -119,28 +131,32 @@ class Runtime:
                     database=rt.database,
                     bin_path=rt.postgres_bin_dir,
                     options=rt.postgres_options,
+                    system_dir=rt.postgres_system_dir,
                 )
                 state["postgres"] = asdict(pg)
         except BaseException:
             if broker is not None:  # do not leave half a runtime behind
                 terminate(broker.pid)
             raise
-        state["started_at"] = time.time()
-        self._write_state(state)
-        return self.status()
+        return state
 
-    def down(self) -> RuntimeStatus:
+    def down(self, *, purge: bool = False) -> RuntimeStatus:
+        """Stop both servers by pid. ``purge`` also deletes the database cluster (wherever it lives: as root it
+        is outside the home) and its password; the home itself is left to the caller."""
         state = self._read_state()
         if not state:
             raise RuntimeStateError(f"no embedded runtime under {self.home} (nothing to stop)")
         if p := state.get("postgres"):
             # stop by data directory: the server may have been restarted since `up` recorded its pid
             pid = postmaster_pid(p["data_dir"]) or p["pid"]
-            if not stop_postgres(p["data_dir"], self.settings.runtime.postgres_bin_dir) and pid_alive(pid):
+            bins = p.get("bin_dir") or self.settings.runtime.postgres_bin_dir
+            if not stop_postgres(p["data_dir"], bins) and pid_alive(pid):
                 terminate(pid)
         if b := state.get("broker"):
             terminate(b["pid"], timeout=30.0 if b.get("kind") == "apache" else 10.0)
         st = self.status()
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()
+        if purge:
+            purge_postgres(self.home, self.settings.runtime.postgres_system_dir)
         return st

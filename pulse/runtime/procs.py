@@ -7,6 +7,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 
@@ -72,6 +74,23 @@ def terminate(pid: int, timeout: float = 10.0) -> bool:
             proc.kill()
             proc.wait(5)
         return False
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories created inside are owner-only (umask 077), whatever the caller's umask."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make the directory itself 0700; its parents are left as they are."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
 
 
 def reap(pid: int) -> None:

@@ -102,6 +102,7 @@ class SinkConfig(_Strict, kw_only=True):
     batch_size: PosInt = 5000
     max_latency_ms: PosInt = 200
     retry_max_s: Annotated[float, Meta(gt=0)] = 10.0
+    stall_s: Annotated[float, Meta(gt=0)] = 30.0  # see sinks/postgres/watch.py
     dead_letter_topic: str = ""  # empty: persistent://<tenant>/deadletter/sink.postgres
     tables: dict[str, Target] = msgspec.field(default_factory=_default_targets)
     timescale: Timescale = msgspec.field(default_factory=Timescale)
@@ -251,4 +252,5 @@ def default_config(settings: Settings, topics: Sequence[str]) -> SinkConfig:
         batch_size=s.batch_size,
         max_latency_ms=s.max_latency_ms,
         retry_max_s=s.retry_max_s,
+        stall_s=s.stall_s,
     ).validate(settings.pulsar.tenant)

@@ -60,7 +60,8 @@ from sinks.postgres.config import SinkConfig, default_config
 from sinks.postgres.mapping import ELEMENT_TYPE, Row, to_rows
 from sinks.postgres.migrations import prepare
 from sinks.postgres.mode import DbMode
-from sinks.postgres.sources import decode_payload
+from sinks.postgres.sources import decode_payload, receive_many
+from sinks.postgres.watch import SinkWatch
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 
 log = get_logger(__name__)
@@ -91,6 +92,9 @@ class SinkStats:
     cagg_refreshes: int = 0  # TimescaleDB: coalesced bottom-up refreshes of backfilled ranges (aggregates.py)
     cagg_refresh_errors: int = 0
     topics_added: int = 0  # topics of instruments added while running (registry-following)
+    stalls: int = 0  # backlog not draining with a consumer connected (watch.py); stalled while it lasts
+    resubscribes: int = 0
+    stalled: bool = False
 
     def _q(self, data: deque[float], q: float) -> float | None:
         ordered = sorted(data)
@@ -119,6 +123,7 @@ class SinkStats:
             "cagg_refreshes": self.cagg_refreshes,
             "cagg_refresh_errors": self.cagg_refresh_errors,
             "topics_added": self.topics_added,
+            **{"stalls": self.stalls, "resubscribes": self.resubscribes, "stalled": self.stalled},
         }
 
 
@@ -186,6 +191,10 @@ class PostgresSink:
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
         self._caggs: aggregates.AggregateRefresher | None = None  # TimescaleDB only
+        # a broker outage (a log line, broker_errors + 1) and a stalled subscription (stalls, resubscribes)
+        self._watch = SinkWatch(name, endpoints.pulsar_url, endpoints.broker_metrics_url, config.subscription,
+                                self.stats, stall_s=config.stall_s)  # fmt: skip
+        self._received_at = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -245,6 +254,8 @@ class PostgresSink:
                 if items and (time.monotonic() - first_at) * 1000 >= cfg.max_latency_ms:
                     self._hand_over(_Batch(items, first_at), stop)
                     items, nrows = [], 0
+                idle_s = time.monotonic() - self._received_at
+                self._watch.tick([self._consumer, *self._extra], idle_s, lambda: self._resubscribe(subscribe))
                 self._tick()
             if items and self._writer_error is None:
                 self._hand_over(_Batch(items, first_at), stop, final=True)
@@ -373,7 +384,7 @@ class PostgresSink:
         consumer = self._consumer
         assert consumer is not None
         if self._extra:
-            return self._receive_many([consumer, *self._extra], limit)
+            return receive_many([consumer, *self._extra], limit, _IDLE_RECEIVE_MS)
         try:
             msgs = [consumer.receive(timeout_millis=_IDLE_RECEIVE_MS)]
         except pulsar.Timeout:
@@ -384,24 +395,6 @@ class PostgresSink:
         except pulsar.Timeout:
             pass
         return msgs
-
-    @staticmethod
-    def _receive_many(consumers: list[pulsar.Consumer], limit: int) -> list[pulsar.Message]:
-        """Take what each consumer holds; when none holds anything, wait a short while on each in turn."""
-        msgs: list[pulsar.Message] = []
-        wait = max(1, _IDLE_RECEIVE_MS // (4 * len(consumers)))
-        for _round in range(4):
-            for c in consumers:
-                try:
-                    msgs.append(c.receive(timeout_millis=1 if msgs else wait))
-                    while len(msgs) < limit:
-                        msgs.append(c.receive(timeout_millis=1))
-                except pulsar.Timeout:
-                    pass
-                if len(msgs) >= limit:
-                    return msgs
-            if msgs:
-                return msgs
         return msgs
 
     def _collect(self, stop: threading.Event) -> list[_Item]:
@@ -415,6 +408,7 @@ class PostgresSink:
             return []
         if not msgs:
             return []
+        self._received_at = time.monotonic()
         self.stats.received += len(msgs)
         items: list[_Item] = []
         target = self._target
@@ -563,6 +557,23 @@ class PostgresSink:
         self._ack(msg)
 
     # -- status --------------------------------------------------------------------------------------
+    def _resubscribe(self, subscribe: Any) -> None:
+        """Close the consumers and subscribe again to every topic (a stall's recovery; what they held and did
+        not ack is redelivered, and the unique keys absorb it)."""
+        for consumer in [self._consumer, *self._extra]:
+            try:
+                if consumer is not None:
+                    consumer.close()
+            except Exception as exc:
+                log.warning("consumer close failed", error=str(exc))
+        self._extra, self._consumer_of = [], {}
+        try:
+            self._consumer = subscribe()
+        except BusError as exc:
+            self.stats.broker_errors += 1
+            log.warning("resubscribe failed; retrying", error=str(exc))
+            self._consumer = self._retrying("subscribe", subscribe, threading.Event(), broker=True)
+
     def _tick(self, final: bool = False) -> None:
         if self._status is None or not self._status.due(force=final):
             return
@@ -573,6 +584,8 @@ class PostgresSink:
             database_mode=self.stats.mode,
             last_event_ns=dict(self.stats.last_event_ns),
             state="stopped" if final else "running",
+            broker_connected=self._watch.broker.down_since is None,
+            stall=self._watch.stall.describe() if self._watch.stall else "",
         )
 
 

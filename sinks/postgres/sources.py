@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
+import pulsar
 
 from pulse.errors import CodecError, ConfigError
 from pulse.instruments import parse_instrument, parse_instrument_list
@@ -94,3 +95,23 @@ def topics_for_sources(settings: Settings, sources: Sequence[str] | None = None)
         for namespace, venue, symbols in parse_sources(spec):
             out += [t for t in topics_for(settings, namespace, venue, symbols) if t not in out]
     return out
+
+
+def receive_many(consumers: Sequence[pulsar.Consumer], limit: int, idle_ms: int) -> list[pulsar.Message]:
+    """Take what each consumer holds; when none holds anything, wait a short while (``idle_ms`` over all) on
+    each in turn."""
+    msgs: list[pulsar.Message] = []
+    wait = max(1, idle_ms // (4 * len(consumers)))
+    for _round in range(4):
+        for c in consumers:
+            try:
+                msgs.append(c.receive(timeout_millis=1 if msgs else wait))
+                while len(msgs) < limit:
+                    msgs.append(c.receive(timeout_millis=1))
+            except pulsar.Timeout:
+                pass
+            if len(msgs) >= limit:
+                return msgs
+        if msgs:
+            return msgs
+    return msgs

@@ -17,7 +17,7 @@ import pytest
 from pulse.bus import Bus, EventPublisher
 from pulse.models import Trade
 from pulse.runtime import Endpoints, Runtime
-from pulse.runtime.postgres import _pg, bin_dir
+from pulse.runtime.postgres import pg_ctl
 from pulse.settings import Settings
 from pulse.topics import topic
 from sinks.postgres.config import SinkConfig, parse_sink_config
@@ -132,10 +132,10 @@ def test_postgres_restart_mid_stream_is_exactly_once(
         wait_for(lambda: sink.stats.mode, "the sink to start")
         publish(runtime_settings, endpoints, [trade(venue, sym, i) for i in range(n // 2)])
         wait_for(lambda: len(trade_ids(endpoints.database_url, venue)) > 0, "first commits")
-        data_dir = Runtime(runtime_settings).status().postgres["data_dir"]  # type: ignore[index]
-        bins = bin_dir(runtime_settings.runtime.postgres_bin_dir)
-        log = str(runtime_settings.home / "logs" / "postgres.log")  # -l: else the server holds our stdout pipe
-        res = _pg(bins / "pg_ctl", ["-D", data_dir, "-l", log, "-m", "immediate", "-w", "-t", "30", "restart"])
+        pg = Runtime(runtime_settings).status().postgres
+        assert pg is not None
+        log = os.path.realpath(pg["log"])  # -l: else the server holds our stdout pipe (as root: a link to its log)
+        res = pg_ctl(pg["data_dir"], ["-l", log, "-m", "immediate", "-w", "-t", "30", "restart"], pg["bin_dir"])
         assert res.returncode == 0, res.stderr
         publish(runtime_settings, endpoints, [trade(venue, sym, i) for i in range(n // 2, n)])
         wait_for(lambda: len(trade_ids(endpoints.database_url, venue)) >= n, "every trade after the restart")

@@ -61,7 +61,7 @@ def apache_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
         yield attached
     finally:
         pids += [p["pid"] for p in [rt.status().postgres] if p]
-        rt.down()
+        rt.down(purge=True)  # as root the cluster lives outside the home (runtime.postgres_system_dir)
         for pid in pids:
             assert not pid_alive(pid), f"runtime process {pid} still alive after `down`"
 

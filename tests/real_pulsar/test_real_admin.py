@@ -278,6 +278,9 @@ def test_stats_and_health_from_real_answers(apache_settings: Settings, unique: s
     assert pstats.partitions == 0 and pstats.msg_in_counter == 5 and pstats.publishers == 1
     assert pstats.subscriptions[f"idle-{unique}"].msg_backlog == 5
     assert pstats.subscriptions[f"idle-{unique}"].type == "Exclusive"
+    # what `pulse status` judges a stall by: the idle consumer had its 5 messages dispatched, acknowledged none
+    idle_stats = pstats.subscriptions[f"idle-{unique}"]
+    assert idle_stats.last_consumed_ms > 1_600_000_000_000 and idle_stats.last_acked_ms == 0
     assert (health.healthy, health.status, health.detail) == (True, 200, "ok")
 
 

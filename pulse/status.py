@@ -31,6 +31,11 @@ class StatusFile:
         self.started = time.time()
         self.every_s = every_s
         self._written_at = float("-inf")  # time.monotonic() of the last periodic write
+        #: time.monotonic() of the service loop's latest visit (a due() check or a write): the loop's heartbeat,
+        #: which /healthz and the systemd watchdog read (pulse.supervise)
+        self.beat = time.monotonic()
+        #: fields added to every write (e.g. the service's metrics URL, for pulse status)
+        self.meta: dict[str, Any] = {}
 
     @property
     def next_due(self) -> float:
@@ -39,7 +44,7 @@ class StatusFile:
 
     def due(self, *, force: bool = False) -> bool:
         """Whether a periodic write is due now (or ``force``); if so, the write is counted as done now."""
-        now = time.monotonic()
+        now = self.beat = time.monotonic()
         if not force and now < self._written_at + self.every_s:
             return False
         self._written_at = now
@@ -53,6 +58,7 @@ class StatusFile:
             log.warning("status file write failed", path=str(self.path), error=str(exc))
 
     def write(self, counters: dict[str, Any], **extra: Any) -> None:
+        self.beat = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         doc = {
             "name": self.name,
@@ -60,6 +66,7 @@ class StatusFile:
             "started": self.started,
             "updated": time.time(),
             "counters": counters,
+            **self.meta,
             **extra,
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

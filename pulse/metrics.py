@@ -83,11 +83,12 @@ class Progress:
         self.read = read
         self._last = read()
         self._since = time.monotonic()
+        self.moved = False  # it changed at least once since this object was made
 
     def idle_s(self) -> float:
         now, value = time.monotonic(), self.read()
         if value != self._last:
-            self._last, self._since = value, now
+            self._last, self._since, self.moved = value, now, True
         return now - self._since
 
 

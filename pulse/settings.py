@@ -202,7 +202,9 @@ class StatusSettings(_Section):
     """``pulse status``: services on any host, by the base URL of their metrics server (``http://host:9101``).
     Each one listed must answer /readyz with 200; one that does not answer is unhealthy."""
 
-    services: list[str] = msgspec.field(default_factory=list)
+    services: list[Annotated[str, Meta(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+/?$")]] = msgspec.field(
+        default_factory=list
+    )
     timeout_s: PosFloat = 3.0
 
 

@@ -19,6 +19,10 @@ from pulse.runtime.procs import pid_alive
 
 log = get_logger(__name__)
 
+#: fields added to every status file this process writes (one process is one service): e.g. the URL of its
+#: metrics server, which a local ``pulse status`` reads /readyz from (set by :mod:`pulse.supervise`)
+PROCESS_META: dict[str, Any] = {}
+
 
 class StatusFile:
     """``<home>/run/<name>.json`` of one service. Services write it periodically: ``due()`` says when (every
@@ -34,8 +38,6 @@ class StatusFile:
         #: time.monotonic() of the service loop's latest visit (a due() check or a write): the loop's heartbeat,
         #: which /healthz and the systemd watchdog read (pulse.supervise)
         self.beat = time.monotonic()
-        #: fields added to every write (e.g. the service's metrics URL, for pulse status)
-        self.meta: dict[str, Any] = {}
 
     @property
     def next_due(self) -> float:
@@ -66,7 +68,7 @@ class StatusFile:
             "started": self.started,
             "updated": time.time(),
             "counters": counters,
-            **self.meta,
+            **PROCESS_META,
             **extra,
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

@@ -14,15 +14,16 @@ Outside systemd (no ``$NOTIFY_SOCKET``) only the metrics server runs, and only w
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from pulse.log import get_logger
 from pulse.metrics import Health, MetricsServer, Probe, evaluate
 from pulse.sdnotify import Notifier
 from pulse.settings import Settings
-from pulse.status import StatusFile
+from pulse.status import PROCESS_META
 
 log = get_logger(__name__)
 
@@ -38,12 +39,11 @@ class Supervisor:
         *,
         port: int | None = None,
         stopping: Callable[[], bool] = lambda: False,
-        status_file: StatusFile | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         """``port``: the ``--metrics-port`` option (None: the settings' ``metrics.ports``/``metrics.port``;
-        0: no server). ``stopping``: the service's stop flag. ``status_file``: gets the metrics URL, so a
-        local ``pulse status`` finds the endpoints."""
+        0: no server). ``stopping``: the service's stop flag. The metrics URL goes into this process's status
+        files, so a local ``pulse status`` finds the endpoints."""
         self.probe = probe
         self.stall_after_s = settings.metrics.stall_after_s
         self.port = settings.metrics.port_for(probe.service) if port is None else port
@@ -51,7 +51,6 @@ class Supervisor:
         self.stopping = stopping
         self.notifier = Notifier(environ)
         self.server: MetricsServer | None = None
-        self._status_file = status_file
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._ready_sent = self._stopping_sent = False
@@ -63,8 +62,7 @@ class Supervisor:
         """Bind the metrics server (a taken port is a ConfigError naming it) and start the checks."""
         if self.port:
             self.server = MetricsServer(self.probe, self.host, self.port, stall_after_s=self.stall_after_s).start()
-            if self._status_file is not None:
-                self._status_file.meta["metrics_url"] = self.server.url
+            PROCESS_META["metrics_url"] = self.server.url
         if self.server is not None or self.notifier.enabled:
             self._thread.start()
         return self
@@ -119,3 +117,15 @@ class Supervisor:
         if not self._stopping_sent and self.notifier.enabled:
             self._stopping_sent = True
             self.notifier.stopping(f"stopping: {self.probe.summary()}")
+
+
+@contextlib.contextmanager
+def supervised(
+    probe: Probe, settings: Settings, *, port: int | None, stopping: Callable[[], bool]
+) -> Iterator[Supervisor]:
+    """A started :class:`Supervisor` for the body (a service's run), stopped (STOPPING=1) after it."""
+    sup = Supervisor(probe, settings, port=port, stopping=stopping).start()
+    try:
+        yield sup
+    finally:
+        sup.stop()

@@ -64,7 +64,6 @@ def run_ingester(
             settings,
             port=metrics_port,
             stopping=stopping.is_set,
-            status_file=ctx.status_file,
         ).start()
     except BaseException:
         publisher.close()

@@ -91,6 +91,7 @@ class SinkStats:
     cagg_refreshes: int = 0  # TimescaleDB: coalesced bottom-up refreshes of backfilled ranges (aggregates.py)
     cagg_refresh_errors: int = 0
     topics_added: int = 0  # topics of instruments added while running (registry-following)
+    batch_rows: Any = None  # a histogram child (sinks.postgres.metrics) observing rows per committed batch
 
     def _q(self, data: deque[float], q: float) -> float | None:
         ordered = sorted(data)
@@ -186,6 +187,14 @@ class PostgresSink:
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._writer_error: BaseException | None = None
         self._caggs: aggregates.AggregateRefresher | None = None  # TimescaleDB only
+
+    @property
+    def subscribed(self) -> bool:
+        return self._consumer is not None
+
+    @property
+    def status_file(self) -> StatusFile | None:
+        return self._status
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -514,7 +523,8 @@ class PostgresSink:
         for table, n in counts.items():
             st.stored[table] += n
             inserted += n
-        st.duplicates += max(0, sum(len(it.rows) for it in group) - inserted)
+        nrows = sum(len(it.rows) for it in group)
+        st.duplicates += max(0, nrows - inserted)
         last = st.last_event_ns
         ack = self._ack
         for it in group:
@@ -524,6 +534,8 @@ class PostgresSink:
         if self._caggs is not None:
             self._caggs.committed(group, counts)  # TimescaleDB: note the historical range to refresh
         st.batches += 1  # after the acks: a reader seeing the count sees the batch acknowledged
+        if st.batch_rows is not None:
+            st.batch_rows.observe(nrows)
 
     # -- retry / ack / dead letters --------------------------------------------------------------------
     def _retrying(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False) -> Any:

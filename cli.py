@@ -119,6 +119,7 @@ for command in (app_commands.up, app_commands.down, app_commands.demo, app_comma
                 app_commands.config, sink_commands.sink, sink_commands.candles, control_commands.symbols,
                 control_commands.pulsar_group):  # fmt: skip
     cli.add_command(command)
+cli.add_command(app_commands.systemd)
 
 
 def main() -> None:

@@ -160,7 +160,8 @@ class MetricsServer:
         return self
 
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which only a started server runs
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def health(self) -> Health:

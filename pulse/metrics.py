@@ -193,3 +193,26 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pulse.metrics http://127.0.0.1:9101/readyz``: exit 0 when it answers 200, else 1 — a
+    container healthcheck that needs no curl in the image."""
+    import sys
+    import urllib.error
+    import urllib.request
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].startswith(("http://", "https://")):
+        print("usage: python -m pulse.metrics http://HOST:PORT/readyz", file=sys.stderr)
+        return 2
+    try:
+        with urllib.request.urlopen(args[0], timeout=5) as resp:  # http(s) only, checked above
+            return 0 if resp.status == 200 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{args[0]}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

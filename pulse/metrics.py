@@ -92,6 +92,12 @@ class Progress:
         return now - self._since
 
 
+def erroring(errors: Progress, successes: Progress, window_s: float) -> bool:
+    """A dependency is failing: ``errors`` moved within ``window_s`` and ``successes`` has not moved since."""
+    e = errors.idle_s()
+    return errors.moved and e < window_s and successes.idle_s() > e
+
+
 # -- building families from counters ----------------------------------------------------------------------
 def counter(name: str, doc: str, samples: Mapping[tuple[str, ...], float], labels: tuple[str, ...]) -> Metric:
     """A counter family (``name`` without ``_total``) with one sample per label-value tuple."""

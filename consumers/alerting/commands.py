@@ -233,7 +233,12 @@ def alerting_run(obj: Any, name: str, as_json: bool, metrics_port: int | None) -
                                   stats=svc.stats if svc is not None else None)  # fmt: skip
             current[:] = [svc]
             if sup is None:
-                sup = Supervisor(alerting_probe(lambda: current[0]), s, port=metrics_port, stopping=stop.is_set).start()
+                sup = Supervisor(
+                    alerting_probe(lambda: current[0], s.metrics.stall_after_s),
+                    s,
+                    port=metrics_port,
+                    stopping=stop.is_set,
+                ).start()
             svc.run(stop)
             if not svc.rules_changed.is_set():
                 break

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client.core import Metric
 
 from consumers.alerting.service import AlertingService
-from pulse.metrics import Probe, counter, gauge, service_counters
+from pulse.metrics import Probe, Progress, counter, erroring, gauge, service_counters
 
 _COUNTERS = (
     ("received", "pulse_alerting_received", "Messages received"),
@@ -28,7 +28,11 @@ _COUNTERS = (
 )
 
 
-def alerting_probe(current: Callable[[], AlertingService]) -> Probe:
+def alerting_probe(current: Callable[[], AlertingService], stall_after_s: float) -> Probe:
+    st = current().stats  # the counters carry over from one instance to the next
+    db_errors, snapshots = Progress(lambda: st.db_errors), Progress(lambda: st.snapshots)
+    broker_errors, received = Progress(lambda: st.broker_errors), Progress(lambda: st.received)
+
     def collect() -> Iterable[Metric]:
         svc = current()
         snap = svc.counters()
@@ -46,7 +50,11 @@ def alerting_probe(current: Callable[[], AlertingService]) -> Probe:
 
     def checks() -> dict[str, bool]:
         svc = current()
-        return {"subscribed": svc._consumer is not None and svc.engine is not None}
+        return {
+            "subscribed": svc._consumer is not None and svc.engine is not None,
+            "database": not erroring(db_errors, snapshots, stall_after_s),
+            "broker": not erroring(broker_errors, received, stall_after_s),
+        }
 
     def summary() -> str:
         st = current().stats

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from prometheus_client import Histogram
 from prometheus_client.core import Metric
 
-from pulse.metrics import Probe, Progress, counter, gauge, service_counters
+from pulse.metrics import Probe, Progress, counter, erroring, gauge, service_counters
 from sinks.postgres.service import PostgresSink
 
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000)
@@ -32,8 +32,8 @@ def sink_probe(svc: PostgresSink, stall_after_s: float) -> Probe:
     batch_rows = Histogram("pulse_sink_batch_rows", "Rows per committed batch", labelnames=["service"],
                            buckets=BATCH_BUCKETS, registry=None)  # fmt: skip
     st.batch_rows = batch_rows.labels(service=name)
-    db_errors = Progress(lambda: st.db_errors)
-    batches = Progress(lambda: st.batches)
+    db_errors, batches = Progress(lambda: st.db_errors), Progress(lambda: st.batches)
+    broker_errors, received = Progress(lambda: st.broker_errors), Progress(lambda: st.received)
 
     def collect() -> Iterable[Metric]:
         snap = st.as_dict()
@@ -56,10 +56,12 @@ def sink_probe(svc: PostgresSink, stall_after_s: float) -> Probe:
                     {k: v / 1000 for k, v in q.items() if v is not None}, ("service", "quantile"))  # fmt: skip
         yield from batch_rows.collect()
 
-    def checks() -> dict[str, bool]:
-        err_idle = db_errors.idle_s()
-        failing = db_errors.moved and err_idle < stall_after_s and batches.idle_s() > err_idle
-        return {"subscribed": svc.subscribed, "database": bool(st.mode) and not failing}
+    def checks() -> dict[str, bool]:  # a dependency error with no success since is "not ready" for stall_after_s
+        return {
+            "subscribed": svc.subscribed,
+            "database": bool(st.mode) and not erroring(db_errors, batches, stall_after_s),
+            "broker": not erroring(broker_errors, received, stall_after_s),
+        }
 
     def summary() -> str:
         stored = sum(st.stored.values())

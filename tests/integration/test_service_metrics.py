@@ -86,7 +86,12 @@ def test_sink_metrics_equal_its_counters_and_pulse_status_reads_listed_endpoints
         assert total(m, "pulse_sink_lag_seconds") > 0
         code, body = get(base + "/readyz")
         doc = json.loads(body)
-        assert code == 200 and doc["checks"] == {"loop_alive": True, "subscribed": True, "database": True}, doc
+        assert code == 200 and doc["checks"] == {
+            "loop_alive": True,
+            "subscribed": True,
+            "database": True,
+            "broker": True,
+        }
 
         # pulse status asks the listed endpoints: the sink answers ready, the dead one is unhealthy
         env_status = {"PULSE_STATUS__SERVICES": f"{base},http://127.0.0.1:{dead_port}"}

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pulse.errors import ConfigError
-from pulse.metrics import MetricsServer, Probe, counter
+from pulse.metrics import MetricsServer, Probe, Progress, counter, erroring
 from pulse.sdnotify import Notifier
 from pulse.settings import load_settings
 from pulse.supervise import Supervisor
@@ -164,3 +164,20 @@ def test_metrics_and_status_settings() -> None:
         load_settings(environ={"PULSE_METRICS__PORTS": "sink-postgres=70000"})
     with pytest.raises(ConfigError, match=r"status\.services"):
         load_settings(environ={"PULSE_STATUS__SERVICES": "ftp://host:9101"})
+
+
+def test_a_dependency_is_failing_from_an_error_until_the_next_success() -> None:
+    c = {"errors": 0, "ok": 0}
+    errors, successes = Progress(lambda: c["errors"]), Progress(lambda: c["ok"])
+    assert not erroring(errors, successes, 5.0)  # no error yet
+    c["errors"] += 1
+    time.sleep(0.01)
+    assert erroring(errors, successes, 5.0)
+    time.sleep(0.01)
+    c["ok"] += 1
+    assert not erroring(errors, successes, 5.0)  # a success after the error
+    time.sleep(0.01)
+    c["errors"] += 1
+    assert erroring(errors, successes, 5.0)
+    time.sleep(0.02)
+    assert not erroring(errors, successes, 0.01)  # the error is older than the window

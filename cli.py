@@ -133,6 +133,7 @@ for command in (app_commands.up, app_commands.down, app_commands.demo, app_comma
 cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
 cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
 cli.add_command(__import__("app.coverage", fromlist=["coverage_command"]).coverage_command)
+cli.add_command(app_commands.systemd)
 
 
 def main() -> None:

@@ -179,3 +179,92 @@ def config() -> None:
 def config_show(obj: Any) -> None:
     """Print the effective settings (secrets masked)."""
     emit_json(obj.settings.redacted())
+
+
+# -- systemd -----------------------------------------------------------------------------------------------
+def _live_venues(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--venue: a venue with a live ingester (``pulse ingest <venue>``), from the venue registry."""
+    from pulse.venues import venues
+
+    live = sorted(n for n, v in venues().items() if v.commands is not None and "ingest" in v.commands())
+    bad = [v for v in value if v not in live]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: choose from {', '.join(live)}", param_hint="--venue")
+    return value
+
+
+def _layout_options(fn: Any) -> Any:
+    from app.systemd import CREDENTIALS
+    from pulse.clitools import csv_choice
+
+    for opt in reversed([
+        click.option("--venue", "venues", multiple=True, callback=_live_venues,
+                     help="A venue whose ingester runs (pulse-ingest@VENUE; repeatable): its credentials drop-in."),
+        click.option("--prefix", default="/opt/pulse", show_default=True,
+                     help="Where the project is installed (uv sync --frozen): its .venv/bin/pulse runs."),
+        click.option("--settings-file", default="/etc/pulse/pulse.toml", show_default=True, help="The settings file."),
+        click.option("--credentials-dir", default="/etc/pulse/credentials", show_default=True,
+                     help="One root-owned 0600 file per secret, loaded with LoadCredential=."),
+        click.option("--credentials", "creds", default="database-url", show_default=True,
+                     callback=csv_choice(tuple(CREDENTIALS), "--credentials"),
+                     help=f"The secrets this deployment has: {','.join(CREDENTIALS)}."),
+        click.option("--watchdog-s", type=click.IntRange(10, 3600), default=60, show_default=True,
+                     help="WatchdogSec= of the Type=notify units."),
+    ]):  # fmt: skip
+        fn = opt(fn)
+    return fn
+
+
+def _files(venues: tuple[str, ...], prefix: str, settings_file: str, credentials_dir: str, creds: list[str],
+           watchdog_s: int) -> dict[str, str]:  # fmt: skip
+    from app.systemd import Layout, render_all
+
+    for name, path in (
+        ("--prefix", prefix),
+        ("--settings-file", settings_file),
+        ("--credentials-dir", credentials_dir),
+    ):
+        if not path.startswith("/") or any(c.isspace() or c in "%$\"'\\" for c in path):
+            raise click.BadParameter(f"{path!r}: an absolute path without spaces, quotes, % or $", param_hint=name)
+    lay = Layout(prefix.rstrip("/") or "/", settings_file, credentials_dir.rstrip("/"), tuple(creds), watchdog_s)
+    return render_all(lay, venues)
+
+
+@click.group("systemd")
+def systemd() -> None:
+    """systemd units for the Pulse daemons (Type=notify, watchdog, credentials, sandboxing)."""
+
+
+@systemd.command("render")
+@_layout_options
+@click.option("--out", type=click.Path(file_okay=False), default="deploy/systemd", show_default=True)
+def systemd_render(out: str, **kw: Any) -> None:
+    """Write the units, the sysusers file and venue drop-ins to a directory (to review or package)."""
+    from pathlib import Path
+
+    from app.systemd import write_all
+
+    for path in write_all(_files(**kw), Path(out)):
+        click.echo(str(path))
+
+
+@systemd.command("install")
+@_layout_options
+@click.option("--unit-dir", type=click.Path(file_okay=False), default="/etc/systemd/system", show_default=True)
+@click.option("--sysusers-dir", type=click.Path(file_okay=False), default="/etc/sysusers.d", show_default=True)
+def systemd_install(unit_dir: str, sysusers_dir: str, **kw: Any) -> None:
+    """Install the units (root): then create the user, reload systemd and enable what should run."""
+    from pathlib import Path
+
+    from app.systemd import write_all
+    from pulse.clitools import fail
+
+    try:
+        written = write_all(_files(**kw), Path(unit_dir), Path(sysusers_dir))
+    except PermissionError as exc:
+        fail(f"cannot write {exc.filename}: permission denied (run as root, or pick --unit-dir/--sysusers-dir)", 1)
+    for path in written:
+        click.echo(f"wrote {path}")
+    ingest = " ".join(f"pulse-ingest@{v}" for v in kw["venues"]) or "pulse-ingest@kraken"
+    click.echo(f"next: systemd-sysusers && systemctl daemon-reload && "
+               f"systemctl enable --now {ingest} pulse-sink pulse-matching pulse-alerting")  # fmt: skip

@@ -73,6 +73,7 @@ def collect_health(
         ep = resolve_endpoints(settings)
     except PulseError as exc:
         check(False, str(exc))
+        _endpoints(report, settings, check)  # services on other hosts still answer for themselves
         return report
     ok, detail = _broker_ok(settings, ep.pulsar_url)
     kind = "Apache Pulsar" if ep.broker_kind == "apache" else "pulsar-lite"
@@ -105,7 +106,50 @@ def collect_health(
         report["database"] = {"ok": False, "error": str(exc)}
         check(False, f"database: {exc}")
     _services(report, settings.home, max_tick_age_s, max_sink_lag_s, check)
+    _endpoints(report, settings, check)
     return report
+
+
+def _endpoints(report: dict[str, Any], settings: Settings, check: Any) -> None:
+    """Ask each service's /readyz: those listed in ``status.services`` (any host; each must answer) and the
+    running local services that serve metrics (their status file names the URL)."""
+    urls = {u.rstrip("/"): "listed" for u in settings.status.services}
+    for doc in report.get("services", []):
+        if doc.get("alive") and doc.get("state") != "stopped" and doc.get("metrics_url"):
+            urls.setdefault(str(doc["metrics_url"]).rstrip("/"), "local")
+    out = []
+    for url, origin in urls.items():
+        code, doc, error = _readyz(url, settings.status.timeout_s)
+        name = doc.get("service", "?") if doc else "?"
+        entry = {"url": url, "origin": origin, "service": name, "status": code, "ready": code == 200, **(doc or {})}
+        if error:
+            entry["error"] = error
+            check(False, f"{url} not answering ({error})")
+        elif code == 200:
+            check(True, f"{name} at {url} ready: {doc.get('summary', '')}")
+        else:
+            failing = ",".join(k for k, ok in (doc or {}).get("checks", {}).items() if not ok) or f"HTTP {code}"
+            check(False, f"{name} at {url} NOT READY ({failing}): {(doc or {}).get('summary', '')}")
+        out.append(entry)
+    report["endpoints"] = out
+
+
+def _readyz(url: str, timeout: float) -> tuple[int, dict[str, Any] | None, str]:
+    """(HTTP status, the JSON body, an error when it did not answer)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as r:  # http(s): status.services is validated
+            return r.status, json.loads(r.read()), ""
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read()), ""
+        except ValueError:
+            return exc.code, None, ""
+    except (OSError, ValueError) as exc:
+        return 0, None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
 
 
 def _admin_health(settings: Settings) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, ceiling, fx, kraken, matching, web
+from bench import alerting, ceiling, fx, kraken, matching, metrics, web
 from bench.harness import Report, bench_runtime, broker_footprint, broker_label, load_average
 from pulse.settings import Settings
 
@@ -84,6 +84,7 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
         if "ingesters" in parts:
             step("kraken", lambda: kraken.run(report, s, ep, ceiling=base, quick=quick, work=work))
             step("fx", lambda: fx.run(report, s, ep, ceiling=base, quick=quick, work=work))
+            step("metrics", lambda: metrics.run(report, s, quick=quick, work=work))
         if "consumers" in parts:
             step("matching", lambda: matching.run(report, s, ep, quick=quick, work=work))
             step("alerting", lambda: alerting.run(report, s, ep, quick=quick))

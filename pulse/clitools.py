@@ -89,3 +89,13 @@ def check_ws_url(url: str, name: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         fail(f"{name}: {url!r} is not a ws:// or wss:// URL")
+
+
+def metrics_port_option(fn: Any) -> Any:
+    """``--metrics-port N`` for a long-running command: /metrics, /healthz and /readyz on port N (0 = off;
+    default: the ``[metrics]`` settings, see :mod:`pulse.metrics`)."""
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        help="Serve /metrics, /healthz and /readyz on this port (0 = off; default: metrics.ports / metrics.port).",
+    )(fn)

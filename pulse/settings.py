@@ -215,6 +215,34 @@ class WebSettings(_Section):
     send_buffer_bytes: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)] = 262144
 
 
+class MetricsSettings(_Section):
+    """Each long-running service's /metrics (Prometheus text), /healthz and /readyz server.
+
+    ``ports`` maps a service name (``ingest-kraken``, ``ingest-oanda``, ``sink-postgres``, ``matching``,
+    ``alerting``, …) to its port; a service not listed uses ``port``. 0 = no server. ``--metrics-port`` wins.
+    """
+
+    host: str = "127.0.0.1"  # the address the servers bind (0.0.0.0 in a container)
+    port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    ports: dict[str, Annotated[int, Meta(ge=0, le=65535)]] = msgspec.field(default_factory=dict)
+    # /readyz is false (and systemd's WATCHDOG=1 stops) when the service's loop has not beaten for this long,
+    # or its feed (venue frames, broker acks) has not moved for this long while it should
+    stall_after_s: PosFloat = 30.0
+
+    def port_for(self, service: str) -> int:
+        return self.ports.get(service, self.port)
+
+
+class StatusSettings(_Section):
+    """``pulse status``: services on any host, by the base URL of their metrics server (``http://host:9101``).
+    Each one listed must answer /readyz with 200; one that does not answer is unhealthy."""
+
+    services: list[Annotated[str, Meta(pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+/?$")]] = msgspec.field(
+        default_factory=list
+    )
+    timeout_s: PosFloat = 3.0
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "text"
@@ -232,6 +260,8 @@ class Settings(_Section):
     alerting: AlertingSettings = msgspec.field(default_factory=AlertingSettings)
     monitor: MonitorSettings = msgspec.field(default_factory=MonitorSettings)
     web: WebSettings = msgspec.field(default_factory=WebSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    status: StatusSettings = msgspec.field(default_factory=StatusSettings)
     logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
 
     # -- derived -------------------------------------------------------------------------------------
@@ -325,6 +355,11 @@ def _env_value(annotation: Any, raw: str) -> Any:
         return _env_value(get_args(annotation)[0], raw)
     if origin is list:
         return [p.strip() for p in raw.split(",") if p.strip()]
+    if origin is dict:  # NAME=VALUE,NAME=VALUE
+        pairs = [p.strip().partition("=") for p in raw.split(",") if p.strip()]
+        if any(not sep or not k.strip() for k, sep, _ in pairs):
+            raise ConfigError(f"expected NAME=VALUE,NAME=VALUE, got {raw!r}")
+        return {k.strip(): v.strip() for k, _, v in pairs}
     if annotation is bool:
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):

@@ -19,6 +19,10 @@ from pulse.runtime.procs import pid_alive
 
 log = get_logger(__name__)
 
+#: fields added to every status file this process writes (one process is one service): e.g. the URL of its
+#: metrics server, which a local ``pulse status`` reads /readyz from (set by :mod:`pulse.supervise`)
+PROCESS_META: dict[str, Any] = {}
+
 
 class StatusFile:
     """``<home>/run/<name>.json`` of one service. Services write it periodically: ``due()`` says when (every
@@ -31,6 +35,9 @@ class StatusFile:
         self.started = time.time()
         self.every_s = every_s
         self._written_at = float("-inf")  # time.monotonic() of the last periodic write
+        #: time.monotonic() of the service loop's latest visit (a due() check or a write): the loop's heartbeat,
+        #: which /healthz and the systemd watchdog read (pulse.supervise)
+        self.beat = time.monotonic()
 
     @property
     def next_due(self) -> float:
@@ -39,7 +46,7 @@ class StatusFile:
 
     def due(self, *, force: bool = False) -> bool:
         """Whether a periodic write is due now (or ``force``); if so, the write is counted as done now."""
-        now = time.monotonic()
+        now = self.beat = time.monotonic()
         if not force and now < self._written_at + self.every_s:
             return False
         self._written_at = now
@@ -53,6 +60,7 @@ class StatusFile:
             log.warning("status file write failed", path=str(self.path), error=str(exc))
 
     def write(self, counters: dict[str, Any], **extra: Any) -> None:
+        self.beat = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         doc = {
             "name": self.name,
@@ -60,6 +68,7 @@ class StatusFile:
             "started": self.started,
             "updated": time.time(),
             "counters": counters,
+            **PROCESS_META,
             **extra,
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

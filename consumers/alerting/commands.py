@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from consumers.alerting.rules import COMMON_FIELDS, RULE_TYPES, RuleError, describe, make_rule, rule_to_dict
+from pulse.clitools import metrics_port_option
 from pulse.errors import ConfigError, SymbolError
 from pulse.instruments import parse_instrument
 from pulse.log import get_logger
@@ -183,17 +184,20 @@ def alerts_remove(obj: Any, ids: tuple[int, ...], as_json: bool) -> None:
 @click.option("--name", default="alerting", show_default=True, help="Instance name (status file, logs); one per "
               "process when several share the subscription (Key_Shared scale-out).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@metrics_port_option
 @click.pass_obj
-def alerting_run(obj: Any, name: str, as_json: bool) -> None:
+def alerting_run(obj: Any, name: str, as_json: bool, metrics_port: int | None) -> None:
     """Run the alerting service: evaluate the stored rules on live ticks; publish, store and deliver alerts.
 
     Subscribes (Key_Shared, keyed by instrument) to the live topics the rules need; SIGTERM writes the final state
     snapshot, acknowledges and exits 0.
     """
+    from consumers.alerting.metrics import alerting_probe
     from consumers.alerting.service import AlertingService, topics_for_rules
     from consumers.alerting.store import AlertStore
     from consumers.alerting.webhooks import check_webhooks
     from pulse.runtime import resolve_endpoints
+    from pulse.supervise import Supervisor
 
     # first: a SIGTERM while it is still starting (a busy machine) must also end in a clean exit 0
     stop = threading.Event()
@@ -204,29 +208,43 @@ def alerting_run(obj: Any, name: str, as_json: bool) -> None:
     check_webhooks(a.webhooks, a.webhook_allowed_hosts, s.webhook_secret())  # refused before anything starts
     ep = resolve_endpoints(s)
     svc = None
+    sup: Supervisor | None = None  # metrics and systemd notifications; they read whichever instance runs now
+    current: list[AlertingService] = []
     waiting = False
-    while not stop.is_set():  # once, and again each time the stored rules change while it runs (rules_poll_s)
-        store = AlertStore(ep.database_url)
-        try:
-            store.ensure_schema()
-            rules = store.rules(enabled_only=True)
-        finally:
-            store.close()
-        topics = topics_for_rules(s, rules)
-        if not topics:
-            if svc is None:
-                raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
-            if not waiting:  # every rule was removed while it ran: wait for the next one
-                log.warning("no enabled alert rules; waiting for `pulse alerts add`")
-                waiting = True
-            stop.wait(max(a.rules_poll_s, 0.5))
-            continue
-        waiting = False
-        svc = AlertingService(s, ep, topics, rules=rules, name=name, status_home=s.home, follow_rules=True,
-                              stats=svc.stats if svc is not None else None)  # fmt: skip
-        svc.run(stop)
-        if not svc.rules_changed.is_set():
-            break
+    try:
+        while not stop.is_set():  # once, and again each time the stored rules change while it runs (rules_poll_s)
+            store = AlertStore(ep.database_url)
+            try:
+                store.ensure_schema()
+                rules = store.rules(enabled_only=True)
+            finally:
+                store.close()
+            topics = topics_for_rules(s, rules)
+            if not topics:
+                if svc is None:
+                    raise ConfigError("no enabled alert rules: add one with `pulse alerts add` first")
+                if not waiting:  # every rule was removed while it ran: wait for the next one
+                    log.warning("no enabled alert rules; waiting for `pulse alerts add`")
+                    waiting = True
+                stop.wait(max(a.rules_poll_s, 0.5))
+                continue
+            waiting = False
+            svc = AlertingService(s, ep, topics, rules=rules, name=name, status_home=s.home, follow_rules=True,
+                                  stats=svc.stats if svc is not None else None)  # fmt: skip
+            current[:] = [svc]
+            if sup is None:
+                sup = Supervisor(
+                    alerting_probe(lambda: current[0], s.metrics.stall_after_s),
+                    s,
+                    port=metrics_port,
+                    stopping=stop.is_set,
+                ).start()
+            svc.run(stop)
+            if not svc.rules_changed.is_set():
+                break
+    finally:
+        if sup is not None:
+            sup.stop()
     assert svc is not None
     if as_json:
         click.echo(json.dumps(svc.counters(), indent=2, default=str))

@@ -36,6 +36,7 @@ from consumers.matching.messages import (
     decode_output,
     encode,
 )
+from pulse.clitools import metrics_port_option
 from pulse.errors import ConfigError, PulseError
 from pulse.instruments import parse_instrument, resolve_instrument
 from pulse.log import get_logger
@@ -414,11 +415,16 @@ def orders_list(obj: Any, show_all: bool, account: str | None, as_json: bool) ->
 )
 @click.option("--name", default="matching", show_default=True, help="Instance name (status file, state directory).")
 @_JSON
+@metrics_port_option
 @click.pass_obj
-def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json: bool) -> None:
+def matching_run(
+    obj: Any, instrument_specs: tuple[str, ...], name: str, as_json: bool, metrics_port: int | None
+) -> None:
     """Run the paper-trading matching service until SIGTERM/SIGINT (then flush, snapshot, exit 0)."""
+    from consumers.matching.metrics import matching_probe
     from consumers.matching.service import MatchingService
     from pulse.runtime import resolve_endpoints
+    from pulse.supervise import Supervisor
 
     # first: a SIGTERM while it is still starting (a busy machine) must also end in a clean exit 0
     stop = threading.Event()
@@ -439,20 +445,30 @@ def matching_run(obj: Any, instrument_specs: tuple[str, ...], name: str, as_json
         if not specs:
             raise ConfigError("no instruments: enable some in the registry or pass --instrument VENUE:SYMBOL")
     svc = None
-    while True:  # once, and again each time the registry's instruments change while it runs
-        halt = running[0] = threading.Event()
-        if stop.is_set():
-            halt.set()
-        changed: list[list[InstrumentSpec]] = []
-        if follow:
-            args = (ep.database_url, specs, s.matching.instruments_poll_s, halt, changed)
-            threading.Thread(target=_watch_registry, args=args, name="matching-registry", daemon=True).start()
-        svc = MatchingService(s, ep, specs, name=name, status_home=s.home,
-                              stats=svc.stats if svc is not None else None)  # fmt: skip
-        svc.run(halt)
-        if stop.is_set() or not changed:
-            break
-        specs = changed[0]
+    sup: Supervisor | None = None  # metrics and systemd notifications; reads whichever instance runs now
+    current: list[MatchingService] = []
+    try:
+        while True:  # once, and again each time the registry's instruments change while it runs
+            halt = running[0] = threading.Event()
+            if stop.is_set():
+                halt.set()
+            changed: list[list[InstrumentSpec]] = []
+            if follow:
+                args = (ep.database_url, specs, s.matching.instruments_poll_s, halt, changed)
+                threading.Thread(target=_watch_registry, args=args, name="matching-registry", daemon=True).start()
+            svc = MatchingService(s, ep, specs, name=name, status_home=s.home,
+                                  stats=svc.stats if svc is not None else None)  # fmt: skip
+            current[:] = [svc]
+            if sup is None:
+                sup = Supervisor(matching_probe(lambda: current[0]), s, port=metrics_port, stopping=stop.is_set)
+                sup.start()
+            svc.run(halt)
+            if stop.is_set() or not changed:
+                break
+            specs = changed[0]
+    finally:
+        if sup is not None:
+            sup.stop()
     if as_json:
         _emit(svc.snapshot_stats())
 

@@ -163,6 +163,10 @@ class IngestContext:
                 limiter.suppressed = 0
 
     # -- reporting ------------------------------------------------------------------------------------
+    @property
+    def status_file(self) -> StatusFile | None:
+        return self._status
+
     def snapshot(self) -> dict[str, Any]:
         st = self.publisher.stats
         probed: dict[str, int] = {}

@@ -45,6 +45,8 @@ async def reconnect_loop(
             raise
         except Exception as exc:  # transport failures of any library: reconnect, never crash
             reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            ctx.extra["connected"] = False  # a venue sets it True once its session is subscribed (readiness)
         if stop.is_set():
             break
         if healthy:

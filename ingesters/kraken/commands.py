@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_ws_url, csv_choice, emit_json, instrument_list
+from pulse.clitools import check_ws_url, csv_choice, emit_json, instrument_list, metrics_port_option
 
 
 @click.command("kraken")
@@ -17,9 +17,16 @@ from pulse.clitools import check_ws_url, csv_choice, emit_json, instrument_list
 @click.option("--depth", type=click.Choice(["10", "25", "100", "500", "1000"]), help="Book depth.")
 @click.option("--url", help="WebSocket URL (default: kraken.url setting, the real Kraken v2 endpoint).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@metrics_port_option
 @click.pass_obj
 def ingest(
-    obj: Any, symbols: list[str] | None, channels: list[str] | None, depth: str | None, url: str | None, as_json: bool
+    obj: Any,
+    symbols: list[str] | None,
+    channels: list[str] | None,
+    depth: str | None,
+    url: str | None,
+    as_json: bool,
+    metrics_port: int | None,
 ) -> None:
     """Kraken WebSocket v2: trades, tickers/quotes and checksummed books.
 
@@ -52,6 +59,7 @@ def ingest(
         name="ingest-kraken",
         build=build,
         extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
+        metrics_port=metrics_port,
     )
     if as_json:
         emit_json(summary)

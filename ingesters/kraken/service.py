@@ -210,6 +210,7 @@ class KrakenIngester:
         )
 
     def _on_healthy(self) -> None:
+        self.ctx.extra["connected"] = True  # connected and subscribed: what /readyz and READY=1 wait for
         if self._need_gap:
             self._need_gap = False
             for sym in self.active_symbols:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_http_url, emit_json, instrument_list
+from pulse.clitools import check_http_url, emit_json, instrument_list, metrics_port_option
 
 #: --symbols (alias --instruments): EUR/USD, oanda:EUR/USD or OANDA's EUR_USD; OANDA instrument names out
 parse_instruments = instrument_list("oanda", native=True)
@@ -24,8 +24,11 @@ parse_instruments = instrument_list("oanda", native=True)
 )
 @click.option("--url", "--api-url", "api_url", help="Stream host override (default: oanda.environment's host).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@metrics_port_option
 @click.pass_obj
-def ingest(obj: Any, instruments: list[str] | None, api_url: str | None, as_json: bool) -> None:
+def ingest(
+    obj: Any, instruments: list[str] | None, api_url: str | None, as_json: bool, metrics_port: int | None
+) -> None:
     """OANDA v20 pricing stream: quotes with the full ladder; sleeps while the FX market is closed.
 
     Instruments: --symbols, else the registry's enabled oanda instruments, else oanda.instruments; follows
@@ -60,6 +63,7 @@ def ingest(obj: Any, instruments: list[str] | None, api_url: str | None, as_json
         name="ingest-oanda",
         build=build,
         extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
+        metrics_port=metrics_port,
     )
     if as_json:
         emit_json(summary)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pulse.clitools import UTC_TIME, emit_json, fail
+from pulse.clitools import UTC_TIME, emit_json, fail, metrics_port_option
 
 
 @click.group()
@@ -33,8 +33,16 @@ def sink() -> None:
 )
 @click.option("--no-follow", is_flag=True, help="Store only the sources: ignore the instrument registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
+@metrics_port_option
 @click.pass_obj
-def sink_run(obj: Any, sources: tuple[str, ...], config_path: str | None, no_follow: bool, as_json: bool) -> None:
+def sink_run(
+    obj: Any,
+    sources: tuple[str, ...],
+    config_path: str | None,
+    no_follow: bool,
+    as_json: bool,
+    metrics_port: int | None,
+) -> None:
     """Consume venue topics and store trades, quotes, top of book and status markers (ack after commit).
 
     Besides its sources it stores the registry's enabled instruments in the namespaces it follows
@@ -43,7 +51,9 @@ def sink_run(obj: Any, sources: tuple[str, ...], config_path: str | None, no_fol
     import threading
 
     from pulse.runtime import resolve_endpoints
+    from pulse.supervise import supervised
     from sinks.postgres.config import load_sink_config
+    from sinks.postgres.metrics import sink_probe
     from sinks.postgres.service import PostgresSink
     from sinks.postgres.sources import topics_for_sources
 
@@ -64,7 +74,8 @@ def sink_run(obj: Any, sources: tuple[str, ...], config_path: str | None, no_fol
         namespaces = [ns for x in (sources or s.sink.sources) for ns, _, _ in parse_sources(x)]
         follow = tuple(dict.fromkeys([*s.sink.namespaces, *namespaces]))
     svc = PostgresSink(s, ep, topics, config=cfg, status_home=s.home, follow_namespaces=follow)
-    svc.run(stop)
+    with supervised(sink_probe(svc, s.metrics.stall_after_s), s, port=metrics_port, stopping=stop.is_set):
+        svc.run(stop)
     if as_json:
         emit_json(svc.stats.as_dict())
 

@@ -38,9 +38,9 @@ import queue
 import re
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from sinks.postgres.mapping import ELEMENT_TYPE, Row, to_rows
 from sinks.postgres.migrations import prepare
 from sinks.postgres.mode import DbMode
 from sinks.postgres.sources import decode_payload, receive_many
+from sinks.postgres.stats import SinkStats
 from sinks.postgres.watch import SinkWatch
 from sinks.postgres.writer import CopyWriter, DatabaseUnavailable, RowsRejected
 
@@ -69,62 +70,6 @@ log = get_logger(__name__)
 _STATUS_EVERY_S = 0.5
 _IDLE_RECEIVE_MS = 250  # longest single blocking receive
 _PARTITION = re.compile(r"-partition-\d+$")
-_LATENCY_WINDOW = 1024
-
-
-@dataclass
-class SinkStats:
-    """Live counters (updated by the sink thread only; read them from anywhere)."""
-
-    received: int = 0
-    stored: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # new rows per table
-    duplicates: int = 0  # rows whose unique key already existed (redeliveries)
-    ignored: int = 0  # events the sink does not store (candles, deltas without a top of book)
-    dead_lettered: int = 0
-    batches: int = 0  # committed transactions
-    db_errors: int = 0
-    broker_errors: int = 0
-    last_event_ns: dict[str, int] = field(default_factory=dict)  # "venue:symbol" → newest stored ts_event
-    commit_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
-    # first receive of a batch → its commit: what a reader waits for a received message to become visible
-    visible_latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_WINDOW))
-    mode: str = ""  # postgresql | timescaledb | timescaledb+toolkit, once detected
-    cagg_refreshes: int = 0  # TimescaleDB: coalesced bottom-up refreshes of backfilled ranges (aggregates.py)
-    cagg_refresh_errors: int = 0
-    topics_added: int = 0  # topics of instruments added while running (registry-following)
-    stalls: int = 0  # backlog not draining with a consumer connected (watch.py); stalled while it lasts
-    resubscribes: int = 0
-    stalled: bool = False
-
-    def _q(self, data: deque[float], q: float) -> float | None:
-        ordered = sorted(data)
-        if not ordered:
-            return None
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-
-    def latency_ms(self, q: float) -> float | None:
-        return self._q(self.commit_latencies_s, q)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "stored": dict(self.stored),
-            "stored_total": sum(self.stored.values()),
-            "duplicates": self.duplicates,
-            "ignored": self.ignored,
-            "dead_lettered": self.dead_lettered,
-            "batches": self.batches,
-            "db_errors": self.db_errors,
-            "broker_errors": self.broker_errors,
-            "commit_p50_ms": self.latency_ms(0.50),
-            "commit_p99_ms": self.latency_ms(0.99),
-            "visible_p99_ms": self._q(self.visible_latencies_s, 0.99),
-            "mode": self.mode,
-            "cagg_refreshes": self.cagg_refreshes,
-            "cagg_refresh_errors": self.cagg_refresh_errors,
-            "topics_added": self.topics_added,
-            **{"stalls": self.stalls, "resubscribes": self.resubscribes, "stalled": self.stalled},
-        }
 
 
 @dataclass(slots=True)
@@ -195,6 +140,14 @@ class PostgresSink:
         self._watch = SinkWatch(name, endpoints.pulsar_url, endpoints.broker_metrics_url, config.subscription,
                                 self.stats, stall_s=config.stall_s)  # fmt: skip
         self._received_at = time.monotonic()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._consumer is not None
+
+    @property
+    def status_file(self) -> StatusFile | None:
+        return self._status
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -508,7 +461,8 @@ class PostgresSink:
         for table, n in counts.items():
             st.stored[table] += n
             inserted += n
-        st.duplicates += max(0, sum(len(it.rows) for it in group) - inserted)
+        nrows = sum(len(it.rows) for it in group)
+        st.duplicates += max(0, nrows - inserted)
         last = st.last_event_ns
         ack = self._ack
         for it in group:
@@ -518,6 +472,8 @@ class PostgresSink:
         if self._caggs is not None:
             self._caggs.committed(group, counts)  # TimescaleDB: note the historical range to refresh
         st.batches += 1  # after the acks: a reader seeing the count sees the batch acknowledged
+        if st.batch_rows is not None:
+            st.batch_rows.observe(nrows)
 
     # -- retry / ack / dead letters --------------------------------------------------------------------
     def _retrying(self, what: str, fn: Any, stop: threading.Event, *, broker: bool = False) -> Any:

@@ -33,7 +33,8 @@ from pulse.runtime import Runtime, resolve_endpoints
 from pulse.runtime.procs import pid_alive
 from pulse.settings import Settings
 from sinks.postgres.schema import ensure_schema
-from sinks.postgres.service import PostgresSink, SinkStats
+from sinks.postgres.service import PostgresSink
+from sinks.postgres.stats import SinkStats
 from sinks.postgres.watch import SinkWatch
 from tests.conftest import REPO, make_settings
 from tests.integration.test_sink_reliability import config, trade, trade_ids, wait_for

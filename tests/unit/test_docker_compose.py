@@ -68,7 +68,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 def test_every_healthcheck_has_a_start_period(compose: dict[str, Any]) -> None:
     checked = {name: svc["healthcheck"] for name, svc in compose["services"].items() if "healthcheck" in svc}
-    assert set(checked) == {"pulsar", "timescaledb"}
+    assert set(checked) == {"pulsar", "timescaledb", "ingest-kraken", "ingest-oanda", "sink", "matching", "alerting"}
     for name, hc in checked.items():
         assert re.fullmatch(r"\d+s", hc.get("start_period", "")), f"{name}: no start_period"
 

@@ -97,7 +97,7 @@ def _kill_restart(settings: Settings, tmp_path: Path, tenant: str) -> tuple[int,
     }
     venue = pulse_cmd(settings, "simulate", "dukascopy", "--root", str(DATA), "--port", str(port), "--latency", "0.4")
     base_url = f"http://127.0.0.1:{port}/datafeed"
-    cmd = ("backfill", "dukascopy", "EURUSD", *RANGE, "--base-url", base_url, "--json")
+    cmd = ("backfill", "dukascopy", "EURUSD", *RANGE, "--feed", "bi5", "--base-url", base_url, "--json")
     with process(venue):
         wait_for(lambda: _answers(base_url), "the local Dukascopy venue", timeout=30)
         client = pulsar.Client(settings.pulsar.url)

@@ -140,7 +140,8 @@ def test_jdbc_sink_writes_backfilled_quotes_with_exact_values(fn_settings: Setti
         async with DukascopySimulator(DATA) as sim:
             return await asyncio.to_thread(
                 run_backfill, s.with_overrides(dukascopy={"checkpoint_dir": str(tmp_path / "ck")}),
-                resolve_endpoints(s), "EURUSD", T0, T2, base_url=sim.base_url, feed="bi5", progress=False, batch_ticks=1,
+                resolve_endpoints(s), "EURUSD", T0, T2, base_url=sim.base_url, feed="bi5", progress=False,
+                batch_ticks=1,
             )  # fmt: skip
 
     summary = asyncio.run(backfill())

@@ -35,11 +35,13 @@ def stored(db_url: str, sym: str) -> int:
 
 
 def settled(s: Settings, name: str) -> Any:
-    """The service's status-file counters once two reads 1 s apart agree (CPU time aside)."""
+    """The service's status-file counters once two reads 1 s apart agree (aside from what moves with time: CPU
+    time, and the alerting service's snapshots, taken every ``alerting.snapshot_interval_s`` even when idle)."""
 
     def read() -> dict[str, Any]:
         c = dict((read_status(s.home, name) or {}).get("counters") or {})
         c.pop("cpu_s", None)
+        c.pop("snapshots", None)
         return c
 
     def same() -> Any:

@@ -6,7 +6,7 @@ ifeq ($(UV),)
 UV := $(PY) -m uv
 endif
 
-.PHONY: setup demo test lint bench up down clean
+.PHONY: setup demo test lint bench fuzz faults up down clean
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv
@@ -17,12 +17,22 @@ setup:
 demo: setup            ## the live pipeline on the embedded default (Ctrl-C stops it and prints a summary)
 	$(UV) run pulse demo $(ARGS)
 
+# the suite runs on TEST_WORKERS pytest-xdist workers, a module per worker at a time, the Apache Pulsar tier on one
+# worker and the fault suite on one (tests/conftest.py); TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
+
 test: setup            ## lint + the whole test suite (real broker, real PostgreSQL, local venues)
 	$(UV) run ruff check .
-	$(UV) run pytest $(ARGS)
+	$(UV) run pytest -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 bench: setup           ## benchmarks: figures and ratios against baselines measured in the same run
 	$(UV) run pulse bench $(ARGS)
+
+fuzz: setup           ## every decoder against 1,000,000 mutated inputs (ARGS="--inputs N --only kraken --save")
+	$(UV) run python -m bench.fuzz $(ARGS)
+
+faults: setup         ## the fault-injection suite alone (its table at the end)
+	$(UV) run pytest -m faults tests/faults $(ARGS)
 
 lint: setup
 	$(UV) run ruff check .

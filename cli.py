@@ -5,6 +5,8 @@ Every command refuses a bad argument or setting with a message naming it, before
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +14,8 @@ import click
 
 from app import commands as app_commands
 from control_plane import commands as control_commands
-from pulse.clitools import fail
-from pulse.errors import PulseError
+from pulse.clitools import fail, json_requested
+from pulse.errors import EXIT_INTERRUPTED, PulseError, exit_code_for, interrupted, unreachable_what
 from pulse.settings import Settings, load_settings
 from sinks.postgres import commands as sink_commands
 from web.commands import web_command
@@ -40,9 +42,9 @@ class Ctx:
         if self._settings is None:
             s = load_settings(self.config)
             if self.home:
-                s = s.with_overrides(runtime={"home": self.home})
+                s = s.with_overrides("option --home", runtime={"home": self.home})
             if self.broker:
-                s = s.with_overrides(runtime={"broker": self.broker})
+                s = s.with_overrides("option --broker", runtime={"broker": self.broker})
             from pulse.runtime import attach_runtime
 
             self._settings = attach_runtime(s)
@@ -55,7 +57,31 @@ class Ctx:
         return self._settings
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: commands whose modules are imported only when the command runs (or --help lists them): `pulse repair` alone
+#: would otherwise put SQLAlchemy and psycopg (~0.6 s here) on every command's start-up
+LAZY = {
+    "lambda": "app.lambda_package:lambda_group",
+    "monitor": "app.monitor_cli:monitor",
+    "coverage": "app.coverage:coverage_command",
+    "repair": "app.repair:repair_command",
+}
+
+
+class PulseGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = LAZY[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=PulseGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pulse-market-data", prog_name="pulse", message="%(prog)s %(version)s")
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Settings file (default ./pulse.toml).")
 @click.option("--home", type=click.Path(file_okay=False), help="Runtime directory (default .pulse).")
 @click.pass_context
@@ -130,17 +156,37 @@ for command in (app_commands.up, app_commands.down, app_commands.demo, app_comma
                 app_commands.config, sink_commands.sink, sink_commands.candles, control_commands.symbols,
                 control_commands.pulsar_group, web_command):  # fmt: skip
     cli.add_command(command)
-cli.add_command(__import__("app.lambda_package", fromlist=["lambda_group"]).lambda_group)
-cli.add_command(__import__("app.monitor_cli", fromlist=["monitor"]).monitor)
-cli.add_command(__import__("app.coverage", fromlist=["coverage_command"]).coverage_command)
 cli.add_command(app_commands.systemd)
 
 
 def main() -> None:
+    """Run one command and end with the documented exit code (:mod:`pulse.errors`): errors are one line on
+    stderr, or one JSON object there when the command line has ``--json``."""
     try:
-        cli(standalone_mode=True)
-    except PulseError as exc:
-        fail(str(exc))
+        rc = cli.main(prog_name="pulse", standalone_mode=False)
+    except BrokenPipeError:  # `pulse symbols list | head`: the reader left; nothing more to say, as click does
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — the interpreter's last flush must not fail again
+        sys.exit(1)
+    except click.Abort:  # Ctrl-C (click turns KeyboardInterrupt into Abort) before the command finished
+        fail("interrupted", EXIT_INTERRUPTED, kind="interrupted")
+    except click.ClickException as exc:  # a bad argument or option: click's message, usage hint in text mode
+        if json_requested():
+            fail(exc.format_message(), exc.exit_code, kind="usage")
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        if interrupted(exc):  # Ctrl-C inside the Pulsar client's blocking call
+            fail("interrupted", EXIT_INTERRUPTED, kind="interrupted")
+        code, what = exit_code_for(exc), unreachable_what(exc)
+        if not isinstance(exc, PulseError) and not what:
+            if not json_requested():
+                raise  # a bug: the traceback says where (exit 1)
+            import traceback
+
+            fail(f"{type(exc).__name__}: {exc}", code, kind="bug", detail=traceback.format_exc())
+        text = str(exc) if isinstance(exc, PulseError) else f"{type(exc).__name__}: {exc}"
+        fail(f"{what} unreachable: {text}" if what and what not in text.split(":")[0] else text, code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from pulse.clitools import csv_choice, emit_json
+from pulse.settings_toml import settings_toml
 
 
 def _split(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[str] | None:
@@ -23,6 +24,8 @@ def _split(_ctx: click.Context, _param: click.Parameter, value: str | None) -> l
 @click.option("--symbols", callback=_split, help="The main venue's instruments (default: its demo symbols).")
 @click.option("--fx/--no-fx", default=True, show_default=True, help="Run the FX venues' local venue and ingester too.")
 @click.option("--backfill", is_flag=True, help="Also backfill the historical venues' shipped files.")
+@click.option("--venues", callback=_split, help="Run exactly these venues' demo plans, e.g. kraken,binance,oanda "
+              "(default: the main and FX venues; optional ones only when named).")  # fmt: skip
 @click.option("--consumers/--no-consumers", default=True, show_default=True,
               help="Run the alerting and matching services too (demo alert rules, paper orders).")  # fmt: skip
 @click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker to start (default runtime.broker).")
@@ -37,6 +40,7 @@ def demo(
     symbols: list[str] | None,
     fx: bool,
     backfill: bool,
+    venues: list[str] | None,
     consumers: bool,
 ) -> None:
     """Run the whole pipeline on the embedded default: local venues (as the venue registry's demo plans say) →
@@ -59,6 +63,7 @@ def demo(
         live=not as_json,
         config=obj.config,
         consumers=consumers,
+        only=venues,
     )
     if as_json:
         emit_json(summary)
@@ -74,11 +79,18 @@ def demo(
 @click.option("--max-stall", type=click.FloatRange(min=1), default=30.0, show_default=True,
               help="A subscription with a backlog and a consumer connected that moved nothing for this long "
                    "is unhealthy (s).")  # fmt: skip
+@click.option("--forget", multiple=True, metavar="SERVICE",
+              help="First forget a service retired on purpose (its status file; refused while it runs).")  # fmt: skip
 @click.pass_obj
-def status(obj: Any, as_json: bool, max_tick_age: float, max_sink_lag: float, max_stall: float) -> None:
+def status(
+    obj: Any, as_json: bool, max_tick_age: float, max_sink_lag: float, max_stall: float, forget: tuple[str, ...]
+) -> None:
     """Health: broker (+ admin API), topics' rates and backlog, stalled subscriptions, database mode, services,
     per-instrument last tick, sink lag. Exit 1 when something is unhealthy (for systemd and monitoring)."""
-    from app.health import collect_health
+    from app.health import collect_health, forget_service
+
+    for name in forget:
+        forget_service(obj.settings.home, name)
 
     report = collect_health(
         obj.settings, max_tick_age_s=max_tick_age, max_sink_lag_s=max_sink_lag, max_stall_s=max_stall
@@ -136,21 +148,27 @@ def _print_runtime(st: Any) -> None:
 
 
 @click.command()
+@click.option("--json", "as_json", is_flag=True, help='{"home": …, "stopped": true, "running": false, …} instead.')
 @click.pass_obj
-def down(obj: Any) -> None:
+def down(obj: Any, as_json: bool) -> None:
     """Stop the embedded runtime started by `pulse up` (by pid)."""
     from pulse.runtime import Runtime
 
     st = Runtime(obj.settings).down()
-    click.echo(f"stopped embedded runtime in {st.home}")
+    if as_json:
+        emit_json({**st.as_dict(), "stopped": not st.running})
+    else:
+        click.echo(f"stopped embedded runtime in {st.home}")
+    if st.running:  # a process outlived its stop
+        sys.exit(1)
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--quick", is_flag=True, help="Smaller runs (for CI smoke checks).")
 @click.option("--sink", "sink_only", is_flag=True, help="The sink benchmark instead: raw COPY ceiling vs the sink.")
-@click.option("--only", callback=csv_choice(("ingesters", "consumers", "console"), "--only"),
-              help="ingesters,consumers,console")  # fmt: skip
+@click.option("--only", callback=csv_choice(("ingesters", "consumers", "console", "matching", "alerting"), "--only"),
+              help="ingesters,consumers,console (matching or alerting: that consumer alone)")  # fmt: skip
 @click.option("--broker", type=click.Choice(["lite", "apache"]), help="Broker of the bench's runtime.")
 @click.pass_obj
 def bench(obj: Any, as_json: bool, quick: bool, sink_only: bool, only: list[str] | None, broker: str | None) -> None:
@@ -175,10 +193,31 @@ def config() -> None:
 
 
 @config.command("show")
+@click.option("--json", "as_json", is_flag=True, help='{"settings": …, "sources": {"section.key": source}} instead.')
 @click.pass_obj
-def config_show(obj: Any) -> None:
-    """Print the effective settings (secrets masked)."""
-    emit_json(obj.settings.redacted())
+def config_show(obj: Any, as_json: bool) -> None:
+    """Print the effective settings (secrets masked), each with where it came from.
+
+    The text form is TOML (it can seed a pulse.toml); a value that is not the default carries a comment naming its
+    source: the settings file, an environment variable or a command-line option."""
+    s = obj.settings
+    data = s.redacted()
+    if as_json:
+        sources = {f"{sec}.{k}": s.source_of(f"{sec}.{k}") for sec, vals in data.items() for k in vals}
+        emit_json({"settings": data, "sources": {k: v for k, v in sources.items() if v != "default"}})
+        return
+    click.echo(settings_toml(data, s.source_of))
+
+
+@config.command("example")
+def config_example() -> None:
+    """Print a commented settings file: every section and key at its default (the venues' sections too)."""
+    import msgspec
+
+    from pulse.settings import section_models
+    from pulse.settings_toml import example_toml
+
+    click.echo(example_toml({k: (m, msgspec.to_builtins(m())) for k, m in section_models().items()}), nl=False)
 
 
 # -- systemd -----------------------------------------------------------------------------------------------
@@ -194,8 +233,10 @@ def _live_venues(_ctx: click.Context, _param: click.Parameter, value: tuple[str,
 
 
 def _layout_options(fn: Any) -> Any:
-    from app.systemd import CREDENTIALS
+    from app.systemd import all_credentials
     from pulse.clitools import csv_choice
+
+    credentials = all_credentials()
 
     for opt in reversed([
         click.option("--venue", "venues", multiple=True, callback=_live_venues,
@@ -206,8 +247,8 @@ def _layout_options(fn: Any) -> Any:
         click.option("--credentials-dir", default="/etc/pulse/credentials", show_default=True,
                      help="One root-owned 0600 file per secret, loaded with LoadCredential=."),
         click.option("--credentials", "creds", default="database-url", show_default=True,
-                     callback=csv_choice(tuple(CREDENTIALS), "--credentials"),
-                     help=f"The secrets this deployment has: {','.join(CREDENTIALS)}."),
+                     callback=csv_choice(tuple(credentials), "--credentials"),
+                     help=f"The secrets this deployment has: {','.join(credentials)}."),
         click.option("--watchdog-s", type=click.IntRange(10, 3600), default=60, show_default=True,
                      help="WatchdogSec= of the Type=notify units."),
     ]):  # fmt: skip
@@ -238,21 +279,27 @@ def systemd() -> None:
 @systemd.command("render")
 @_layout_options
 @click.option("--out", type=click.Path(file_okay=False), default="deploy/systemd", show_default=True)
-def systemd_render(out: str, **kw: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help='{"written": [paths]} instead of one path a line.')
+def systemd_render(out: str, as_json: bool, **kw: Any) -> None:
     """Write the units, the sysusers file and venue drop-ins to a directory (to review or package)."""
     from pathlib import Path
 
     from app.systemd import write_all
 
-    for path in write_all(_files(**kw), Path(out)):
-        click.echo(str(path))
+    written = [str(p) for p in write_all(_files(**kw), Path(out))]
+    if as_json:
+        emit_json({"written": written})
+        return
+    for path in written:
+        click.echo(path)
 
 
 @systemd.command("install")
 @_layout_options
 @click.option("--unit-dir", type=click.Path(file_okay=False), default="/etc/systemd/system", show_default=True)
 @click.option("--sysusers-dir", type=click.Path(file_okay=False), default="/etc/sysusers.d", show_default=True)
-def systemd_install(unit_dir: str, sysusers_dir: str, **kw: Any) -> None:
+@click.option("--json", "as_json", is_flag=True, help='{"written": [paths], "next": "…"} instead.')
+def systemd_install(unit_dir: str, sysusers_dir: str, as_json: bool, **kw: Any) -> None:
     """Install the units (root): then create the user, reload systemd and enable what should run."""
     from pathlib import Path
 
@@ -263,8 +310,12 @@ def systemd_install(unit_dir: str, sysusers_dir: str, **kw: Any) -> None:
         written = write_all(_files(**kw), Path(unit_dir), Path(sysusers_dir))
     except PermissionError as exc:
         fail(f"cannot write {exc.filename}: permission denied (run as root, or pick --unit-dir/--sysusers-dir)", 1)
+    ingest = " ".join(f"pulse-ingest@{v}" for v in kw["venues"]) or "pulse-ingest@kraken"
+    after = (f"systemd-sysusers && systemctl daemon-reload && "
+             f"systemctl enable --now {ingest} pulse-sink pulse-matching pulse-alerting")  # fmt: skip
+    if as_json:
+        emit_json({"written": [str(p) for p in written], "next": after})
+        return
     for path in written:
         click.echo(f"wrote {path}")
-    ingest = " ".join(f"pulse-ingest@{v}" for v in kw["venues"]) or "pulse-ingest@kraken"
-    click.echo(f"next: systemd-sysusers && systemctl daemon-reload && "
-               f"systemctl enable --now {ingest} pulse-sink pulse-matching pulse-alerting")  # fmt: skip
+    click.echo(f"next: {after}")

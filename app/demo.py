@@ -6,6 +6,11 @@ registry says (:class:`pulse.venues.DemoPlan`): the demo names no venue. Childre
 the terminal's Ctrl-C reaches only the demo, which then stops them in order: the ingesters first (SIGTERM: they
 flush), then the sink once it has drained, then the venues. The demo talks to its children only through the
 CLI and their status files.
+
+It leaves the user's state as it found it: it runs in a home of its own (``<home>/demo``) on an embedded broker
+and database of its own (free ports; never ``pulsar.url``/``database.url`` or the runtime of ``pulse up``), so
+its alert rules, paper orders, positions and status files never reach the user's; it stops that runtime and
+deletes its database at the end, keeping only its logs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.demo_reconcile import differences, table_counts
 from pulse.errors import ConfigError
 from pulse.instruments import parse_instrument
 from pulse.log import get_logger
@@ -54,6 +60,27 @@ class Child:
         return self.proc.returncode
 
 
+#: every child's environment clears these: the demo's services use the demo's own embedded broker and database,
+#: whatever the user's settings file or environment name
+_OWN_RUNTIME_ENV = {
+    "PULSE_PULSAR__URL": "",
+    "PULSE_PULSAR__ADMIN_URL": "",
+    "PULSE_DATABASE__URL": "",
+    "PULSE_DATABASE__URL_FILE": "",
+}
+
+
+def own_home(settings: Settings) -> Settings:
+    """The demo's settings: home ``<home>/demo`` and an embedded runtime of its own on free ports."""
+    ports = {k: free_port() for k in ("broker_port", "broker_metrics_port", "broker_admin_port", "postgres_port")}
+    return settings.with_overrides(
+        "pulse demo (its own home and runtime)",
+        runtime={"home": str(settings.home / "demo"), **ports},
+        pulsar={"url": "", "admin_url": ""},
+        database={"url": "", "url_file": ""},
+    )
+
+
 @dataclass
 class DemoState:
     children: list[Child] = field(default_factory=list)
@@ -80,7 +107,7 @@ def _spawn(
         start_new_session=True,
         preexec_fn=_die_with_parent,
         cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **_OWN_RUNTIME_ENV, **(env or {})},
     )
     out.close()
     return Child(name, proc, path)
@@ -95,30 +122,26 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _db_counts(url: str, symbols: list[str]) -> dict[str, int]:
-    """Rows in the database for the demo's symbols (all runs; the summary's ``stored`` is this run's)."""
-    import psycopg
-    from psycopg import sql
-
-    out: dict[str, int] = {}
-    try:
-        with psycopg.connect(url, connect_timeout=3) as conn:
-            for table in ("trades", "quotes", "book_top"):
-                query = sql.SQL("SELECT count(*) FROM {} WHERE symbol = ANY(%s)").format(sql.Identifier(table))
-                row = conn.execute(query, (symbols,)).fetchone()
-                out[table] = int(row[0]) if row else 0
-    except Exception as exc:  # table not created yet, or database busy: the view just shows nothing
-        log.debug("count failed", error=str(exc))
-    return out
-
-
-def _plans(symbols: list[str] | None, fx: bool, backfill: bool) -> list[tuple[Venue, DemoPlan, list[str]]]:
+def _plans(
+    symbols: list[str] | None, fx: bool, backfill: bool, only: list[str] | None = None
+) -> list[tuple[Venue, DemoPlan, list[str]]]:
     """The registry's venues the demo runs (see :class:`pulse.venues.DemoPlan`), main venue first, with the
     symbols each streams; refused (before anything starts) when a chosen venue cannot run here."""
     chosen: list[tuple[Venue, DemoPlan, list[str]]] = []
-    for v in venues().values():
+    known = venues()
+    if only is not None:  # --venues: exactly these (any group), the first live one the main venue unless a "" one is
+        bad = [n for n in only if n not in known or known[n].demo is None]
+        if bad or not only:
+            offered = ", ".join(n for n, v in known.items() if v.demo is not None)
+            raise ConfigError(f"--venues: no demo plan for {', '.join(bad) or 'an empty list'} (choose from {offered})")
+    for v in known.values():
         plan = v.demo
-        if plan is None or (plan.group == "fx" and not fx) or (plan.group == "backfill" and not backfill):
+        if plan is None:
+            continue
+        if only is not None:
+            if v.name not in only:
+                continue
+        elif (plan.group == "fx" and not fx) or (plan.group == "backfill" and not backfill) or plan.group == "optional":
             continue
         if plan.check is not None:
             plan.check()
@@ -129,7 +152,12 @@ def _plans(symbols: list[str] | None, fx: bool, backfill: bool) -> list[tuple[Ve
         )
         chosen.append((v, plan, syms))
     chosen.sort(key=lambda c: (c[1].group != "", c[1].group, c[0].name))
-    if not chosen or chosen[0][1].group != "" or chosen[0][1].ingest is None:
+    if only is not None and chosen and chosen[0][1].group != "":  # no "" venue named: the first live one leads
+        lead = next((c for n in only for c in chosen if c[0].name == n and c[1].ingest is not None), None)
+        if lead is not None:
+            chosen.remove(lead)
+            chosen.insert(0, lead)
+    if not chosen or (only is None and chosen[0][1].group != "") or chosen[0][1].ingest is None:
         raise ConfigError("no venue offers the demo a live main venue (pulse.venues: DemoPlan with group '')")
     return chosen
 
@@ -167,18 +195,21 @@ def run_demo(
     config: str | None = None,
     consumers: bool = True,
     after_up: Callable[[Settings], object] | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Any]:
-    """``after_up`` runs once the runtime is up (the CLI provisions Apache Pulsar's tenant and namespaces)."""
+    """``after_up`` runs once the runtime is up (the CLI provisions Apache Pulsar's tenant and namespaces).
+    ``settings`` are the user's: the demo runs in a home and on a runtime of its own (:func:`own_home`)."""
     from app import demo_consumers
 
-    plans = _plans(symbols, fx, backfill)
+    plans = _plans(symbols, fx, backfill, only)
     main_venue, _, main_symbols = plans[0]
     ingester_services = [v.service for v, p, _ in plans if p.ingest is not None and v.service]
+    settings = own_home(settings)
     state = DemoState()
     rt = Runtime(settings)
-    if not rt.status().running:
+    if not rt.status().running:  # (a demo killed with SIGKILL leaves its runtime up: that one is reused and stopped)
         rt.up(progress=lambda m: print(m, file=sys.stderr))
-        state.started_runtime = True
+    state.started_runtime = True
     if after_up is not None:
         after_up(settings)
     ep = resolve_endpoints(attach_runtime(settings))
@@ -206,11 +237,10 @@ def run_demo(
             child = _spawn(settings, f"venue-{v.name}", plan.simulate(port, rate, syms, faults), config, plan.env)
             state.children.append(child)
             stages.append(child)
-            if not wait_for_port("127.0.0.1", port, 15, pid=child.proc.pid):
+            if not wait_for_port("127.0.0.1", port, 60, pid=child.proc.pid):
                 raise RuntimeError(f"local {v.name} venue did not start; see {child.log_path}")
         all_instruments = [f"{v.name}:{s}" for v, _, syms in plans for s in syms]
-        all_symbols = list(dict.fromkeys(s for _, _, syms in plans for s in syms))
-        sources = [a for v, _, syms in plans for a in ("--source", f"{v.namespace}/{v.name}={','.join(syms)}")]
+        sources = [a for v, _, syms in plans for a in ("--symbols", f"{v.namespace}/{v.name}={','.join(syms)}")]
         sink = _spawn(settings, "sink", ["sink", "run", *sources], config)
         state.children.append(sink)
         stages.append(sink)
@@ -252,9 +282,7 @@ def run_demo(
         view = _LiveView(enabled=live)
 
         def snapshot() -> dict[str, Any]:
-            return _snapshot(
-                settings, ep.database_url, ingester_services, all_symbols, time.monotonic() - t0, backfilled
-            )
+            return _snapshot(settings, ingester_services, time.monotonic() - t0, backfilled)
 
         with view:
             while not interrupted and (duration is None or time.monotonic() - t0 < duration):
@@ -282,6 +310,7 @@ def run_demo(
         snap = snapshot()
         snap["instruments"] = all_instruments
         snap["console"] = console_url
+        snap["logs"] = str(settings.home / "logs")
         if consumers:
             snap.update(demo_consumers.snapshot(settings, trader))
         snap["exit_codes"] = {
@@ -289,11 +318,13 @@ def run_demo(
             **svc_rcs,
             "sink": sink_rc,
         }
+        snap["rows_in_database"] = table_counts(ep.database_url, sorted(snap["sink_stored"]))
+        snap["differences"] = differences(snap)  # published vs stored: [] when they reconcile
         snap["ok"] = (
             all(rc == 0 for rc in ing_rcs)
             and all(rc == 0 for rc in svc_rcs.values())
             and sink_rc == 0
-            and snap["sink_received"] >= snap["published_data"]
+            and not snap["differences"]
             and (not backfill or bool(backfilled.get("ok")))
         )
         if live:
@@ -305,16 +336,11 @@ def run_demo(
         for c in reversed(state.children):
             c.stop(5)
         if state.started_runtime:
-            rt.down()
+            rt.down(purge=True)  # its database too: the next demo starts from nothing, the user's state is untouched
 
 
 def _snapshot(
-    settings: Settings,
-    db_url: str,
-    services: list[str],
-    symbols: list[str],
-    elapsed: float,
-    backfilled: dict[str, Any] | None = None,
+    settings: Settings, services: list[str], elapsed: float, backfilled: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     docs = [d for d in (read_status(settings.home, n) for n in services) if d]
     snk = read_status(settings.home, SINK) or {}
@@ -340,7 +366,6 @@ def _snapshot(
         "published_data": sum(data_topics.values()),
         "stored": sc.get("stored_total", 0),  # rows this run's sink inserted (duplicates excluded)
         "sink_stored": sc.get("stored", {}),
-        "rows_in_database": _db_counts(db_url, symbols),
         "sink_received": sc.get("received", 0),
         "duplicates": sc.get("duplicates", 0),
         "frames": total.get("frames", 0),
@@ -364,7 +389,7 @@ def _backfill(settings: Settings, config: str | None, state: DemoState, v: Venue
     port = free_port()
     server = _spawn(settings, f"venue-{v.name}", plan.simulate(port, 0.0, list(plan.symbols), False), config)
     state.children.append(server)
-    if not wait_for_port("127.0.0.1", port, 15, pid=server.proc.pid):
+    if not wait_for_port("127.0.0.1", port, 60, pid=server.proc.pid):
         raise RuntimeError(f"local {v.name} server did not start; see {server.log_path}")
     cmd = [
         sys.executable,
@@ -396,7 +421,10 @@ class _LiveView:
         if self.enabled:
             from rich.live import Live
 
-            self._live = Live(refresh_per_second=4, transient=False)
+            from pulse.log import console
+
+            # the log's console (stderr): a log line prints above the view, never through it
+            self._live = Live(refresh_per_second=4, transient=False, console=console())
             self._live.__enter__()
         return self
 
@@ -461,9 +489,18 @@ def _print_summary(snap: dict[str, Any]) -> None:
     from rich.console import Console
 
     c = Console()
-    verdict = "[green]ok[/]" if snap["ok"] else "[red]NOT OK[/] (see .pulse/logs/)"
+    verdict = (
+        "[green]ok[/] (published and stored reconcile)"
+        if snap["ok"]
+        else f"[red]NOT OK[/] (see {snap.get('logs', 'the logs')})"
+    )
     stored = ", ".join(f"{k} {v:,}" for k, v in sorted(snap["sink_stored"].items()))
     c.print(f"[bold]summary[/] after {snap['elapsed_s']}s: {verdict}")
+    for diff in snap.get("differences", []):
+        c.print(f"  [red]does not reconcile[/]: {diff}", highlight=False)
+    bad = {name: rc for name, rc in snap.get("exit_codes", {}).items() if rc != 0}
+    if bad:
+        c.print(f"  [red]exit codes[/]: {', '.join(f'{n} {rc}' for n, rc in bad.items())}", highlight=False)
     c.print(f"  published  {snap['published']:,} messages ({snap['published_data']:,} on topics the sink stores)")
     c.print(f"  stored     {snap['stored']:,} rows ({stored}); {snap['duplicates']:,} redelivered duplicates skipped")
     c.print(

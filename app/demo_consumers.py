@@ -49,7 +49,7 @@ def matching_args(venue: str, symbols: list[str]) -> list[str]:
     """``consumers matching run`` with one ``--instrument VENUE:SYMBOL`` per symbol (increments: the venue's rules)."""
     args = ["consumers", "matching", "run"]
     for sym in symbols:
-        args += ["--instrument", f"{venue}:{sym}"]
+        args += ["--symbols", f"{venue}:{sym}"]
     return args
 
 

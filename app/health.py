@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from pulse.broker_metrics import TopicMetrics, stalled
@@ -84,6 +85,8 @@ def collect_health(
         report["broker"]["version"] = broker_version(settings.pulsar.admin_url, settings.pulsar_token())
         kind += f" {report['broker']['version'] or '(version unknown)'}"
     check(ok, f"broker {ep.pulsar_url} ({kind}; {detail})")
+    if ep.embedded and st.broker_running and st.broker and st.broker.get("url") == ep.pulsar_url:
+        report["broker"]["storage"] = broker_storage_report(settings, st.broker, check)
     if settings.pulsar.admin_url:
         health = _admin_health(settings)
         report["broker"]["admin"] = health
@@ -108,6 +111,44 @@ def collect_health(
     _services(report, settings.home, max_tick_age_s, max_sink_lag_s, check)
     _endpoints(report, settings, check)
     return report
+
+
+def broker_storage_report(settings: Settings, broker: dict[str, Any], check: Any) -> dict[str, Any]:
+    """The embedded pulsar-lite broker's disk, as the broker process sees it: unhealthy under
+    ``runtime.broker_min_free_mb`` free, and while its log since its start shows a write that failed for lack
+    of space.
+
+    pulsar-lite 0.2.0 after such a failure (tests/faults/test_disk_full.py): once space returns it may carry on,
+    keep failing every write, or acknowledge messages it cannot read back (subscriptions stop at the first of them);
+    a broker stopped while its disk is full and started once space is back loses nothing (the publishers resend
+    what it never confirmed). Hence the advice in the lines."""
+    from pulse.runtime.storage import broker_storage, enospc_in_log, storage_problem
+
+    data_dir, pid = broker.get("data_dir"), broker.get("pid")
+    if not data_dir or not pid:
+        return {}
+    min_free = settings.runtime.broker_min_free_mb
+    try:
+        storage = broker_storage(data_dir, pid)
+    except OSError as exc:
+        check(False, f"broker storage {data_dir}: cannot read its free space ({exc})")
+        return {"path": data_dir, "error": str(exc)}
+    problem = storage_problem(storage, min_free) if min_free else ""
+    full = enospc_in_log(broker["log"], broker.get("log_offset", 0)) if broker.get("log") else None
+    if problem:
+        advice = "; free space, or stop the broker first if it already failed a write (below)" if full else ""
+        check(False, problem + advice)
+    else:
+        check(True, f"broker storage {storage.describe()}")
+    if full:
+        check(
+            False,
+            f'broker log: {full["count"]} writes failed with "No space left on device" since it started '
+            f"(first {full['first']}, latest {full['last']}); pulsar-lite 0.2.0 may not recover from that by "
+            "itself (it can keep failing writes, or acknowledge messages it cannot read back): stop it "
+            "(`pulse down`), free space, `pulse up` (README: Fault injection)",
+        )
+    return {**storage.as_dict(), "min_free_mb": min_free, "problem": problem, "enospc": full}
 
 
 def _endpoints(report: dict[str, Any], settings: Settings, check: Any) -> None:
@@ -267,8 +308,15 @@ def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink
         ages = {s: round(now - ts / 1e9, 1) for s, ts in doc.get("last_tick", {}).items()}
         entry = {**doc, "last_tick_age_s": ages}
         services.append(entry)
-        state = "running" if alive else ("stopped" if stopped else "DEAD")
-        check(alive or stopped, f"{doc['name']} {state} pid {doc['pid']}")
+        # a service that left a status file here should run: stopped cleanly or not, it is not running
+        state = "running" if alive else ("STOPPED" if stopped else "DEAD")
+        retire = f" (retired? pulse status --forget {doc['name']})" if not alive else ""
+        check(alive, f"{doc['name']} {state} pid {doc['pid']}{retire}")
+        counters = doc.get("counters") or {}
+        if alive and counters.get("unconfirmed_s"):  # a publisher whose broker stopped confirming (pulse.bus)
+            waited, pending = counters["unconfirmed_s"], counters.get("pending", 0)
+            check(False, f"  {doc['name']}: the broker has not confirmed a publish for {waited:.0f} s, "
+                         f"{pending:,} pending: is its storage full?")  # fmt: skip
         for problem in doc.get("problems") or []:  # what a service itself reports as unhealthy (the monitor)
             check(not alive, f"  {doc['name']}: {problem}")
         if "last_event_ns" in doc:
@@ -283,15 +331,47 @@ def _services(report: dict[str, Any], home: Any, max_tick_age_s: float, max_sink
             if sym not in live:
                 continue
             stale = expected and age > max_tick_age_s
-            check(not stale, f"  {venue} {sym} last tick {age}s ago" + ("" if expected else " (market closed)"))
+            when_ = describe_time(now - age, now)
+            check(not stale, f"  {venue} {sym} last tick {when_}" + ("" if expected else " (market closed)"))
     for entry in sinks:
         stored = entry.get("last_event_ns") or {}
         newest = max(stored.values()) / 1e9 if stored else 0.0
         lag = round(now - newest, 1) if newest else None
         entry["sink_lag_s"] = lag
+        entry["newest_stored"] = datetime.fromtimestamp(newest, UTC).isoformat() if newest else None
         behind = newest_published and (newest_published - newest) > max_sink_lag_s and entry["alive"]
-        ago = f"{lag}s ago" if lag is not None else "none yet"
+        ago = describe_time(newest, now) if newest else "none yet"
         check(not behind, f"  {entry['name']} newest stored event {ago}")
         if entry["alive"] and (entry.get("counters") or {}).get("stalled"):
             check(False, f"  {entry['name']} stalled: {entry.get('stall') or 'its subscription is not draining'}")
     report["services"] = services
+
+
+def describe_time(ts: float, now: float) -> str:
+    """When an event happened, as a person reads it: ``4.2s ago``, ``12 min ago``, else the UTC time with the
+    hours since (``2026-07-01 12:00 UTC, 5 h ago``), or for data older than two days (a backfill's history)
+    ``2026-07-01 12:00 UTC (historical)`` rather than an age in millions of seconds."""
+    from datetime import UTC, datetime
+
+    age = now - ts
+    if age < 120:
+        return f"{max(age, 0.0):.1f}s ago"
+    if age < 7200:
+        return f"{age / 60:.0f} min ago"
+    stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{stamp}, {age / 3600:.0f} h ago" if age < 2 * 86400 else f"{stamp} (historical)"
+
+
+def forget_service(home: Path, name: str) -> None:
+    """Delete the status file of a service retired on purpose, so ``pulse status`` stops expecting it. Refused
+    (:class:`ConfigError`) for a name with no status file or a service that is running."""
+    from pulse.errors import ConfigError
+    from pulse.status import read_status
+
+    known = sorted(p.stem for p in (home / "run").glob("*.json"))
+    if name not in known:
+        raise ConfigError(f"--forget {name}: no such service in {home / 'run'} (known: {', '.join(known) or 'none'})")
+    doc = read_status(home, name)
+    if doc is not None and doc["alive"]:
+        raise ConfigError(f"--forget {name}: it is running (pid {doc['pid']}); stop it first")
+    (home / "run" / f"{name}.json").unlink(missing_ok=True)

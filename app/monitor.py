@@ -14,6 +14,11 @@ Each check:
    make a repeat harmless). Then **refresh the candles** of exactly that range, bottom-up (on TimescaleDB the
    continuous aggregates 1s → 1m → 5m → 1h → 1d; plain PostgreSQL computes candles at query time).
 4. One instrument's failure (no hour reported, a failed backfill) is recorded and the others go on.
+5. **Repair recent gaps** of the instruments in ``monitor.repair`` (``venue:SYMBOL``, any venue with a history
+   source): the hours of the last ``monitor.repair_hours`` that ``pulse coverage`` calls ``gap`` or ``missing``
+   are refilled as ``pulse repair`` does (:mod:`app.repair`), whatever the Lambda said; an hour repaired past
+   its last marker is not asked again, nor a missing hour the source was already asked about whole. With
+   ``monitor.repair`` set and no Lambda configured, the monitor only repairs.
 
 The status file ``<home>/run/monitor.json`` (rewritten every second while it waits) carries the last check, per
 instrument state and ``problems``; after ``monitor.failing_after`` consecutive failed checks of the Lambda,
@@ -53,10 +58,15 @@ class CheckResult:
     attempts: int = 0
     error: str | None = None  # the Lambda's, after the retries
     instruments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repairs: dict[str, dict[str, Any]] = field(default_factory=dict)  # instrument → hours repaired, rows added
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(i.get("error") is None for i in self.instruments.values())
+        return (
+            self.error is None
+            and all(i.get("error") is None for i in self.instruments.values())
+            and all(r.get("error") is None for r in self.repairs.values())
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "ok": self.ok}
@@ -69,7 +79,7 @@ class Monitor:
         self,
         settings: Settings,
         endpoints: Endpoints,
-        invoker: Invoker,
+        invoker: Invoker | None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         backfill: Backfill | None = None,
@@ -80,7 +90,8 @@ class Monitor:
 
         self.settings = settings
         self.cfg = settings.monitor
-        self.instruments = [lookup(name) for name in self.cfg.instruments]  # unknown names refused here
+        self.instruments = [lookup(name) for name in self.cfg.instruments] if invoker is not None else []
+        self.repair_instruments = [_repairable(name) for name in self.cfg.repair]
         self.endpoints = endpoints
         self.invoker = invoker
         self.clock = clock
@@ -91,7 +102,9 @@ class Monitor:
         self.state = self._load()
         self.status = StatusFile(settings.home, "monitor", every_s=1.0)
         self.failures = 0  # consecutive checks whose Lambda call failed
+        self.checks = self.check_failures = self.hours_backfilled = 0  # totals, for /metrics
         self.last: CheckResult | None = None
+        self._check_started: float | None = None  # time.monotonic() when the check in progress began
 
     # -- state ---------------------------------------------------------------------------------------------
     def _load(self) -> dict[str, str]:
@@ -112,27 +125,75 @@ class Monitor:
         hour = now.replace(minute=0, second=0, microsecond=0)
         return all(i.certainly_closed(hour) for i in self.instruments)
 
+    def beat(self) -> float:
+        """The loop's heartbeat (``time.monotonic()``): its latest status write, or now while a check runs that
+        has not yet run ``monitor.check_timeout_s`` — a backfill of many hours writes no status until it ends, and
+        must not look stuck to the supervisor; one that overruns does."""
+        started, now = self._check_started, time.monotonic()
+        if started is not None and now - started < self.cfg.check_timeout_s:
+            return now
+        return self.status.beat
+
     def check_once(self) -> CheckResult:
         now = self.clock()
         result = CheckResult(checked_at=now.isoformat())
+        self._check_started = time.monotonic()
+        try:
+            self._availability(result, now)
+            for name in self.repair_instruments:
+                result.repairs[name] = self._repair_recent(name, now)
+        finally:
+            self._check_started = None
+        self._finish(result)
+        return result
+
+    def _availability(self, result: CheckResult, now: datetime) -> None:
+        if self.invoker is None:
+            result.skipped = "no availability Lambda configured: repairs only"
+            return
         if self.market_closed(now):
             result.skipped = "market closed: no call until it reopens"
-            self._finish(result)
-            return result
+            return
         try:
             report = self._ask(result)
         except LambdaError as exc:
             result.error = str(exc)
             self.failures += 1
             log.warning("availability check failed", error=result.error, attempts=result.attempts)
-            self._finish(result)
-            return result
+            return
         self.failures = 0
         for inst in self.instruments:
             result.instruments[inst.symbol] = self._catch_up(inst, report.get("instruments", {}).get(inst.symbol))
         self._save()
-        self._finish(result)
-        return result
+
+    def _repair_recent(self, instrument: str, now: datetime) -> dict[str, Any]:
+        """Refill the gap and missing hours of the last ``repair_hours`` (one instrument; errors are recorded)."""
+        import psycopg
+
+        from app.coverage import coverage
+        from app.repair import repair
+        from sinks.postgres.schema import ensure_schema
+
+        out: dict[str, Any] = {"hours": [], "added": 0, "error": None}
+        venue, symbol = instrument.split(":", 1)
+        start = now.replace(minute=0, second=0, microsecond=0) - (self.cfg.repair_hours - 1) * _HOUR
+        try:
+            ensure_schema(self.endpoints.database_url)
+            with psycopg.connect(self.endpoints.database_url) as conn:
+                todo = {h.start for h in coverage(conn, symbol, start, now, venue=venue) if _needs_repair(h)}
+            if not todo:
+                return out
+            report = repair(self.settings, self.endpoints.database_url, instrument, start, now, now=now, hours=todo)
+        except Exception as exc:  # one instrument's failure must not stop the others (or the monitor)
+            out["error"] = f"repair failed: {type(exc).__name__}: {exc}"[:500]
+            log.warning("monitor repair failed", instrument=instrument, error=out["error"])
+            return out
+        out["hours"] = [h.hour.isoformat() for h in report.hours if h.status == "repaired"]
+        out["added"] = report.added
+        failed = [f"{h.hour:%Y-%m-%dT%H}: {h.error}" for h in report.hours if h.status == "failed"]
+        if failed:
+            out["error"] = "; ".join(failed)[:500]
+        return out
 
     def _ask(self, result: CheckResult) -> dict[str, Any]:
         event: dict[str, Any] = {"instruments": [i.symbol for i in self.instruments]}
@@ -205,6 +266,10 @@ class Monitor:
         return f"refreshed 1s→1m→5m→1h→1d for {start:%Y-%m-%dT%H}..{end:%Y-%m-%dT%H}"
 
     def _finish(self, result: CheckResult) -> None:
+        self.checks += 1
+        self.check_failures += bool(result.error)
+        done = [i["backfilled"] for i in result.instruments.values() if isinstance(i.get("backfilled"), dict)]
+        self.hours_backfilled += sum(int(b.get("hours") or 0) for b in done)
         self.last = result
         self._write_status()
 
@@ -236,6 +301,28 @@ class Monitor:
             self.status.write_or_log({"consecutive_failures": self.failures}, state="stopped",
                                      last_check=self.last.as_dict() if self.last else None)  # fmt: skip
         return self.last
+
+
+def _needs_repair(h: Any) -> bool:
+    """A gap not yet repaired, or a missing hour the source was not yet asked about whole (it had nothing then)."""
+    if h.status == "gap":
+        return True
+    return h.status == "missing" and not any(r["from"] <= h.start and r["to"] >= h.start + _HOUR for r in h.repairs)
+
+
+def _repairable(name: str) -> str:
+    """``venue:SYMBOL`` of ``monitor.repair``, canonical; refused unless some source can repair it."""
+    from pulse.errors import ConfigError, SymbolError
+    from pulse.instruments import resolve_instrument
+    from pulse.venues import history_for
+
+    try:
+        venue, resolved = resolve_instrument(name)
+    except SymbolError as exc:
+        raise ConfigError(f"monitor.repair: {exc}") from exc
+    if history_for(venue.name, resolved.symbol) is None:
+        raise ConfigError(f"monitor.repair: {venue.name}:{resolved.symbol} has no history source to repair from")
+    return f"{venue.name}:{resolved.symbol}"
 
 
 def state_file(home: Path) -> Path:

@@ -14,16 +14,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: secret → the settings key (as an environment override) that reads it from a file
+#: secret → the settings key (as an environment override) that reads it from a file: the core's; each venue's come
+#: from its declared secret settings (:func:`venue_credentials`), so the list grows with the venue registry
 CREDENTIALS = {
     "pulsar-token": "PULSE_PULSAR__AUTH_TOKEN_FILE",
     "database-url": "PULSE_DATABASE__URL_FILE",
-    "oanda-token": "PULSE_OANDA__TOKEN_FILE",
     "webhook-secret": "PULSE_ALERTING__WEBHOOK_SECRET_FILE",
     "web-token": "PULSE_WEB__TOKEN_FILE",
 }
-#: which credentials a venue's ingester needs beyond the common ones (a drop-in for that template instance)
-VENUE_CREDENTIALS = {"oanda": ("oanda-token",)}
+
+
+def venue_credentials() -> dict[str, dict[str, str]]:
+    """Venue → {credential name → its ``*_file`` override} for every secret setting the venue declares
+    (``Venue.secret_settings``): ``oanda-token`` → ``PULSE_OANDA__TOKEN_FILE``, ``alpaca-secret`` →
+    ``PULSE_ALPACA__SECRET_FILE``. Each goes into that venue's ingester drop-in only."""
+    from pulse.venues import venues
+
+    out: dict[str, dict[str, str]] = {}
+    for name, v in venues().items():
+        section = (v.settings_section or name).upper()
+        creds = {f"{name}-{k.replace('_', '-')}": f"PULSE_{section}__{k.upper()}_FILE" for k in v.secret_settings}
+        if creds:
+            out[name] = creds
+    return out
+
+
+def all_credentials() -> dict[str, str]:
+    """Every credential name a deployment may have (the core's and every venue's) → its ``*_file`` override."""
+    out = dict(CREDENTIALS)
+    for creds in venue_credentials().values():
+        out.update(creds)
+    return out
 
 
 @dataclass(frozen=True)
@@ -32,7 +53,6 @@ class Daemon:
     description: str
     args: str  # pulse arguments after the global options
     credentials: tuple[str, ...] = ()  # beyond pulsar-token and database-url
-    notify: bool = True  # the command reports readiness through sd_notify
     stop_timeout_s: int = 30
     restart_sec: int = 2
     notes: tuple[str, ...] = field(default=())
@@ -72,11 +92,11 @@ DAEMONS = (
         "pulse-monitor.service",
         "Pulse history monitor (availability -> backfill -> candles)",
         "monitor",
-        notify=False,
         stop_timeout_s=120,
         restart_sec=30,
         notes=(
-            "Type=simple: `pulse monitor` does not report readiness through sd_notify yet.",
+            "READY=1 once it runs; WATCHDOG=1 while its loop beats (a check counts as alive until it has run"
+            " monitor.check_timeout_s).",
             "SIGTERM ends the wait between checks (a check in progress finishes first).",
         ),
     ),
@@ -85,8 +105,10 @@ DAEMONS = (
         "Pulse console (WebSocket gateway, HTTP API)",
         "web",
         ("web-token",),
-        notify=False,
-        notes=("Type=simple: `pulse web` does not report readiness through sd_notify yet.",),
+        notes=(
+            "READY=1 once connected to the broker and the registry read (its /readyz); WATCHDOG=1 while the"
+            " event loop beats.",
+        ),
     ),
 )
 
@@ -156,11 +178,12 @@ def render_unit(d: Daemon, lay: Layout) -> str:
         "",
         "[Service]",
     ]
-    if d.notify:
-        lines += ["Type=notify", "NotifyAccess=main", f"WatchdogSec={lay.watchdog_s}", "TimeoutStartSec=120"]
-    else:
-        lines += ["Type=simple"]
     lines += [
+        # every daemon reports readiness and liveness through sd_notify (pulse.supervise.Supervisor)
+        "Type=notify",
+        "NotifyAccess=main",
+        f"WatchdogSec={lay.watchdog_s}",
+        "TimeoutStartSec=120",
         "User=pulse",
         "Group=pulse",
         "StateDirectory=pulse",
@@ -184,12 +207,13 @@ def render_unit(d: Daemon, lay: Layout) -> str:
 
 def render_dropin(venue: str, lay: Layout) -> str | None:
     """``pulse-ingest@<venue>.service.d/credentials.conf`` when the venue needs secrets of its own."""
-    creds = [c for c in VENUE_CREDENTIALS.get(venue, ()) if c in lay.credentials]
+    own = venue_credentials().get(venue, {})
+    creds = [c for c in own if c in lay.credentials]
     if not creds:
         return None
     lines = [f"# Rendered by `pulse systemd render --venue {venue}`: the {venue} ingester's own secrets.", "[Service]"]
     for c in creds:
-        lines += [f"LoadCredential={c}:{lay.credentials_dir}/{c}", f"Environment={CREDENTIALS[c]}=%d/{c}"]
+        lines += [f"LoadCredential={c}:{lay.credentials_dir}/{c}", f"Environment={own[c]}=%d/{c}"]
     return "\n".join([*lines, ""])
 
 

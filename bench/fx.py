@@ -173,6 +173,7 @@ def _backfill(
             "settings": msgspec.to_builtins(settings),
             "pulsar_url": ep.pulsar_url,
             "url": f"http://127.0.0.1:{port}/datafeed",
+            "feed": "bi5",  # the .bi5 hour files served above (the JSON API is the backfill's default feed)
             "symbol": "EURUSD",
             "start": DUKASCOPY_DAY.isoformat(),
             "hours": size.backfill_hours,

@@ -229,7 +229,14 @@ class Child:
     """
 
     def __init__(
-        self, module: str, args: Sequence[str], *, log: Path, ready_timeout: float = 120.0, port: int | None = None
+        self,
+        module: str,
+        args: Sequence[str],
+        *,
+        log: Path,
+        ready_timeout: float = 120.0,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.module = module
         self.log = log
@@ -240,7 +247,7 @@ class Child:
             stderr=self._err,
             stdin=subprocess.DEVNULL,
             cwd=REPO,
-            env=child_env(),
+            env=child_env() | (env or {}),
         )
         if port is None:
             self.info: dict[str, Any] = self._wait_ready(ready_timeout)

@@ -267,7 +267,7 @@ def run_backfills(cfg: dict[str, Any], settings: Settings) -> dict[str, Any]:
         cpu0, b0, t0 = own_cpu(), cpu_seconds(broker), time.perf_counter()
         end = start + timedelta(hours=hours)
         summary = run_backfill(
-            s, ep, cfg["symbol"], start, end, base_url=cfg["url"], progress=False,
+            s, ep, cfg["symbol"], start, end, base_url=cfg["url"], feed=cfg.get("feed", "bi5"), progress=False,
             batch_ticks=cfg.get("batch_ticks", BATCH_TICKS),
         )  # fmt: skip
         dt = time.perf_counter() - t0

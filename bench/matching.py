@@ -229,8 +229,11 @@ def measure_round_trip(settings: Settings, ep: Endpoints, n: int, work: Path) ->
         # unbatched, as `pulse orders` sends them: with the client's default batching the 2,000 resting orders
         # went as two 1,000-message batches, and pulsar-lite at times never dispatched the second one to the
         # service's Shared listener consumer (seen in 3 of 7 full runs here; the service had received 1,000)
+        # and blocking when 1,000 are in flight (the client's default queue): without it send_async dropped the
+        # rest (ProducerQueueIsFull, unseen with no callback) whenever the broker acked slower than they were sent,
+        # and the service got 1,000 of the 2,000 orders (both brokers, on this loaded machine)
         producer = bus.client.create_producer(service_topic("trading", f"orders.{tag}", s.pulsar.tenant),
-                                              batching_enabled=False)  # fmt: skip
+                                              batching_enabled=False, block_if_queue_full=True)  # fmt: skip
         for i in range(n):
             cmd = NewOrder(request_id=f"rb{i}", order_id=f"rb{i}", venue=V, symbol=S, ts=time.time_ns(), side="buy",
                            order_type="limit", quantity=Decimal("1.000"), price=Decimal("100.00"))  # fmt: skip

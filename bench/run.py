@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import alerting, ceiling, fx, kraken, matching, metrics, web
+from bench import alerting, alpaca, binance, ceiling, coinbase, fx, kraken, matching, metrics, repair, web
 from bench.harness import Report, bench_runtime, broker_footprint, broker_label, load_average
 from pulse.settings import Settings
 
@@ -30,6 +30,8 @@ QUICK = {"ceiling_n": 8_000, "ceiling_reps": 1, "codec_n": 20_000, "codec_reps":
 
 
 PARTS = ("ingesters", "consumers", "console")
+#: what ``--only`` accepts: the parts, or one consumer alone ("consumers" is both)
+CHOICES = (*PARTS, "matching", "alerting")
 
 
 def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
@@ -83,10 +85,15 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
             ceiling.report_codec(report, codec)
         if "ingesters" in parts:
             step("kraken", lambda: kraken.run(report, s, ep, ceiling=base, quick=quick, work=work))
+            step("binance", lambda: binance.run(report, quick=quick))
+            step("coinbase", lambda: coinbase.run(report, quick=quick))
+            step("alpaca", lambda: alpaca.run(report, quick=quick))
+            step("repair", lambda: repair.run(report, quick=quick))
             step("fx", lambda: fx.run(report, s, ep, ceiling=base, quick=quick, work=work))
             step("metrics", lambda: metrics.run(report, s, quick=quick, work=work))
-        if "consumers" in parts:
+        if "consumers" in parts or "matching" in parts:
             step("matching", lambda: matching.run(report, s, ep, quick=quick, work=work))
+        if "consumers" in parts or "alerting" in parts:
             step("alerting", lambda: alerting.run(report, s, ep, quick=quick))
         if "console" in parts:
             step("console", lambda: web.run(report, s, ep, quick=quick, work=work))
@@ -96,9 +103,11 @@ def run_benchmarks(settings: Settings, *, as_json: bool, quick: bool, parts: tup
             f"{meta['broker_process'].get('cpu_s', 'n/a')} s CPU in total"
         )
     meta["elapsed_s"] = round(time.perf_counter() - began, 1)
+    meta["load_average_1m_at_end"] = load_average()
     meta["errors"] = errors
     report.summary()
-    report.line(f"\ndone in {meta['elapsed_s']}s" + (f" with {len(errors)} error(s)" if errors else ""))
+    report.line(f"\ndone in {meta['elapsed_s']}s, 1-min load {meta['load_average_1m_at_end']:.2f} at the end"
+                + (f" with {len(errors)} error(s)" if errors else ""))  # fmt: skip
     doc = report.document(meta)
     if as_json:
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")

@@ -5,6 +5,7 @@
 ``baseline`` — the bare broadcast: an aiohttp server with the same ``/ws`` subscribe message that generates
                the same events at the same rate itself and sends each to its subscribers (``await
                ws.send_str`` per client), with no broker, no conflation and no bounds; READY once listening.
+``hubcast``  — the gateway's fan-out (``web.hub`` in direct or tasks mode) fed by the same generator, no broker.
 ``clients``  — N WebSocket clients (aiohttp), client i on instrument i mod 10 (trade + quote); after a warm-up,
                counts the events received in the window and each one's latency (receive time - ``ts_recv``),
                and samples the server's CPU time over the same window (its pid in the config). RESULT at the end.
@@ -143,6 +144,79 @@ def baseline(cfg: dict[str, Any]) -> None:
     asyncio.run(main())
 
 
+def hubcast(cfg: dict[str, Any]) -> None:
+    """The gateway's fan-out alone (``web.hub.Hub`` in ``cfg["mode"]``: direct or tasks, with its writer from
+    :mod:`web.ws`) fed by the same paced generator as the bare broadcast, no broker: what the fan-out design
+    costs, against the bare broadcast on equal input."""
+    import threading
+    from types import SimpleNamespace
+
+    import msgspec
+    from aiohttp import web
+
+    from web.hub import Hub
+    from web.ws import _write
+
+    enc = msgspec.json.Encoder(decimal_format="string")
+    hub = Hub(max_pending=2000, direct=cfg["mode"] == "direct")
+    syms = set(cfg["instruments"])
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        box = hub.outbox()
+        writer = None
+        if hub.direct:
+            box.transport = request.transport
+        else:
+            writer = asyncio.create_task(_write(ws, box, SimpleNamespace(hub=hub)))
+        loop = asyncio.get_running_loop()
+        box.on_give_up = lambda reason: loop.create_task(ws.close(code=4008, message=reason.encode()))
+        try:
+            async for msg in ws:
+                doc = json.loads(msg.data)
+                if doc.get("op") == "subscribe" and doc.get("symbol") in syms:
+                    snapshot = hub.subscribe(box, [f"{doc['symbol']}.trade", f"{doc['symbol']}.quote"])
+                    box.put(json.dumps({"type": "ack", "op": "subscribe"}))
+                    for frame in snapshot:
+                        box.put_frame(frame)
+        finally:
+            hub.drop(box)
+            box.transport = None
+            if writer is not None:
+                writer.cancel()
+        return ws
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", ws_handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", cfg["port"]).start()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=100)
+        stop = threading.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        gen = threading.Thread(
+            target=_paced, args=(cfg, lambda b: loop.call_soon_threadsafe(queue.put_nowait, b), stop.is_set),
+            daemon=True,
+        )  # fmt: skip
+        gen.start()
+        print(READY_PREFIX + json.dumps({"port": cfg["port"]}), flush=True)
+        while not stop.is_set():
+            try:
+                batch = await asyncio.wait_for(queue.get(), 0.5)
+            except TimeoutError:
+                continue
+            for e in batch:
+                quote = type(e) is Quote
+                topic = f"{e.symbol}.{'quote' if quote else 'trade'}"
+                hub.dispatch(topic, hub.encode(enc.encode(e).decode()), conflate=quote, remember=True)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 def clients(cfg: dict[str, Any]) -> None:
     import aiohttp
 
@@ -204,4 +278,4 @@ def clients(cfg: dict[str, Any]) -> None:
 if __name__ == "__main__":
     # long-running roles: ROLE JSON on the command line (bench.harness.Child); clients: JSON on stdin (run_child)
     role, config = (sys.argv[1], json.loads(sys.argv[2])) if len(sys.argv) > 2 else ("clients", json.load(sys.stdin))
-    {"publish": publish, "baseline": baseline, "clients": clients}[role](config)
+    {"publish": publish, "baseline": baseline, "hubcast": hubcast, "clients": clients}[role](config)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pulse.clitools import emit_json
+from pulse.clitools import emit_json, print_table
 
 
 @click.group()
@@ -194,10 +194,9 @@ def symbols_list(obj: Any, venue: str | None, enabled_only: bool, as_json: bool)
     if not rows:
         click.echo("no instruments registered (ingesters use their configured symbols)")
         return
-    click.echo(f"{'INSTRUMENT':<24} {'VENUE SYMBOL':<13} {'NAMESPACE':<10} {'PX':>2} {'SZ':>2}  "
-               f"{'CHANNELS':<18} STATE")  # fmt: skip
-    for r in rows:
-        click.echo(
-            f"{r.key:<24} {r.venue_symbol:<13} {r.namespace:<10} {r.price_precision:>2} "
-            f"{r.size_precision:>2}  {','.join(r.channels):<18} {'enabled' if r.enabled else 'disabled'}"
-        )
+    print_table(
+        ("instrument", "venue symbol", "namespace", "px", "sz", "channels", "state"),
+        ((r.key, r.venue_symbol, r.namespace, r.price_precision, r.size_precision, ",".join(r.channels),
+          "enabled" if r.enabled else "disabled") for r in rows),
+        right=("px", "sz"),
+    )  # fmt: skip

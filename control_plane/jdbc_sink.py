@@ -123,14 +123,17 @@ async def sink_follows_instrument(admin: PulsarAdmin, tenant: str, venue: str, s
     instrument itself is fine."""
     from control_plane.pulsar_admin import AdminError
 
+    step = f"sink {tenant}/{NAMESPACE}/{SINK_NAME}"
     try:
         sink = await admin.get_sink(tenant, NAMESPACE, SINK_NAME)
-    except AdminError:  # no functions worker on this cluster (/admin/v3 answers 404/503): nothing to follow
-        return None
+    except AdminError as exc:
+        if exc.status in (404, 503):  # no functions worker on this cluster: no sink to follow
+            return None
+        # it did not answer (a loaded functions worker) or failed otherwise: say so, do not pretend there is none
+        return StepResult(step, "unknown", f"could not read it: {exc}")
     if sink is None:
         return None
     name = topic(NAMESPACE, venue, symbol, "quote", tenant)
-    step = f"sink {tenant}/{NAMESPACE}/{SINK_NAME}"
     if follows(sink, name):
         return StepResult(step, "exists", f"reads {name}")
     return StepResult(

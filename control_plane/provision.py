@@ -49,7 +49,7 @@ NAMESPACES_FILE = REPO / "pulsar" / "namespaces.yaml"
 EMBEDDED_NOTE = "embedded broker: topics are created on first use"
 
 
-StepOutcome = Literal["created", "exists", "updated"]
+StepOutcome = Literal["created", "exists", "updated", "unknown"]  # unknown: the cluster did not say
 
 
 @dataclass(frozen=True)

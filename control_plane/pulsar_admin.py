@@ -46,14 +46,14 @@ Every error answer carries ``{"reason": "…"}`` (the broker's ``ErrorData``); :
 
 Behaviour: one ``aiohttp`` session; ``Authorization: Bearer <token>`` on every request when a token is set (the
 token is never logged: it is registered with :func:`pulse.log.register_secret` and never put in a message);
-a per-request timeout; retries with capped exponential backoff on 5xx answers and connection errors/timeouts
-only — 4xx answers are final. Creation calls return ``"created"`` or ``"exists"`` (409, or the endpoint's own
-"already exists" answer); any other failure raises :class:`AdminError` naming the step and the HTTP status.
+a per-request timeout; retries (tenacity) with capped, jittered exponential backoff on 5xx answers and
+connection errors/timeouts only — 4xx answers are final. Creation calls return ``"created"`` or ``"exists"``
+(409, or the endpoint's own "already exists" answer); any other failure raises :class:`AdminError` naming the
+step and the HTTP status.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import random
@@ -66,9 +66,10 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from control_plane.admin_stats import BrokerHealth, TopicStats, parse_stats
-from pulse.errors import PulseError, TopicError
+from pulse.errors import EXIT_UNAVAILABLE, PulseError, TopicError
 from pulse.log import get_logger, mask, register_secret
 
 log = get_logger(__name__)
@@ -102,6 +103,9 @@ class AdminError(PulseError):
         self.message = message
         self.completed: list[Any] = []  # provisioning steps done before this failure (control_plane.provision)
         where = f"HTTP {status}" if status else "no response"
+        if not status:  # nothing answered: the admin API cannot be reached (exit 69)
+            self.exit_code = EXIT_UNAVAILABLE
+            self.unreachable = "broker admin API"
         super().__init__(f"{step} failed: {where}: {message}")
 
 
@@ -233,43 +237,65 @@ class PulsarAdmin:
         """
         session = self._ensure_session()
         url = self.base_url + path
-        attempts = (self.retries + 1) if retry else 1
-        last: AdminError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                delay = self._backoff(attempt - 1)
-                log.warning("admin retry", step=step, attempt=attempt, after=str(last), sleep_s=round(delay, 3))
-                await asyncio.sleep(delay)
-            kwargs: dict[str, Any] = {"headers": self._headers()}
-            if self._ssl is not None:
-                kwargs["ssl"] = self._ssl
-            if form is not None:
-                kwargs["data"] = form()  # a fresh body per attempt: FormData can be sent only once
-            elif json_body is not None:
-                kwargs["data"] = json.dumps(json_body)
-                kwargs["headers"]["Content-Type"] = "application/json"
-            elif method in ("PUT", "POST"):
-                # JAX-RS resources consume application/json even with no body: Apache Pulsar answers 415 to a
-                # bodiless PUT without it (found on the real broker; its Java admin client sends "" as JSON)
-                kwargs["data"] = b""
-                kwargs["headers"]["Content-Type"] = "application/json"
-            try:
-                async with session.request(method, url, **kwargs) as resp:
-                    text = await resp.text()
-                    status = resp.status
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-                last = AdminError(step, 0, f"{method} {url}: {type(exc).__name__}: {mask(str(exc)) or 'timeout'}")
-                continue
-            body = _decode(text)
-            log.debug("admin call", step=step, method=method, path=path, status=status)
-            if status in ok or status in accept:
-                return _Answer(status, body)
-            last = AdminError(step, status, self._explain(status, _reason(status, body)))
-            if status < 500:
-                raise last
-            # fall through: 5xx is retried
-        assert last is not None
-        raise last
+
+        def wait(state: RetryCallState) -> float:
+            return self._backoff(state.attempt_number - 1)
+
+        def retrying(state: RetryCallState) -> None:
+            last = state.outcome.exception() if state.outcome is not None else None
+            delay = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning(
+                "admin retry", step=step, attempt=state.attempt_number, after=str(last), sleep_s=round(delay, 3)
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, AdminError) and (e.status == 0 or e.status >= 500)),
+            stop=stop_after_attempt((self.retries + 1) if retry else 1),
+            wait=wait,
+            before_sleep=retrying,
+            reraise=True,
+        ):
+            with attempt:
+                return await self._request(session, step, method, url, path, json_body, form, ok + accept)
+        raise AssertionError("unreachable: the last attempt returned or raised")
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        step: str,
+        method: str,
+        url: str,
+        path: str,
+        json_body: Any,
+        form: Callable[[], aiohttp.FormData] | None,
+        answered: tuple[int, ...],
+    ) -> _Answer:
+        """One attempt: the answer when its status is in ``answered``, else :class:`AdminError` (status 0: no
+        answer)."""
+        kwargs: dict[str, Any] = {"headers": self._headers()}
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
+        if form is not None:
+            kwargs["data"] = form()  # a fresh body per attempt: FormData can be sent only once
+        elif json_body is not None:
+            kwargs["data"] = json.dumps(json_body)
+            kwargs["headers"]["Content-Type"] = "application/json"
+        elif method in ("PUT", "POST"):
+            # JAX-RS resources consume application/json even with no body: Apache Pulsar answers 415 to a
+            # bodiless PUT without it (found on the real broker; its Java admin client sends "" as JSON)
+            kwargs["data"] = b""
+            kwargs["headers"]["Content-Type"] = "application/json"
+        try:
+            async with session.request(method, url, **kwargs) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise AdminError(step, 0, f"{method} {url}: {type(exc).__name__}: {mask(str(exc)) or 'timeout'}") from exc
+        body = _decode(text)
+        log.debug("admin call", step=step, method=method, path=path, status=status)
+        if status in answered:
+            return _Answer(status, body)
+        raise AdminError(step, status, self._explain(status, _reason(status, body)))  # 5xx retried, 4xx final
 
     # -- clusters, tenants ------------------------------------------------------------------------------
     async def list_clusters(self) -> list[str]:

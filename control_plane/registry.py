@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pulse.registry import Instrument, RegistryError, RegistryReader, error_reason, instrument_from_row, instruments
+from pulse.registry import (
+    Instrument,
+    NotRegistered,
+    RegistryError,
+    RegistryReader,
+    error_reason,
+    instrument_from_row,
+    instruments,
+)
 
 __all__ = ["Instrument", "Registry", "RegistryError"]
 
@@ -64,7 +72,7 @@ class Registry(RegistryReader):
                     sa.select(instruments).where(c.venue == venue, c.symbol == symbol).with_for_update()
                 ).first()
                 if old is None:
-                    raise RegistryError(f"instrument {venue}:{symbol} is not in the registry (add it first)")
+                    raise NotRegistered(f"instrument {venue}:{symbol} is not in the registry (add it first)")
                 if old.enabled == enabled:
                     return instrument_from_row(old), False
                 row = conn.execute(
@@ -88,5 +96,5 @@ class Registry(RegistryReader):
         except sa.exc.SQLAlchemyError as exc:
             raise RegistryError(f"cannot remove instrument {venue}:{symbol}: {error_reason(exc)}") from exc
         if row is None:
-            raise RegistryError(f"instrument {venue}:{symbol} is not in the registry")
+            raise NotRegistered(f"instrument {venue}:{symbol} is not in the registry")
         return instrument_from_row(row)

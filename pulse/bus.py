@@ -24,6 +24,7 @@ from typing import Any, Literal
 import _pulsar  # the client's compiled core (what pulsar.Producer wraps)
 import pulsar
 
+from pulse.broker_watch import AckWatch, BrokerWatch
 from pulse.codec import Codec
 from pulse.errors import BusError, TopicError
 from pulse.log import get_logger
@@ -76,6 +77,8 @@ def client_options(settings: Settings, url: str) -> dict[str, object]:
         "logger": client_logger(settings),
         "io_threads": 1,
     }
+    if ps.listener_name:
+        kwargs["listener_name"] = ps.listener_name
     token = settings.pulsar_token()
     if token:
         kwargs["authentication"] = pulsar.AuthenticationToken(token)
@@ -250,40 +253,6 @@ class Bus:
             self.client.close()
 
 
-class BrokerWatch:
-    """Says in the service's own log, and counts, when its connection to the broker drops and comes back.
-
-    The C++ client reconnects by itself and reports that only in its own log file
-    (``<home>/logs/pulsar-client.log``); a service calls :meth:`check` with its producers or consumers every
-    half second or so (``is_connected()`` is a cheap local read) and gets one structured warning when the
-    connection is lost (``on_lost`` counts it) and one info line with the outage's length when it is back."""
-
-    def __init__(self, service: str, url: str, on_lost: Callable[[], None] | None = None) -> None:
-        self.service = service
-        self.url = url
-        self.on_lost = on_lost
-        self.down_since: float | None = None  # time.monotonic() of the loss, while disconnected
-
-    def check(self, handles: Any) -> bool:
-        """Whether every handle (producer or consumer; None ignored) is connected; logs and counts changes."""
-        connected = True
-        for h in handles:
-            if h is not None and not h.is_connected():
-                connected = False
-                break
-        if not connected and self.down_since is None:
-            self.down_since = time.monotonic()
-            log.warning("broker connection lost", service=self.service, reconnecting=True,
-                        broker=self.url)  # fmt: skip
-            if self.on_lost is not None:
-                self.on_lost()
-        elif connected and self.down_since is not None:
-            down_s = round(time.monotonic() - self.down_since, 1)
-            self.down_since = None
-            log.info("broker connection restored", service=self.service, broker=self.url, down_s=down_s)
-        return connected
-
-
 class _TopicStats:
     __slots__ = ("acked", "acked_events", "failed", "sampled_at", "sent", "sent_events")
 
@@ -316,6 +285,7 @@ class PublishStats:
         self.topics: dict[str, _TopicStats] = {}
         self.last_error: str = ""
         self.broker_disconnects = 0  # connection losses seen (BrokerWatch)
+        self.unconfirmed_since = 0.0  # epoch s since which the broker confirmed nothing while messages wait (AckWatch)
 
     def of(self, topic_name: str) -> _TopicStats:
         st = self.topics.get(topic_name)
@@ -428,7 +398,8 @@ class EventPublisher(PublisherBase):
     (its last messages were not among the sampled callbacks) gets its producer flushed asynchronously, and the
     flush's answer settles them, so ``pending`` reaches 0 and ``acked`` equals ``sent`` shortly after the last
     publish without waiting for a later message. The same thread watches the producers' broker connection
-    (:class:`BrokerWatch`: a log line and ``stats.broker_disconnects``).
+    (:class:`BrokerWatch`: a log line and ``stats.broker_disconnects``) and its confirmations (:class:`AckWatch`:
+    a log line when nothing is confirmed for 10 s while messages wait, and ``stats.unconfirmed_since``).
     """
 
     def __init__(
@@ -456,6 +427,13 @@ class EventPublisher(PublisherBase):
         stats = self._stats
         self.watch = BrokerWatch(producer_prefix, bus.url, on_lost=lambda: setattr(
             stats, "broker_disconnects", stats.broker_disconnects + 1))  # fmt: skip
+        self.acks = AckWatch(producer_prefix, bus.url, on_change=lambda since: setattr(
+            stats, "unconfirmed_since", since))  # fmt: skip
+        # Held around every call into a native producer (send, flush, is_connected). Without it the settle thread
+        # and the sending thread deadlocked (tests/faults/test_disk_full.py, gdb): a send holds the producer's
+        # mutex and waits for the GIL to copy its Python callback, while flush_async, called with the GIL held,
+        # waits for that mutex. Waiting on this lock releases the GIL; the settle thread never waits long for it.
+        self._native_lock = threading.Lock()
         self._stop = threading.Event()
         self._settler = threading.Thread(target=self._settle_loop, name=f"{producer_prefix}-settle", daemon=True)
         self._settler.start()
@@ -500,14 +478,18 @@ class EventPublisher(PublisherBase):
             mb.event_timestamp(ts_event // 1_000_000)
         if sequence_id is not None:
             mb.sequence_id(sequence_id)
-        native.send_async(mb.build(), self._callback(t, n, last_ts))
+        callback = self._callback(t, n, last_ts)
+        with self._native_lock:
+            native.send_async(mb.build(), callback)
         st = self._stats.topics[t]
         self._handed[t] = (st.sent, st.sent_events)
 
     def publish_raw(self, topic_name: str, payload: bytes, properties: dict[str, str], key: str | None = None) -> None:
         """Publish bytes as they are (dead letters keep the venue's raw payload)."""
         producer = self.bus.producer(topic_name, name=f"{self.prefix}.{topic_name.rsplit('/', 1)[-1]}")
-        producer.send_async(payload, self._callback(topic_name, 1, 0), properties=properties, partition_key=key)
+        callback = self._callback(topic_name, 1, 0)
+        with self._native_lock:
+            producer.send_async(payload, callback, properties=properties, partition_key=key)
         st = self._stats.topics[topic_name]
         self._handed[topic_name] = (st.sent, st.sent_events)
 
@@ -551,8 +533,16 @@ class EventPublisher(PublisherBase):
             if self.bus._closed:  # closed under us by its owner
                 return
             try:
-                self._settle_quiet()
-                self.watch.check(list(self.bus._producers.values()))
+                connected = self.watch.down_since is None
+                # a send blocked on a full queue holds the lock: skip the native calls this tick, not the watch
+                if self._native_lock.acquire(timeout=self.settle_interval_s):
+                    try:
+                        self._settle_quiet()
+                        connected = self.watch.check(list(self.bus._producers.values()))
+                    finally:
+                        self._native_lock.release()
+                st = self._stats
+                self.acks.check(st.total_acked + st.total_failed, st.pending, connected=connected)
             except Exception as exc:  # never let the timer die: the counters would go stale again
                 log.warning("publish settle failed", error=f"{type(exc).__name__}: {exc}")
 

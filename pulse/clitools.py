@@ -8,24 +8,75 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import click
 
-from pulse.errors import PulseError
+from pulse.errors import EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, PulseError
 
 #: Times on the command line are UTC: 2019-02-04T00, 2019-02-04T00:30, 2019-02-04T00:30:15 or 2019-02-04.
 UTC_TIME = click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H", "%Y-%m-%d"])
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+class OldSpellings(click.Option):
+    """An option whose names after the first are older spellings (``--instruments`` for ``--symbols``,
+    ``--api-url`` for ``--url``): still accepted, not shown in ``--help`` (``cls=OldSpellings``)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        names = self.opts
+        self.opts = names[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = names
+
+
+def json_requested(argv: list[str] | None = None) -> bool:
+    """Whether the command line asks for JSON (``--json`` before any ``--``): errors are then JSON too."""
+    args = sys.argv[1:] if argv is None else argv
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def fail(message: str, code: int = EXIT_USAGE, *, kind: str | None = None, detail: str = "") -> NoReturn:
+    """End the command: ``error: MESSAGE`` on stderr, or with ``--json`` one object
+    ``{"error": MESSAGE, "exit_code": CODE, "kind": usage|failed|unavailable|interrupted|bug}`` (a bug adds its
+    ``traceback``); secrets masked."""
+    from pulse.log import mask
+
+    message = mask(message)
+    if json_requested():
+        kind = kind or {EXIT_USAGE: "usage", EXIT_UNAVAILABLE: "unavailable", EXIT_INTERRUPTED: "interrupted"}.get(
+            code, "failed"
+        )
+        doc = {"error": message, "exit_code": code, "kind": kind, **({"traceback": mask(detail)} if detail else {})}
+        click.echo(json.dumps(doc), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
 def emit_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, right: Sequence[str] = (),
+                title: str | None = None) -> None:  # fmt: skip
+    """A table on stdout with rich: aligned columns (those named in ``right`` right-justified), cells printed as
+    they are (no markup), never wrapped; on a pipe as wide as it needs (scripts should use ``--json``)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(width=None if sys.stdout.isatty() else 1000, highlight=False, markup=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="right" if name in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    console.print(table)
 
 
 def csv_choice(allowed: tuple[str, ...], option: str) -> Any:

@@ -16,8 +16,9 @@ parent → child
     input: flush, close, exit 0.
 child → parent
     ``["r"]`` ready; ``["s", {topic: [acked, acked_events, failed]}, [[topic, ts_event, acked_ns], …],
-    last_error, broker_disconnects]`` counters as they change (every ~20 ms) with the sampled acks (the child's
-    publisher settles a quiet topic's last messages on a timer, so these reach ``sent`` without a later send);
+    last_error, broker_disconnects, unconfirmed_since]`` counters as they change (every ~20 ms) with the sampled
+    acks (the child's publisher settles a quiet topic's last messages on a timer, so these reach ``sent``
+    without a later send);
     ``["f", token, error]`` once everything sent before the flush is answered; ``["x", error]`` fatal (the child exits).
 
 Counts stay exact: the child counts each topic's messages in the order the parent sent them, so its acked
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import select
@@ -257,8 +259,9 @@ class OffloadedPublisher(PublisherBase):
     def _handle(self, frame: list[Any]) -> None:
         kind = frame[0]
         if kind == "s":
-            _, counts, acks, last_error, disconnects = frame
+            _, counts, acks, last_error, disconnects, unconfirmed_since = frame
             self._stats.broker_disconnects = disconnects
+            self._stats.unconfirmed_since = unconfirmed_since
             of = self._stats.of
             for t, (acked, acked_events, failed) in counts.items():
                 st = of(t)
@@ -327,6 +330,7 @@ class _Reporter(threading.Thread):
         self.replies: queue.Queue[list[Any] | None] = queue.Queue()
         self._sent: dict[str, tuple[int, int, int]] = {}
         self._disconnects = 0
+        self._since = 0.0
 
     def run(self) -> None:
         while True:
@@ -348,10 +352,35 @@ class _Reporter(threading.Thread):
                 changed[t] = self._sent[t] = now
         acks = self.acks[:]
         del self.acks[: len(acks)]  # (what the I/O thread appended meanwhile stays for the next report)
-        disconnects = self.stats.broker_disconnects
-        if changed or acks or disconnects != self._disconnects:
-            self._disconnects = disconnects
-            _write_all(self.fd, _frame(["s", changed, acks, self.stats.last_error, disconnects]))
+        disconnects, since = self.stats.broker_disconnects, self.stats.unconfirmed_since
+        if changed or acks or disconnects != self._disconnects or since != self._since:
+            self._disconnects, self._since = disconnects, since
+            _write_all(self.fd, _frame(["s", changed, acks, self.stats.last_error, disconnects, since]))
+
+
+def _final_flush(pub: EventPublisher, timeout_s: float) -> None:
+    """Flush what the parent sent before it closed the pipe, for at most ``timeout_s``. A parent that stopped
+    cleanly flushed first, so this returns at once; one that was killed while the broker confirms nothing (a full
+    disk, a frozen broker) would keep this process waiting for ever: past the deadline it exits 1, saying how many
+    messages the broker never confirmed (the restarted ingester marks that hole with its gap markers)."""
+    errors: list[BusError] = []
+
+    def flush() -> None:
+        try:
+            pub.flush()
+        except BusError as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=flush, name="final-flush", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if errors:
+        raise errors[0]
+    if worker.is_alive():
+        log.error("publisher process: the broker confirmed nothing in the final flush; exiting without it",
+                  unconfirmed=pub.stats.pending, waited_s=timeout_s)  # fmt: skip
+        logging.shutdown()
+        os._exit(1)  # not bus.close(): it would flush, and wait, again
 
 
 def _child_main() -> int:
@@ -418,7 +447,7 @@ def _child_main() -> int:
             if got is None:
                 break
             frames = got
-        pub.flush()
+        _final_flush(pub, settings.pulsar.exit_flush_timeout_s)
     except BusError as exc:
         log.error("publisher process failed", error=str(exc))
         reporter.replies.put(["x", str(exc)])

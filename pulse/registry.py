@@ -49,6 +49,10 @@ class RegistryError(PulseError):
     """The registry could not be read or written."""
 
 
+class NotRegistered(RegistryError, ValueError):
+    """The instrument named is not in the registry (a refused input: exit 2)."""
+
+
 @dataclass(frozen=True)
 class Instrument:
     venue: str

@@ -1,8 +1,9 @@
 """Topic naming, both directions.
 
 ``persistent://{tenant}/{namespace}/{venue}.{SYMBOL}.{channel}``, e.g.
-``persistent://market-data/crypto/kraken.BTC-USD.trade``. One pair of functions builds and parses names;
-nothing else in Pulse formats a topic string.
+``persistent://market-data/crypto/kraken.BTC-USD.trade`` or, for an equity ticker (no quote currency),
+``persistent://market-data/equities/alpaca.BRK_B.trade`` (see :mod:`pulse.symbols` for both token forms). One pair
+of functions builds and parses names; nothing else in Pulse formats a topic string.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pulse.symbols import from_topic_token, to_topic_token
 DEFAULT_TENANT = "market-data"
 
 #: Namespaces group topics that share a policy (retention, TTL, dedup). See ``pulsar/namespaces.yaml``.
-NAMESPACES = ("crypto", "fx", "historical", "derived", "alerts", "trading", "control", "deadletter")
+NAMESPACES = ("crypto", "fx", "equities", "historical", "derived", "alerts", "trading", "control", "deadletter")
 
 #: Channels a venue stream can publish, and the event types each carries (plus ``status`` markers).
 #: ``quote_batch`` is the backfill's own channel: QuoteBatch messages (~1,000 ticks each) have their own topic and
@@ -28,7 +29,7 @@ CHANNELS = ("trade", "quote", "ticker", "book", "candle", "status", "quote_batch
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TOPIC = re.compile(
     r"^(?P<persistence>persistent|non-persistent)://(?P<tenant>[a-z][a-z0-9_-]*)/(?P<namespace>[a-z][a-z0-9_-]*)/"
-    r"(?P<venue>[a-z][a-z0-9_-]*)\.(?P<symbol>[A-Z0-9]+-[A-Z0-9]+)\.(?P<channel>[a-z_]+)$"
+    r"(?P<venue>[a-z][a-z0-9_-]*)\.(?P<symbol>[A-Z0-9]+-[A-Z0-9]+|[A-Z]{1,5}(?:_[A-Z]{1,2})?)\.(?P<channel>[a-z_]+)$"
 )
 
 

@@ -17,7 +17,7 @@ plugin loaded some other way, or a test's fake venue).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -55,7 +55,8 @@ class DemoPlan:
     (historical venues). ``symbols`` are the canonical symbols it streams; ``check()`` raises if the venue cannot
     run here (missing data). ``group`` says when the demo runs it: ``""`` — always, as the demo's main venue
     (``--symbols`` replaces its symbols; the demo's alert rules and paper orders use it); ``"fx"`` — unless
-    ``--no-fx``; ``"backfill"`` — with ``--backfill``."""
+    ``--no-fx``; ``"backfill"`` — with ``--backfill``; ``"optional"`` — only when ``--venues`` names it
+    (``--venues`` runs exactly the venues it names)."""
 
     symbols: tuple[str, ...]
     simulate: Callable[[int, float, list[str], bool], list[str]]
@@ -67,18 +68,44 @@ class DemoPlan:
 
 
 @dataclass(frozen=True)
+class HistorySource:
+    """Where a venue's past data can be fetched again, to refill what a live stream missed (``pulse repair``).
+
+    ``fetch(settings, symbol, start, end)`` returns the venue's events (:class:`~pulse.models.Trade` for
+    ``channel="trade"``, :class:`~pulse.models.Quote` for ``"quote"``) with ``start <= ts_event < end``, in time
+    order, for a canonical ``symbol``; it raises :class:`~pulse.errors.PulseError` when the source failed (the
+    range is then not repaired). Trades are told apart by ``trade_id`` (the venue's id), quotes by their stored
+    key, so a refetch never stores anything twice. ``label`` names the source where coverage shows it
+    (``"kraken REST"``). ``others``: the source also refills the same symbol for venues without a history of
+    their own (Dukascopy's FX quotes for OANDA's EUR/USD); the rows keep this venue's name."""
+
+    label: str
+    channel: str  # "trade" or "quote"
+    fetch: Callable[[Any, str, datetime, datetime], Awaitable[Sequence[Any]]]
+    others: bool = False
+
+
+@dataclass(frozen=True)
 class Venue:
     """Everything Pulse needs to know about a venue (see the module docstring)."""
 
     name: str
-    namespace: str  # where its streams are published (crypto, fx, historical)
+    namespace: str  # where its streams are published (crypto, fx, equities, historical)
     channels: tuple[str, ...]  # channels an instrument may subscribe
     default_channels: tuple[str, ...]
     live: bool  # True: a running ingester streams it (and subscribes on `symbols add`); False: backfill only
     resolve: Callable[[str], Resolved]  # symbol rules: any accepted spelling → canonical + venue name; else SymbolError
     channel_topics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # channel → topic channels
     calendar: Calendar = ALWAYS  # market hours
+    #: market hours per instrument, when they differ by instrument (Dukascopy: FX closes at the weekend, its
+    #: crypto does not); canonical symbol → calendar. None: ``calendar`` for every instrument
+    calendar_for: Callable[[str], Calendar] | None = None
+    history: HistorySource | None = None  # where past data can be fetched again (pulse repair), if anywhere
     settings_section: str = ""  # its [section] in pulse.toml ("" = none)
+    settings_model: type[Any] | None = None  # that section's pulse.settings.Section subclass
+    secret_settings: tuple[str, ...] = ()  # its secret keys (each may be given as <key>_file): masked, never logged
+    #: more secrets in effect that its section does not hold (OANDA's $OANDA_TOKEN), so log formatters mask them
+    extra_secrets: Callable[[Any], list[str]] | None = None
     service: str = ""  # the ingester service's name (its status file): ingest-<name> for live venues
     #: its CLI commands, loaded when the CLI needs them: group name (``ingest``, ``simulate``, ``backfill``) → a
     #: click command named after the venue
@@ -169,6 +196,42 @@ def expects_ticks(venue_name: str, now: datetime) -> bool:
     if v is None:
         return True
     return v.live and v.calendar.is_open(now)
+
+
+def calendar_of(venue_name: str, symbol: str) -> Calendar:
+    """The market hours of one instrument: the venue's per-instrument calendar, else the venue's. Unknown venues
+    and symbols their venue does not know are assumed to trade around the clock."""
+    v = venues().get(venue_name)
+    if v is None:
+        return ALWAYS
+    if v.calendar_for is not None:
+        try:
+            return v.calendar_for(symbol)
+        except SymbolError:
+            return ALWAYS
+    return v.calendar
+
+
+def history_for(venue_name: str, symbol: str) -> tuple[Venue, HistorySource] | None:
+    """Where ``venue_name``'s ``symbol`` can be refilled from: the venue's own :class:`HistorySource`, else the
+    first venue (by name) whose source serves ``others`` and whose symbol rules accept ``symbol`` with the same
+    asset class (Dukascopy's EUR/USD quotes refill OANDA's EUR/USD, never a crypto venue's BTC/USD); else None."""
+    v = get(venue_name)
+    if v.history is not None:
+        return v, v.history
+    try:
+        asset_class = v.resolve(symbol).asset_class
+    except SymbolError:
+        return None
+    for other in venues().values():
+        if other.history is None or not other.history.others:
+            continue
+        try:
+            if other.resolve(symbol).asset_class == asset_class:  # FX quotes for FX, never for a crypto pair
+                return other, other.history
+        except SymbolError:
+            continue
+    return None
 
 
 def instrument_topics(inst: Instrument | InstrumentCommand, tenant: str) -> list[str]:

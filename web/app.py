@@ -12,6 +12,7 @@ from web.api import CONSOLE, add_routes, api_errors
 from web.console import Console
 from web.openapi import SPEC
 from web.security import AccessLogger, Policy, is_loopback, json_error, middlewares
+from web.writes import add_routes as add_write_routes
 from web.ws import SOCKETS, close_all, ws_handler
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +48,7 @@ def build_app(settings: Settings, endpoints: Endpoints, host: str) -> web.Applic
     app[CONSOLE] = console
     app[SOCKETS] = set()
     add_routes(app)
+    add_write_routes(app)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/", _index)
@@ -66,13 +68,15 @@ def build_app(settings: Settings, endpoints: Endpoints, host: str) -> web.Applic
     return app
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, metrics_port: int | None = 0) -> None:
     """Run the gateway in the foreground until SIGINT/SIGTERM; prints ``console: http://HOST:PORT/`` once
-    listening (the token is never printed)."""
+    listening (the token is never printed). ``metrics_port``: see :mod:`web.metrics` (None: the settings')."""
     import asyncio
     import signal
 
     from pulse.runtime import resolve_endpoints
+    from pulse.supervise import Supervisor
+    from web.metrics import LoopBeat, gateway_probe
 
     ep = resolve_endpoints(settings)
 
@@ -86,12 +90,18 @@ def serve(settings: Settings, host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
         print(f"console: http://{shown}:{bound}/", flush=True)
         stop = asyncio.Event()
+        beat = LoopBeat()
+        beat.start()
+        sup = Supervisor(gateway_probe(app[CONSOLE], beat), settings, port=metrics_port, stopping=stop.is_set)
+        sup.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
         finally:
+            sup.stop()
+            beat.stop()
             await runner.cleanup()
 
     asyncio.run(main())

@@ -27,6 +27,8 @@ from pulse.topics import control_topic, service_topic, topic
 from web import data
 from web.feeds import Message, Readers
 from web.hub import Hub, Outbox
+from web.leftovers import remove_stale
+from web.orders import OrderDesk
 from web.protocol import CONFLATED, SERVICE_CHANNELS, ControlMessage, ProtocolError, ack, error, parse_control, pong
 
 log = get_logger(__name__)
@@ -52,7 +54,7 @@ class Console:
         self.settings = settings
         self.endpoints = endpoints
         self.tenant = settings.pulsar.tenant
-        self.hub = Hub(max_pending=settings.web.max_pending_trades)
+        self.hub = Hub(max_pending=settings.web.max_pending_trades, direct=settings.web.fanout == "direct")
         self.instruments: dict[tuple[str, str], dict[str, Any]] = {}
         self.outputs: list[Any] = []  # paper-trading executions and positions, deduplicated
         self._seen_exec: set[str] = set()
@@ -65,6 +67,8 @@ class Console:
         self._refresh_task: asyncio.Task[None] | None = None
         self._bus: Any = None
         self.readers: Readers | None = None
+        self.desk: OrderDesk | None = None  # paper orders sent over HTTP (web.writes)
+        self.stale_removed = 0  # subscriptions of dead gateways removed at start (web.leftovers)
         self.started_at = time.time()
         self.ready = False
         self.problems: list[str] = []
@@ -75,7 +79,10 @@ class Console:
 
         loop = asyncio.get_running_loop()
         self._bus = await asyncio.to_thread(Bus, self.settings, self.endpoints.pulsar_url)
-        self.readers = Readers(self._bus.client, loop, self._on_batch)
+        removed = await asyncio.to_thread(remove_stale, self._bus.client, self.settings.home)
+        self.stale_removed = len(removed)
+        self.readers = Readers(self._bus.client, loop, self._on_batch, home=self.settings.home)
+        self.desk = OrderDesk(self._bus.client, self.settings)
         await self.readers.ensure(self.control_topic)  # before the registry read: no change falls between
         await self.readers.ensure(self.alerts_topic)
         await self.readers.ensure(self.fills_topic, earliest=True)
@@ -85,6 +92,9 @@ class Console:
     async def close(self) -> None:
         if self._refresh_task is not None:
             self._refresh_task.cancel()
+        if self.desk is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.desk.close)
         if self.readers is not None:
             await asyncio.to_thread(self.readers.close)
         if self._bus is not None:
@@ -182,8 +192,8 @@ class Console:
                 channel = t.rsplit(".", 1)[-1]
                 conflate = channel in CONFLATED
                 for frame in self._frames(payload, props):
-                    if self._is_new(t, frame):
-                        hub.dispatch(t, frame, conflate=conflate, remember=channel != "status")
+                    if self._is_new(t, frame):  # encoded once, whatever the number of clients
+                        hub.dispatch(t, hub.encode(frame), conflate=conflate, remember=channel != "status")
 
     def _is_new(self, topic_name: str, frame: str) -> bool:
         """False for an event not newer, by ``(ts_recv, seq)``, than one already passed on for its topic.
@@ -224,7 +234,7 @@ class Console:
             self.hub.stats.undecodable += 1
             return
         frame = _json.encode({"type": "alert", **doc}).decode()
-        self.hub.dispatch(self.alerts_topic, frame, conflate=False, remember=False)
+        self.hub.dispatch(self.alerts_topic, self.hub.encode(frame), conflate=False, remember=False)
 
     def _on_output(self, payload: bytes) -> None:
         from consumers.matching.messages import Execution, decode_output
@@ -239,9 +249,11 @@ class Console:
             return
         self._seen_exec.add(key)
         self.outputs.append(out)
+        if self.desk is not None and type(out) is Execution:
+            self.desk.feed(out)
         if len(self.outputs) > MAX_OUTPUTS:
             del self.outputs[: len(self.outputs) - MAX_OUTPUTS]
-        self.hub.dispatch(self.fills_topic, payload.decode(), conflate=False, remember=False)
+        self.hub.dispatch(self.fills_topic, self.hub.encode(payload.decode()), conflate=False, remember=False)
 
     # -- one client's control messages ------------------------------------------------------------------
     async def control(self, box: Outbox, text: str | bytes) -> None:
@@ -260,7 +272,7 @@ class Console:
             snapshot = self.hub.subscribe(box, topics)  # no await from here: nothing falls between
             box.put(ack(msg, venue, symbol))
             for frame in snapshot:
-                box.put(frame)
+                box.put_frame(frame)
         else:
             self.hub.unsubscribe(box, topics)
             box.put(ack(msg, venue, symbol))
@@ -315,5 +327,7 @@ class Console:
             "problems": list(self.problems),
             "readers": len(self.readers.topics) if self.readers else 0,
             "received": self.readers.received if self.readers else 0,
+            "orders_sent": self.desk.sent if self.desk else 0,
+            "stale_removed": self.stale_removed,
             **self.hub.stats.as_dict(),
         }

@@ -2,7 +2,8 @@
 
 Each gateway process reads every topic through a **Shared subscription of its own** (``pulse-web-<host>-<pid>-
 <random>``, starting at the latest message; the fills topic from the earliest), acknowledges every message as it
-arrives, and unsubscribes at shutdown, so nothing is left behind on the broker. Why not a non-durable reader
+arrives, and unsubscribes at shutdown, so nothing is left behind on the broker (killed before it could, it leaves
+them to the next gateway, which removes them: :mod:`web.leftovers`). Why not a non-durable reader
 (what the issue suggests first) or an Exclusive subscription: measured on pulsar-lite with the live traffic shape
 (20 topics, 5,000 events/s, ~1 message per batch; ``tests/integration/test_web_gateway.py`` and the README design
 notes), a reader got ~30% repeats and 2.6 s p50 / 4.2 s p99 latency, an Exclusive subscription ~80% repeats and
@@ -29,12 +30,14 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulsar
 
 from pulse.errors import BusError
 from pulse.log import get_logger
+from web.leftovers import Record
 
 log = get_logger(__name__)
 
@@ -46,7 +49,11 @@ class Readers:
     """Readers keyed by topic; ``on_batch`` runs on the event loop with every message received since the last."""
 
     def __init__(
-        self, client: pulsar.Client, loop: asyncio.AbstractEventLoop, on_batch: Callable[[list[Message]], None]
+        self,
+        client: pulsar.Client,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: Callable[[list[Message]], None],
+        home: Path | None = None,
     ) -> None:
         self.client = client
         self.loop = loop
@@ -60,6 +67,8 @@ class Readers:
         self.received = 0
         host = re.sub(r"[^a-zA-Z0-9_-]", "-", socket.gethostname())[:40]
         self.subscription = f"pulse-web-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # what this process subscribed, on disk: a gateway killed before close() is cleaned by the next one
+        self.record = Record(home, self.subscription) if home is not None else None
 
     @property
     def topics(self) -> list[str]:
@@ -102,6 +111,8 @@ class Readers:
         fut: asyncio.Future[None] = self.loop.create_future()
         self._starting[topic] = fut
         try:
+            if self.record is not None:  # before subscribing: a kill in between leaves nothing unrecorded
+                await asyncio.to_thread(self.record.add, topic)
             position = pulsar.InitialPosition.Earliest if earliest else pulsar.InitialPosition.Latest
             reader = await asyncio.to_thread(
                 self.client.subscribe, topic, self.subscription, consumer_type=pulsar.ConsumerType.Shared,
@@ -122,11 +133,15 @@ class Readers:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+        failed = 0
         for topic, consumer in list(self._readers.items()):
             try:
                 consumer.unsubscribe()  # a durable subscription of this process only: leave nothing behind
             except Exception as exc:
+                failed += 1
                 log.warning("unsubscribe failed", topic=topic, error=str(exc))
                 with contextlib.suppress(Exception):
                     consumer.close()
         self._readers.clear()
+        if self.record is not None and not failed:
+            self.record.delete()  # else the next gateway removes what is left

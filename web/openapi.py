@@ -171,7 +171,89 @@ SPEC["components"]["schemas"]["Ready"] = _obj(
     {"ready": {"type": "boolean"}, "problems": {"type": "array", "items": _STR}}
 )
 SPEC["components"]["schemas"]["Gateway"] = _obj(
-    {k: _INT for k in ("readers", "received", "events_in", "delivered", "conflated", "slow_closed", "bad_messages",
-                       "undecodable", "duplicates", "clients", "clients_total")}
+    {k: _INT for k in ("readers", "received", "orders_sent", "stale_removed", "events_in", "delivered", "conflated",
+                       "slow_closed", "bad_messages", "undecodable", "duplicates", "clients", "clients_total")}
     | {"ready": {"type": "boolean"}, "problems": {"type": "array", "items": _STR}}
 )  # fmt: skip
+
+# -- alert rules and paper orders (web.writes) -------------------------------------------------------------
+_NUM = {"oneOf": [{"type": "number"}, _DEC]}
+_WAIT = _q("wait", {"type": "number", "minimum": 0, "maximum": 30},
+           "seconds to wait for the matching service's answer (default 5; 0: send and return 202)")  # fmt: skip
+_ORDER_ID = {"name": "order_id", "in": "path", "required": True, "schema": _STR, "description": "the order's id"}
+_ANSWER = _obj({"request_id": _STR, "order_id": _STR, "answered": {"type": "boolean"},
+                "executions": {"type": "array", "items": {"type": "object"}}},
+               ["request_id", "order_id", "executions", "answered"])  # fmt: skip
+_ORDER_ERR = {
+    "202": _json(_ANSWER, "sent; the matching service did not answer within wait"),
+    "404": _json(_ref("Error"), "no such order (the gateway knows the orders on the fills topic)"),
+    "409": _json(_ref("Error"), "the order is no longer open"),
+    "415": _json(_ref("Error"), "body is not application/json"),
+    "422": _json(_ref("Error"), "rejected by the matching service: the reason, and its executions"),
+    "502": _json(_ref("Error"), "the broker refused the command"),
+    "503": _json(_ref("Error"), "not connected to the broker yet"),
+    **_ERR,
+}
+_KINDS = ["price_cross", "pct_change", "ma_cross", "spread", "volume_spike", "stale_feed", "divergence"]
+SPEC["components"]["schemas"]["Rule"] = {
+    "type": "object", "required": ["id", "kind", "venue", "symbol", "name", "cooldown_s", "hysteresis", "enabled"],
+    "properties": {"id": _INT, "kind": {"enum": _KINDS},
+                   "venue": _STR, "symbol": _STR, "name": _STR, "cooldown_s": {"type": "number"},
+                   "hysteresis": {"type": "number"}, "enabled": {"type": "boolean"}},
+    "description": "plus the kind's own fields (above, below, price, window_s, pct, direction, fast, slow, ma, "
+                   "interval_s, bps, z, buckets, min_volume, silence_s, calendar, other_venue, max_age_s)",
+}  # fmt: skip
+SPEC["paths"]["/api/alerts"]["post"] = {
+    "summary": "Add an alert rule (pulse alerts add): validated by the rule's own definition, refused naming the field",
+    "security": [{"bearer": []}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["kind", "symbol"],
+        "properties": {"kind": {"enum": list(dict.fromkeys([*_KINDS, *(k.replace("_", "-") for k in _KINDS)])),
+                                "description": "the rule's kind, with _ or -"},
+                       "symbol": {"type": "string", "description": "VENUE:SYMBOL, or SYMBOL with venue"},
+                       "venue": _STR, "name": _STR, "cooldown_s": {"type": "number"}, "hysteresis": {"type": "number"},
+                       "enabled": {"type": "boolean"}, "above": _NUM, "below": _NUM},
+        "additionalProperties": True, "description": "the rule's fields, named as in GET /api/alerts/rules"}}}},
+    "responses": {"201": _json(_obj({"rule": _ref("Rule")}), "stored, with its id"),
+                  "415": _json(_ref("Error"), "body is not application/json"),
+                  "503": _json(_ref("Error"), "the database is unavailable"), **_ERR},
+}  # fmt: skip
+SPEC["paths"]["/api/alerts/rules"] = {"get": {
+    "summary": "The stored alert rules (pulse alerts list), and any stored row that no longer validates",
+    "responses": {"200": _json(_obj({"rules": {"type": "array", "items": _ref("Rule")},
+                                     "invalid": {"type": "array", "items": _obj({"id": _INT, "kind": _STR,
+                                                                                 "error": _STR})}}), "rules"),
+                  "503": _json(_ref("Error"), "the database is unavailable")}}}  # fmt: skip
+SPEC["paths"]["/api/alerts/{id}"] = {"delete": {
+    "summary": "Remove an alert rule (pulse alerts remove)", "security": [{"bearer": []}],
+    "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR, "description": "the rule's id"}],
+    "responses": {"200": _json(_obj({"removed": {"type": "array", "items": _INT}}), "removed"),
+                  "404": _json(_ref("Error"), "no rule with that id"),
+                  "503": _json(_ref("Error"), "the database is unavailable"), **_ERR}}}  # fmt: skip
+SPEC["paths"]["/api/orders"]["post"] = {
+    "summary": "Place a paper order (pulse orders submit): checked by the matching engine's rules against the "
+               "registry's increments before it is sent, then the service's answer",
+    "security": [{"bearer": []}], "parameters": [_WAIT],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+        {"symbol": {"type": "string", "description": "VENUE:SYMBOL, or SYMBOL with venue"},
+         "venue": {"type": ["string", "null"]}, "side": {"enum": ["buy", "sell"]}, "quantity": _NUM,
+         "order_type": {"enum": ["market", "limit", "stop", "stop_limit", None]},
+         "price": {"oneOf": [*_NUM["oneOf"], {"type": "null"}]},
+         "stop_price": {"oneOf": [*_NUM["oneOf"], {"type": "null"}]},
+         "tif": {"enum": ["GTC", "IOC", "FOK", "DAY", None]},
+         "order_id": {"type": ["string", "null"]}, "account": {"type": ["string", "null"]}},
+        ["symbol", "side", "quantity"], extra=False)}}},
+    "responses": {"201": _json(_ANSWER, "the service's answer (accepted, fills)"), **_ORDER_ERR},
+}  # fmt: skip
+SPEC["paths"]["/api/orders/{order_id}"] = {
+    "delete": {"summary": "Cancel an open paper order (pulse orders cancel)", "security": [{"bearer": []}],
+               "parameters": [_ORDER_ID, _WAIT, _q("account", _STR, "the order's account, when ids repeat")],
+               "responses": {"200": _json(_ANSWER, "cancelled"), **_ORDER_ERR}},
+    "patch": {"summary": "Replace an open paper order's quantity, price or stop price (pulse orders replace)",
+              "security": [{"bearer": []}],
+              "parameters": [_ORDER_ID, _WAIT, _q("account", _STR, "the order's account, when ids repeat")],
+              "requestBody": {"required": True, "content": {"application/json": {"schema": _obj(
+                  {k: {"oneOf": [*_NUM["oneOf"], {"type": "null"}]} for k in ("quantity", "price", "stop_price")},
+                  [], extra=False)}}},
+              "responses": {"200": _json(_ANSWER, "replaced"), **_ORDER_ERR}},
+}  # fmt: skip

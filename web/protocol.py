@@ -71,6 +71,10 @@ def parse_control(data: str | bytes) -> ControlMessage:
         raise ProtocolError(f"invalid control message: {exc}", _peek(data, "op"), _peek(data, "req_id")) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"invalid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # found by fuzzing (bench/fuzz.py): a binary frame that is not UTF-8
+        raise ProtocolError(f"invalid JSON: not UTF-8 (byte {exc.start})") from None
+    except RecursionError:  # found by fuzzing: nested a few thousand deep
+        raise ProtocolError("invalid JSON: nested too deeply") from None
     if msg.op == "ping":
         return msg
     if not msg.channels:
@@ -93,7 +97,7 @@ def parse_control(data: str | bytes) -> ControlMessage:
 def _peek(data: str | bytes, key: str) -> Any:
     try:
         doc = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     value = doc.get(key) if isinstance(doc, dict) else None
     return value if isinstance(value, str | int) and not isinstance(value, bool) else None
@@ -123,3 +127,16 @@ def error(message: str, op: str | None = None, req_id: Any = None) -> str:
     if req_id is not None:
         doc["req_id"] = req_id
     return _encoder.encode(doc).decode()
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one complete, unmasked WebSocket text frame (RFC 6455 5.2: FIN + opcode 1, then the payload
+    length in 7, 7+16 or 7+64 bits): what a server sends, built once per event and written as is to every
+    client (no per-message compression is negotiated)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload

@@ -38,19 +38,26 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPServiceUnavailable(
             text=f"too many clients (web.max_clients = {console.settings.web.max_clients})"
         )
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES * 4)
+    # no per-message compression: frames are built once and written to every client as they are (web.hub)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_FRAME_BYTES * 4, compress=False)
     await ws.prepare(request)
     sndbuf = console.settings.web.send_buffer_bytes
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sndbuf and sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    box = Outbox(hub.max_pending)
-    writer = asyncio.create_task(_write(ws, box, console))
+    box = hub.outbox()
+    writer: asyncio.Task[None] | None = None
+    if hub.direct:  # the hub writes to the transport itself (web.hub.Hub.flush)
+        box.transport = request.transport
+    else:
+        writer = asyncio.create_task(_write(ws, box, console))
     closing: list[asyncio.Task[None]] = []
 
     async def close_slow(reason: str) -> None:
-        writer.cancel()
+        box.transport = None
+        if writer is not None:
+            writer.cancel()
         log.warning("closing slow client", remote=request.remote or "-", reason=reason)
         try:
             await asyncio.wait_for(ws.close(code=CLOSE_SLOW_CONSUMER, message=reason.encode()), 5)
@@ -77,7 +84,8 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         hub.stats.clients -= 1
         request.app[SOCKETS].discard(ws)
         hub.drop(box)
-        if not closing:
+        box.transport = None
+        if not closing and writer is not None:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
@@ -89,6 +97,7 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
 
 async def close_all(app: web.Application) -> None:
     """On shutdown: every open socket gets 1001 (going away)."""
+    app[CONSOLE].hub.closing = True  # no event frame after a close frame
     for ws in list(app[SOCKETS]):
         with contextlib.suppress(Exception):
             await ws.close(code=CLOSE_GOING_AWAY, message=b"gateway shutting down")

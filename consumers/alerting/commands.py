@@ -17,8 +17,16 @@ from typing import Any
 
 import click
 
-from consumers.alerting.rules import COMMON_FIELDS, RULE_TYPES, RuleError, describe, make_rule, rule_to_dict
-from pulse.clitools import metrics_port_option
+from consumers.alerting.rules import (
+    COMMON_FIELDS,
+    RULE_TYPES,
+    RuleError,
+    describe,
+    make_rule,
+    rule_params,
+    rule_to_dict,
+)
+from pulse.clitools import metrics_port_option, print_table
 from pulse.errors import ConfigError, SymbolError
 from pulse.instruments import parse_instrument
 from pulse.log import get_logger
@@ -153,10 +161,21 @@ def alerts_list(obj: Any, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([rule_to_dict(r) for r in rules], indent=2))
         return
-    for r in rules:
-        click.echo(describe(r) + ("" if r.enabled else " [disabled]"))
     if not rules:
         click.echo("no rules (add one with `pulse alerts add`)")
+        return
+
+    def params(r: Any) -> str:
+        doc = rule_params(r)
+        doc.pop("enabled", None)
+        return " ".join(f"{k}={v}" for k, v in doc.items())
+
+    print_table(
+        ("id", "kind", "instrument", "parameters", "name", "state"),
+        ((r.id, r.kind, f"{r.venue}:{r.symbol}", params(r), r.name, "enabled" if r.enabled else "disabled")
+         for r in rules),
+        right=("id",),
+    )  # fmt: skip
 
 
 @alerts.command("remove")
@@ -211,6 +230,7 @@ def alerting_run(obj: Any, name: str, as_json: bool, metrics_port: int | None) -
     sup: Supervisor | None = None  # metrics and systemd notifications; they read whichever instance runs now
     current: list[AlertingService] = []
     waiting = False
+    idle = [False]  # what the probe reads: waiting for a rule (ready, nothing to subscribe to)
     try:
         while not stop.is_set():  # once, and again each time the stored rules change while it runs (rules_poll_s)
             store = AlertStore(ep.database_url)
@@ -226,15 +246,19 @@ def alerting_run(obj: Any, name: str, as_json: bool, metrics_port: int | None) -
                 if not waiting:  # every rule was removed while it ran: wait for the next one
                     log.warning("no enabled alert rules; waiting for `pulse alerts add`")
                     waiting = True
-                stop.wait(max(a.rules_poll_s, 0.5))
+                    idle[0] = True
+                if svc._status is not None and svc._status.due():  # the heartbeat /healthz and /readyz read
+                    svc._status.write_or_log(svc.counters(), waiting_for_rules=True)
+                stop.wait(min(max(a.rules_poll_s, 0.5), max(s.metrics.stall_after_s / 4, 0.1)))
                 continue
             waiting = False
+            idle[0] = False
             svc = AlertingService(s, ep, topics, rules=rules, name=name, status_home=s.home, follow_rules=True,
                                   stats=svc.stats if svc is not None else None)  # fmt: skip
             current[:] = [svc]
             if sup is None:
                 sup = Supervisor(
-                    alerting_probe(lambda: current[0], s.metrics.stall_after_s),
+                    alerting_probe(lambda: current[0], s.metrics.stall_after_s, lambda: idle[0]),
                     s,
                     port=metrics_port,
                     stopping=stop.is_set,

@@ -28,7 +28,11 @@ _COUNTERS = (
 )
 
 
-def alerting_probe(current: Callable[[], AlertingService], stall_after_s: float) -> Probe:
+def alerting_probe(
+    current: Callable[[], AlertingService], stall_after_s: float, waiting: Callable[[], bool] = lambda: False
+) -> Probe:
+    """``waiting``: every rule was removed while the service ran and it waits for the next one (ready: there is
+    nothing to subscribe to; its loop keeps the heartbeat)."""
     st = current().stats  # the counters carry over from one instance to the next
     db_errors, snapshots = Progress(lambda: st.db_errors), Progress(lambda: st.snapshots)
     broker_errors, received = Progress(lambda: st.broker_errors), Progress(lambda: st.received)
@@ -51,13 +55,15 @@ def alerting_probe(current: Callable[[], AlertingService], stall_after_s: float)
     def checks() -> dict[str, bool]:
         svc = current()
         return {
-            "subscribed": svc._consumer is not None and svc.engine is not None,
+            "subscribed": waiting() or (svc._consumer is not None and svc.engine is not None),
             "database": not erroring(db_errors, snapshots, stall_after_s),
             "broker": not erroring(broker_errors, received, stall_after_s),
         }
 
     def summary() -> str:
         st = current().stats
+        if waiting():
+            return f"no enabled rules, waiting for one; {st.received} received, {st.alerts} alerts fired"
         return f"{st.received} received, {st.alerts} alerts fired, {st.stored} stored, {st.db_errors} db errors"
 
     def beat() -> float:

@@ -20,7 +20,7 @@ spread         (ask - bid) / mid wider than ``bps`` basis points
 volume_spike   traded volume of the current ``interval_s`` bucket has z-score ≥ ``z`` against the previous
                ``buckets`` buckets (trades only)
 stale_feed     no tick for ``silence_s`` seconds while the market should be trading (``calendar`` = auto |
-               fx | crypto; auto: oanda → fx hours, else 24/7)
+               fx | crypto; auto: the venue's calendar — oanda → fx hours, alpaca → NYSE sessions, else 24/7)
 divergence     |price(venue) - price(other_venue)| / mean > ``bps`` basis points, both prices younger than
                ``max_age_s`` relative to each other
 ============== =====================================================================================
@@ -232,7 +232,8 @@ class StaleFeed(_Rule, frozen=True, tag="stale_feed"):
 
     PARAMS: ClassVar[dict[str, str]] = {
         "silence_s": "fire after this many seconds without a tick while the market trades",
-        "calendar": "auto (the venue's market hours: fx hours for an FX venue, else 24/7) | fx | crypto (24/7)",
+        "calendar": "auto (the venue's market hours: fx hours for an FX venue, NYSE sessions for US equities, "
+        "else 24/7) | fx | crypto (24/7)",
     }
 
     def __post_init__(self) -> None:

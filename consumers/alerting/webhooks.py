@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from consumers.alerting.messages import Alert, encode_alert
 from pulse.errors import ConfigError
@@ -204,55 +205,87 @@ class WebhookSender:
         return dict(zip(self.urls, results, strict=True))
 
     async def post(self, url: str, body: bytes, alert_id: str) -> bool:
+        """Deliver ``body`` to ``url``: True once a 2xx answers; False after a final refusal or the last attempt.
+        Retried on tenacity: up to ``max_attempts``, waits doubling from ``backoff_initial_s`` (or the answer's
+        ``Retry-After``), capped at ``backoff_max_s``; each attempt is signed afresh."""
         host = urlsplit(url).hostname or "?"
         session = await self._sess()
-        delay = self.backoff_initial_s
-        for attempt in range(1, self.max_attempts + 1):
-            ts = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                TIMESTAMP_HEADER: ts,
-                SIGNATURE_HEADER: sign(self._secret, ts, body),
-                ALERT_ID_HEADER: alert_id,
-            }
-            self.stats.attempts += 1
-            retry_after: float | None = None
-            try:
-                async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-                    if 200 <= resp.status < 300:
-                        self.stats.delivered += 1
-                        self.stats.per_host[host] = self.stats.per_host.get(host, 0) + 1
-                        return True
-                    error = f"HTTP {resp.status}"
-                    if 300 <= resp.status < 400:
-                        target = urlsplit(resp.headers.get("Location", "")).hostname or host
-                        self.stats.failed += 1
-                        self.stats.last_error = f"{error} redirect (not followed)"
-                        log.warning(
-                            "webhook answered with a redirect; not followed, the alert is not delivered",
-                            host=host, status=resp.status, redirect_host=target, alert_id=alert_id,
-                        )  # fmt: skip
-                        return False
-                    if resp.status < 500 and resp.status not in _RETRY_STATUS:
-                        self.stats.failed += 1
-                        self.stats.last_error = error
-                        log.warning("webhook refused the alert", host=host, status=resp.status, alert_id=alert_id)
-                        return False
-                    with contextlib.suppress(ValueError, TypeError):
-                        retry_after = float(resp.headers.get("Retry-After", ""))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}".replace(url, host)
-            self.stats.last_error = error
-            if attempt == self.max_attempts:
-                break
-            wait = min(retry_after if retry_after is not None else delay, self.backoff_max_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            retry_after = getattr(exc, "retry_after", None)
+            delay = self.backoff_initial_s * 2 ** min(state.attempt_number - 1, 62)
+            return min(retry_after if retry_after is not None else delay, self.backoff_max_s)
+
+        def retrying(state: RetryCallState) -> None:
             self.stats.retries += 1
-            log.info("webhook attempt failed, retrying", host=host, attempt=attempt, error=error, retry_in_s=wait)
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, self.backoff_max_s)
-        self.stats.failed += 1
-        log.error("webhook delivery failed", host=host, attempts=self.max_attempts, error=error, alert_id=alert_id)
+            error = str(state.outcome.exception()) if state.outcome is not None else ""
+            wait_s = state.next_action.sleep if state.next_action is not None else 0.0
+            log.info("webhook attempt failed, retrying", host=host, attempt=state.attempt_number, error=error,
+                     retry_in_s=wait_s)  # fmt: skip
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Retryable),
+                stop=stop_after_attempt(self.max_attempts),
+                wait=wait,
+                before_sleep=retrying,
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._attempt(session, url, host, body, alert_id)
+        except _Retryable as exc:
+            self.stats.failed += 1
+            log.error("webhook delivery failed", host=host, attempts=self.max_attempts, error=str(exc),
+                      alert_id=alert_id)  # fmt: skip
         return False
+
+    async def _attempt(self, session: aiohttp.ClientSession, url: str, host: str, body: bytes, alert_id: str) -> bool:
+        """One signed POST: True (delivered), False (refused for good), or :class:`_Retryable`."""
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(self._secret, ts, body),
+            ALERT_ID_HEADER: alert_id,
+        }
+        self.stats.attempts += 1
+        retry_after: float | None = None
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                if 200 <= resp.status < 300:
+                    self.stats.delivered += 1
+                    self.stats.per_host[host] = self.stats.per_host.get(host, 0) + 1
+                    return True
+                error = f"HTTP {resp.status}"
+                if 300 <= resp.status < 400:
+                    target = urlsplit(resp.headers.get("Location", "")).hostname or host
+                    self.stats.failed += 1
+                    self.stats.last_error = f"{error} redirect (not followed)"
+                    log.warning(
+                        "webhook answered with a redirect; not followed, the alert is not delivered",
+                        host=host, status=resp.status, redirect_host=target, alert_id=alert_id,
+                    )  # fmt: skip
+                    return False
+                if resp.status < 500 and resp.status not in _RETRY_STATUS:
+                    self.stats.failed += 1
+                    self.stats.last_error = error
+                    log.warning("webhook refused the alert", host=host, status=resp.status, alert_id=alert_id)
+                    return False
+                with contextlib.suppress(ValueError, TypeError):
+                    retry_after = float(resp.headers.get("Retry-After", ""))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}".replace(url, host)
+        self.stats.last_error = error
+        raise _Retryable(error, retry_after)
+
+
+class _Retryable(Exception):
+    """An attempt that may succeed later (5xx, 408, 429, no answer); ``retry_after`` from the answer, if any."""
+
+    def __init__(self, error: str, retry_after: float | None) -> None:
+        super().__init__(error)
+        self.retry_after = retry_after
 
 
 class WebhookWorker:

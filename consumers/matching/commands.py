@@ -36,7 +36,7 @@ from consumers.matching.messages import (
     decode_output,
     encode,
 )
-from pulse.clitools import metrics_port_option
+from pulse.clitools import OldSpellings, metrics_port_option, print_table
 from pulse.errors import ConfigError, PulseError
 from pulse.instruments import parse_instrument, resolve_instrument
 from pulse.log import get_logger
@@ -49,7 +49,7 @@ from pulse.venues import venues
 log = get_logger(__name__)
 
 
-class OrderRejected(PulseError):
+class OrderRejected(PulseError, ValueError):  # the order as given was refused: exit 2
     """The matching service rejected the order (the reason says why)."""
 
 
@@ -160,7 +160,7 @@ def send_command(settings: Settings, cmd: Command, *, wait_s: float = 0.0) -> li
         while time.monotonic() < deadline:
             left_ms = int((deadline - time.monotonic()) * 1000) if not answers else 300
             try:
-                msg = watcher.receive(timeout_millis=max(1, left_ms))
+                msg = watcher.receive(timeout_millis=max(1, min(left_ms, 500)))  # Ctrl-C is seen between waits
             except pulsar.Timeout:
                 if answers:
                     break
@@ -393,25 +393,33 @@ def orders_list(obj: Any, show_all: bool, account: str | None, as_json: bool) ->
     if as_json:
         _emit({"orders": [_doc(o) for o in shown], "positions": [_doc(p) for p in summary["positions"]]})
         return
-    click.echo(f"{'order':<26} {'account':<10} {'instrument':<18} {'side':<4} {'type':<10} {'tif':<3} "
-               f"{'limit':>12} {'filled':>12} {'remaining':>12} status")  # fmt: skip
-    for o in shown:
-        click.echo(f"{o.order_id:<26} {o.account:<10} {o.venue + ':' + o.symbol:<18} {o.side or '':<4} "
-                   f"{o.order_type or '':<10} {o.tif:<3} {o.limit_price or ''!s:>12} {o.filled!s:>12} "
-                   f"{o.remaining!s:>12} {o.status}")  # fmt: skip
+    if not shown:
+        click.echo("no orders" if show_all else "no open orders (--all shows the others)")
+    else:
+        print_table(
+            ("order", "account", "instrument", "side", "type", "tif", "limit", "filled", "remaining", "status"),
+            ((o.order_id, o.account, f"{o.venue}:{o.symbol}", o.side, o.order_type, o.tif, o.limit_price, o.filled,
+              o.remaining, o.status) for o in shown),
+            right=("limit", "filled", "remaining"), title="orders",
+        )  # fmt: skip
     if summary["positions"]:
-        click.echo("\npositions")
-        for p in summary["positions"]:
-            click.echo(f"  {p.account:<10} {p.venue}:{p.symbol:<14} qty={p.quantity} avg={p.avg_price} "
-                       f"realised={p.realised_pnl} unrealised={p.unrealised_pnl} mark={p.mark}")  # fmt: skip
+        print_table(
+            ("account", "instrument", "quantity", "avg price", "realised", "unrealised", "mark"),
+            ((p.account, f"{p.venue}:{p.symbol}", p.quantity, p.avg_price, p.realised_pnl, p.unrealised_pnl, p.mark)
+             for p in summary["positions"]),
+            right=("quantity", "avg price", "realised", "unrealised", "mark"), title="positions",
+        )  # fmt: skip
 
 
 @click.command("run")
 @click.option(
+    "--symbols",
     "--instrument",
     "instrument_specs",
     multiple=True,
-    help="VENUE:SYMBOL[:PRICE_INC:SIZE_INC[:NAMESPACE]] (repeatable); default: the registry's enabled instruments.",
+    cls=OldSpellings,
+    help="Instruments, VENUE:SYMBOL[:PRICE_INC:SIZE_INC[:NAMESPACE]], comma-separated (repeatable); default: the "
+    "registry's enabled instruments.",
 )
 @click.option("--name", default="matching", show_default=True, help="Instance name (status file, state directory).")
 @_JSON
@@ -437,7 +445,7 @@ def matching_run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     s = _settings(obj)
-    specs = [parse_instrument_spec(t) for t in instrument_specs]
+    specs = [parse_instrument_spec(t.strip()) for v in instrument_specs for t in v.split(",") if t.strip()]
     ep = resolve_endpoints(s, need_database=not specs)
     follow = not specs and s.matching.instruments_poll_s > 0
     if not specs:

@@ -169,3 +169,46 @@ class StateStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def read_state(directory: Path, attempts: int = 20) -> tuple[dict[str, Any] | None, list[list[Any]]]:
+    """Another instance's last snapshot and journal records, read without writing anything (see handover.py).
+
+    Its owner may be restarting and checkpointing meanwhile (a new snapshot, the old journals deleted): a file that
+    vanishes mid-read starts the read again."""
+    for _ in range(attempts):
+        before = _identity(directory / "snapshot.bin")
+        try:
+            got = _read_state(directory)
+        except FileNotFoundError:
+            continue
+        if _identity(directory / "snapshot.bin") == before:  # no new snapshot (and no journal deleted) meanwhile
+            return got
+    raise RuntimeError(f"the matching state in {directory} kept changing while it was read")
+
+
+def _read_state(directory: Path) -> tuple[dict[str, Any] | None, list[list[Any]]]:
+    snap: dict[str, Any] | None = None
+    gen = 0
+    path = directory / "snapshot.bin"
+    if path.exists():
+        snap = msgspec.msgpack.decode(path.read_bytes())
+        gen = int(snap["gen"])
+    gens = sorted(g for g in (StateStore._gen_of(p) for p in directory.glob("journal-*.log")) if g is not None)
+    records: list[list[Any]] = []
+    for g in [g for g in gens if g >= gen]:
+        jp = directory / StateStore._journal_name(g)
+        size = jp.stat().st_size
+        read = list(StateStore._read(jp))
+        records += [r for r, _end in read]
+        if (read[-1][1] if read else 0) < size:
+            break  # torn at its end: nothing after it was acknowledged
+    return snap, records
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)

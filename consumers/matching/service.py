@@ -24,9 +24,10 @@ rebuild the exact state; the executions of replayed inputs that the broker had n
 markers) are published again with the same ``exec_id``\\ s, so nothing is lost and a consumer
 dedupes the rare repeat on ``exec_id``.
 
-Scaling out: run one process per set of instruments with the same subscription: Key_Shared keeps each symbol's
-orders and market data on one consumer. The state of an instrument lives with the process that matched it, so
-keep the membership fixed (or use sticky key ranges on a real cluster); a rebalance moves keys without books.
+Scaling out: several processes (``--name``) share the subscription; Key_Shared gives each symbol (the partition key
+of its orders and market data) to one of them, and a symbol's state moves with it when the broker moves the key
+(an instance joined, stopped or died): see handover.py. A message of a symbol this instance does not own waits,
+in memory and unacknowledged, until the symbol is taken over.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ import msgspec
 import pulsar
 
 from consumers.matching.engine import InstrumentSpec, MatchingEngine
+from consumers.matching.handover import Owners, empty_part, keys_with_state, part_of, replay_dead_owner, with_part
 from consumers.matching.journal import Position, StateStore
-from consumers.matching.messages import Execution, Output, decode_command, output_encoder
+from consumers.matching.messages import Execution, Output, decode_command
+from consumers.matching.publisher import FillsPublisher
 from pulse.bus import Bus
 from pulse.log import get_logger
 from pulse.models import Event
@@ -63,13 +66,19 @@ log = get_logger(__name__)
 MARKET_CHANNELS = ("quote", "trade", "book")
 _SYNC_EVERY_S = 0.05
 _SWITCH_INTERVAL_S = 0.001
+_OWNERS_EVERY_S = 0.05  # how often release requests and waited-for keys are looked at
 _market_json = msgspec.json.Decoder(Event)
 _market_mp = msgspec.msgpack.Decoder(Event)
 
 
-def state_dir(settings: Settings, name: str) -> Path:
+def state_root(settings: Settings) -> Path:
+    """Where every instance's state directory and the key owner files live (shared by a scaled-out group)."""
     base = Path(settings.matching.state_dir).expanduser() if settings.matching.state_dir else None
-    return (base or settings.home / "state" / "matching") / name
+    return base or settings.home / "state" / "matching"
+
+
+def state_dir(settings: Settings, name: str) -> Path:
+    return state_root(settings) / name
 
 
 def market_topics(settings: Settings, instruments: Sequence[InstrumentSpec]) -> list[str]:
@@ -96,6 +105,9 @@ class MatchingStats:
     republished: int = 0  # outputs published again at start (not confirmed before the previous process ended)
     snapshots: int = 0
     open_orders: int = 0
+    takeovers: int = 0  # symbols taken over (first sight of each after a start counts too)
+    releases: int = 0  # symbols let go to another instance that asked
+    keys_owned: int = 0
 
 
 def _position(msg: pulsar.Message) -> Position:
@@ -124,12 +136,15 @@ class MatchingService:
         self.fills_topic = service_topic("trading", ms.fills_topic, tenant)
         self.market_topics = market_topics(settings, self.instruments)
         self.store = StateStore(state_dir(settings, name))
+        self.owners = Owners(state_root(settings), ms.subscription, name)
+        self._owned = self.owners.owned
+        self._waiting: dict[str, list[tuple[pulsar.Consumer, pulsar.Message]]] = {}  # key → messages, in order
         self.stats = stats or MatchingStats()  # a reload carries the counters over
         self.engine = MatchingEngine(self.instruments)
         self.hwm: dict[str, Position] = {}  # "topic|key" → last processed position
         self.out_seq = 0  # outputs produced so far (deterministic given the inputs)
         self.published = 0  # outputs 1..published confirmed by the broker
-        self._acked_out = 0  # set by producer callbacks
+        self.key_seq: dict[str, int] = {}  # symbol → its outputs so far (their producer's sequence ids)
         self._pub_marked = 0
         self._marked_at = 0.0
         self._pending: deque[tuple[int, int, pulsar.Message, pulsar.Consumer]] = deque()  # (gen, offset, msg, c)
@@ -149,14 +164,7 @@ class MatchingService:
         switch: float | None = None
         syncer = threading.Thread(target=self._sync_loop, args=(stop,), name=f"{self.name}-sync", daemon=True)
         try:
-            self.producer = bus.client.create_producer(
-                self.fills_topic,
-                compression_type=pulsar.CompressionType.LZ4,
-                batching_enabled=False,
-                block_if_queue_full=True,
-                send_timeout_millis=0,
-                max_pending_messages=self.settings.pulsar.max_pending_messages,
-            )
+            self.out = FillsPublisher(bus.client, self.fills_topic, self.settings.pulsar.max_pending_messages)
             self._recover()
             sub = self.settings.matching.subscription
             listener = self._on_message
@@ -193,6 +201,7 @@ class MatchingService:
             self._write_status(force=True)
             snap_every = self.settings.matching.snapshot_interval_s
             snap_at = time.monotonic() + snap_every
+            owners_at = 0.0
             inbox = self._inbox
             while not stop.is_set():
                 try:
@@ -202,7 +211,10 @@ class MatchingService:
                 else:
                     self._handle(consumer, msg)
                 now = time.monotonic()
-                if self._acked_out > self._pub_marked and now - self._marked_at >= _SYNC_EVERY_S:
+                if now >= owners_at:
+                    self._tend_owners()
+                    owners_at = now + _OWNERS_EVERY_S
+                if now - self._marked_at >= _SYNC_EVERY_S:
                     self._mark_published()
                     self._marked_at = now
                 if now >= snap_at:
@@ -215,9 +227,7 @@ class MatchingService:
                     c.pause_message_listener()
             if syncer.is_alive():
                 syncer.join(10)  # stop is set: it ends its round; the snapshot below supersedes a pending one
-            self.producer.flush()
-            self._acked_out = self.out_seq
-            self._mark_published()
+            self._flush_outputs()
             self.checkpoint()
         finally:
             if switch is not None:
@@ -228,17 +238,21 @@ class MatchingService:
             for c in consumers:
                 with contextlib.suppress(Exception):
                     c.close()
+            if hasattr(self, "out"):
+                self.out.close()
             with contextlib.suppress(Exception):
                 bus.close()
             self.store.close()
+            self.owners.unlock_all()  # after the final snapshot: the next owner reads this instance's state
             self.state = "stopped"
             self._write_status(force=True)
         log.info("matching stopped", **asdict(self.stats))
 
     def consumer_type(self) -> pulsar.ConsumerType:
         """Key_Shared (scale out by instrument) on a real cluster; Shared on the embedded pulsar-lite, whose
-        Key_Shared dispatcher delivers one message and then stalls after a consumer died with unacknowledged
-        messages (seen here: exactly the restart case). Shared means one service instance per subscription."""
+        Key_Shared dispatcher refuses a second process (tests/integration/test_lite_key_shared.py) and stalled
+        after a consumer died with unacknowledged messages (the restart case). Shared means one service instance
+        per subscription."""
         kind = self.settings.matching.subscription_type
         if kind == "auto":
             kind = "shared" if not self.settings.pulsar.url else "key_shared"
@@ -249,9 +263,17 @@ class MatchingService:
 
     # -- processing ----------------------------------------------------------------------------------
     def _handle(self, consumer: pulsar.Consumer, msg: pulsar.Message) -> None:
+        key = msg.partition_key()
+        if key not in self._owned:
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append((consumer, msg))
+                return
+            if not self._take(key):
+                self._waiting[key] = [(consumer, msg)]
+                return
         self.stats.received += 1
         t = msg.topic_name()
-        key = msg.partition_key()
         hk = f"{t}|{key}"
         pos = _position(msg)
         last = self.hwm.get(hk)
@@ -264,7 +286,101 @@ class MatchingService:
         self._apply(t, hk, pos, payload, publish=True)
         self._pending.append((self.store.gen, off, msg, consumer))
 
-    def _apply(self, t: str, hk: str, pos: Position, payload: bytes, *, publish: bool) -> list[Output]:
+    # -- ownership (handover.py) --------------------------------------------------------------------------
+    def _take(self, key: str) -> bool:
+        """Take ``key`` over if nobody holds it (loading its state, see handover.py); else ask its owner."""
+        owners = self.owners
+        if not owners.try_lock(key):
+            owners.ask(key)
+            return False
+        try:
+            doc = owners.owner_of(key)
+            part: bytes | None = None
+            late: list[tuple[Output, int]] = []
+            if doc is not None and doc["part"] is not None:
+                part = owners.read_part(doc)  # let go by a live owner (or by this one)
+            elif doc is not None and doc["owner"] != self.name:  # its owner died (or stopped) holding it
+                part, late = replay_dead_owner(owners.instance_dir(doc["owner"]), self.instruments,
+                                               self._engine_apply, key)  # fmt: skip
+                for o, seq_id in late:  # the dead owner's outputs the broker had not confirmed: same ids
+                    self.out.send_again(o, seq_id)
+                self.out.flush()
+                self.stats.republished += len(late)
+            if part is not None:
+                self.store.append(["part", key, part])
+                self.engine = with_part(self.engine, self.hwm, part, self.instruments, self.key_seq)
+            owners.record(key)
+        except BaseException:
+            owners.unlock(key)
+            raise
+        self.stats.takeovers += 1
+        self.stats.keys_owned = len(self._owned)
+        log.info("symbol taken over", symbol=key, previous=doc and doc["owner"], loaded=part is not None,
+                 republished=len(late))  # fmt: skip
+        return True
+
+    def _release(self, key: str) -> None:
+        """Let ``key`` go (another instance asked): its executions confirmed, its state written for the next owner
+        and removed from this engine (journalled)."""
+        self._flush_outputs()
+        self.out.close_symbol(key)  # its producer name is free for the next owner
+        part = part_of(self.engine, self.hwm, key, self.key_seq)
+        gone = empty_part(key)
+        self.store.append(["part", key, gone])
+        self.engine = with_part(self.engine, self.hwm, gone, self.instruments, self.key_seq)
+        self.owners.release(key, part)
+        self.stats.releases += 1
+        self.stats.keys_owned = len(self._owned)
+        log.info("symbol let go", symbol=key)
+
+    def _tend_owners(self) -> None:
+        """Let go what others asked for; take over the keys whose messages wait (then apply those, in order)."""
+        for key in self.owners.asked():
+            if key in self._owned:
+                self._release(key)
+        for key in list(self._waiting):
+            if self._take(key):
+                for consumer, msg in self._waiting.pop(key):
+                    self._handle(consumer, msg)
+
+    def _claim_at_start(self) -> bool:
+        """After recovery: keep (lock) the keys this instance owned when it stopped; drop from the engine the
+        orders and positions of keys another instance owns now. True if the engine changed."""
+        changed = False
+        keys = keys_with_state(self.engine) | {i.symbol for i in self.instruments}
+        for key in sorted(keys):
+            doc = self.owners.owner_of(key)
+            mine = doc is None or (doc["owner"] == self.name and doc["part"] is None)
+            if mine and key in keys_with_state(self.engine):
+                if self.owners.try_lock(key):
+                    self.owners.record(key)
+                    continue
+                # another instance is taking it over from this one's state: let it finish reading it
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and self.owners.owner_of(key) == doc:
+                    time.sleep(0.05)
+                mine = False
+            if not mine and key in keys_with_state(self.engine):
+                gone = empty_part(key)
+                self.store.append(["part", key, gone])
+                self.engine = with_part(self.engine, self.hwm, gone, self.instruments, self.key_seq)
+                changed = True
+        self.stats.keys_owned = len(self._owned)
+        return changed
+
+    def _engine_apply(self, engine: MatchingEngine, t: str, payload: bytes) -> list[Output]:
+        """One journalled input applied to ``engine`` (a dead owner's, being replayed): no counters, no output."""
+        try:
+            if t == self.orders_topic or t.startswith(self.orders_topic + "-partition-"):
+                return engine.on_order(decode_command(payload))
+            return engine.on_market(_market_json.decode(payload) if payload[:1] == b"{" else _market_mp.decode(payload))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return []
+
+    def _apply(
+        self, t: str, hk: str, pos: Position, payload: bytes, *, publish: bool, sink: list | None = None
+    ) -> list[Output]:
+        """Apply one input; publish its outputs (``publish``) or collect them with their numbers (``sink``)."""
         self.hwm[hk] = pos
         outs: list[Output]
         try:
@@ -281,8 +397,11 @@ class MatchingService:
             raw = payload[:200].decode("utf-8", "replace")
             log.warning("undecodable message skipped", topic=t, error=str(exc), raw=raw)
             return []
+        key_seq = self.key_seq
         for o in outs:
-            self.out_seq += 1
+            n = self.out_seq = self.out_seq + 1
+            sym = o.symbol
+            ks = key_seq[sym] = key_seq.get(sym, 0) + 1
             if type(o) is Execution:
                 self.stats.executions += 1
                 if o.kind == "fill":
@@ -290,22 +409,19 @@ class MatchingService:
                 elif o.kind == "rejected":
                     self.stats.rejects += 1
             if publish:
-                self._publish(o, self.out_seq)
+                self.out.send(o, n, ks)
+            elif sink is not None:
+                sink.append((o, n, ks))
         return outs
 
-    def _publish(self, o: Output, n: int) -> None:
-        tag = "execution" if type(o) is Execution else "position"
-
-        def done(res: pulsar.Result, _mid: object) -> None:
-            if res == pulsar.Result.Ok and n > self._acked_out:
-                self._acked_out = n
-
-        self.producer.send_async(
-            output_encoder.encode(o), done, properties={"type": tag, "format": "json"}, partition_key=o.symbol
-        )
+    def _flush_outputs(self) -> None:
+        """Wait for the broker to confirm every output so far; journal that."""
+        self.out.flush()
+        self.out.all_confirmed(self.out_seq)
+        self._mark_published()
 
     def _mark_published(self) -> None:
-        n = self._acked_out
+        n = self.out.confirmed()
         if n > self._pub_marked:
             self.store.append(["pub", n])
             self._pub_marked = n
@@ -361,6 +477,7 @@ class MatchingService:
             "hwm": sorted([k, list(v)] for k, v in self.hwm.items()),
             "out_seq": self.out_seq,
             "published": self.published,
+            "key_seq": sorted([k, v] for k, v in self.key_seq.items()),
         }
 
     def _checkpoint_async(self) -> None:
@@ -393,23 +510,25 @@ class MatchingService:
             self.hwm = {k: tuple(v) for k, v in snap["hwm"]}  # type: ignore[misc]
             self.out_seq = snap["out_seq"]
             self.published = snap["published"]
+            self.key_seq = dict(snap.get("key_seq", []))
         confirmed = max([self.published] + [r[1] for r in records if r[0] == "pub"])
         for rec in records:
+            if rec[0] == "part":  # a key taken over or let go (handover.py)
+                self.engine = with_part(self.engine, self.hwm, rec[2], self.instruments, self.key_seq)
+                continue
             if rec[0] != "in":
                 continue
             _kind, t, key, pos, payload = rec
-            first = self.out_seq
-            outs = self._apply(t, f"{t}|{key}", tuple(pos), payload, publish=False)  # type: ignore[arg-type]
+            outs: list[tuple[Output, int, int]] = []
+            self._apply(t, f"{t}|{key}", tuple(pos), payload, publish=False, sink=outs)  # type: ignore[arg-type]
             self.stats.replayed += 1
-            for i, o in enumerate(outs, start=first + 1):
-                if i > confirmed:
-                    self._publish(o, i)
+            for o, n, ks in outs:
+                if n > confirmed:  # not confirmed before the previous process ended: again, with the same ids
+                    self.out.send_again(o, ks)
                     self.stats.republished += 1
-        self.published = self._acked_out = self._pub_marked = confirmed
-        if records or snap is not None:
-            self.producer.flush()
-            self._acked_out = self.out_seq
-            self._mark_published()
+        self.published = self._pub_marked = self.out.acked = confirmed
+        if self._claim_at_start() or records or snap is not None:
+            self._flush_outputs()
             self.checkpoint()  # the replayed state becomes the new base: the journal starts empty
             log.info("matching state recovered", replayed=self.stats.replayed, republished=self.stats.republished)
 

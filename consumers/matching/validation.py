@@ -4,7 +4,7 @@ plain limit order's quantity and price that the engine's fast path uses (:func:`
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from consumers.matching.book import ZERO
 from consumers.matching.instruments import MEMO_MAX, Instrument
@@ -14,12 +14,11 @@ from consumers.matching.messages import NewOrder
 def valid_quantity(inst: Instrument, qty: Decimal, key: str) -> Decimal | None:
     """``qty - ZERO`` if ``qty`` (whose ``str`` is ``key``) is a valid order quantity for ``inst`` (else None), memoised
     in ``inst.quantities``: the quantity checks of ``_invalid``, in its order."""
-    if (
-        qty.is_finite()
-        and qty > ZERO
-        and not qty % inst.size_increment
-        and (inst.min_size is None or qty >= inst.min_size)
-    ):
+    try:
+        ok = qty.is_finite() and qty > ZERO and not qty % inst.size_increment
+    except InvalidOperation:  # too many increments for Decimal's precision: the slow path refuses it by name
+        return None
+    if ok and (inst.min_size is None or qty >= inst.min_size):
         memo = inst.quantities
         if len(memo) >= MEMO_MAX:
             memo.clear()
@@ -31,7 +30,11 @@ def valid_quantity(inst: Instrument, qty: Decimal, key: str) -> Decimal | None:
 def valid_price(inst: Instrument, price: Decimal, key: str) -> int | None:
     """``price`` in ticks of ``inst``'s book if it is a valid limit price (else None), memoised in the book's
     ``ticks``: the price checks of ``_invalid``, in its order."""
-    if price.is_finite() and price > ZERO and not price % inst.price_increment:
+    try:
+        ok = price.is_finite() and price > ZERO and not price % inst.price_increment
+    except InvalidOperation:  # see valid_quantity
+        return None
+    if ok:
         book = inst.book
         memo = book.ticks
         if len(memo) >= MEMO_MAX:
@@ -47,7 +50,11 @@ def bad_number(name: str, value: Decimal, inc: Decimal) -> str | None:
         return f"{name} {value} is not a finite number"
     if value <= 0:
         return f"{name} {value} must be positive"
-    if value % inc:
+    try:
+        off = value % inc
+    except InvalidOperation:  # the quotient value / inc has more digits than the Decimal context holds
+        return f"{name} {value} is out of range for the instrument's increment {inc}"
+    if off:
         return f"{name} {value} is not a multiple of the instrument's increment {inc}"
     return None
 

@@ -95,7 +95,10 @@ class IngestContext:
     # -- events ---------------------------------------------------------------------------------------
     def publish(self, event: Event) -> None:
         self.counters.events += 1
+        first = event.symbol not in self.last_tick
         self.last_tick[event.symbol] = event.ts_recv
+        if first:  # a pair's first event goes to the status file at once (not at the next 0.5 s write): a crash
+            self.write_status()  # right after it still leaves the restarted process the pair's hole to mark
         price = getattr(event, "price", None) or getattr(event, "bid", None)
         if price is not None:
             self.last_price[event.symbol] = str(price)
@@ -180,6 +183,8 @@ class IngestContext:
             "publish_failed": st.total_failed,
             "pending": st.pending,
             "broker_disconnects": st.broker_disconnects,  # connection losses (each one logged)
+            # seconds the broker has confirmed nothing while messages wait (0: confirming; each stall logged)
+            "unconfirmed_s": round(time.time() - st.unconfirmed_since, 1) if st.unconfirmed_since else 0,
             "topics": dict(st.acked),
         }
 

@@ -7,6 +7,7 @@ topic, see :class:`pulse.bus.EventPublisher`): event time (``ts_event``) to the 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -87,6 +88,9 @@ def ingester_probe(ctx: IngestContext, stall_after_s: float, latency: Histogram 
             yield counter(name, doc, {(svc, venue): snap.get(key, 0)}, ("service", "venue"))
         yield gauge("pulse_queue_depth", "Messages waiting in a queue (publish: sent, not yet acknowledged)",
                     {(svc, "publish"): snap["pending"]}, ("service", "queue"))  # fmt: skip
+        yield gauge("pulse_publish_unconfirmed_seconds",
+                    "Seconds the broker has confirmed no publish while messages wait (0 while it confirms)",
+                    {(svc,): snap.get("unconfirmed_s", 0)}, ("service",))  # fmt: skip
         yield gauge("pulse_connected", "1 while the venue session is connected and subscribed",
                     {(svc, venue): bool(ctx.extra.get("connected"))}, ("service", "venue"))  # fmt: skip
         now_ns = ctx.clock()
@@ -116,7 +120,9 @@ def ingester_probe(ctx: IngestContext, stall_after_s: float, latency: Histogram 
         return (
             f"{state}; {c.frames} frames, {stats.total_acked} published, {stats.pending} pending, "
             f"{c.reconnects} reconnects, {c.parse_errors} parse errors, {c.checksum_failures} checksum failures"
-        )
+            + (f"; the broker has confirmed nothing for {time.time() - stats.unconfirmed_since:.0f} s"
+               if stats.unconfirmed_since else "")
+        )  # fmt: skip
 
     sf = ctx.status_file  # its periodic write, from the event loop, is the loop's heartbeat
     return Probe(ctx.name, collect, checks, (lambda: sf.beat) if sf is not None else None, summary)

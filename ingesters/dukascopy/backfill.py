@@ -23,7 +23,7 @@ Guarantees:
   run continues (a gap; re-run to fill it), unless ``fail_fast``, which re-raises the first one.
 * **Nothing found is a failure.** When hours were asked for and not one had ticks (all 404, or all empty
   although the market was open), the report is not ``ok`` and its ``error`` says so: that is what a wrong
-  ``--base-url``, the wrong ``--feed`` or a feed that changed its layout look like.
+  ``--url``, the wrong ``--feed`` or a feed that changed its layout look like.
 * **Both feeds** (see :mod:`.feeds`): ``feed="api"`` (the JSON data API, default) or ``"bi5"``. With the API,
   the hour still running (by ``clock``) is asked for with ``?from=<hour start>``; its ticks are published
   (same ``seq`` as when the whole hour is fetched later) but the hour is not checkpointed (``hours_partial``).
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -53,9 +52,10 @@ from ingesters.dukascopy.downloader import (
 from ingesters.dukascopy.feeds import Feed, get_feed
 from ingesters.dukascopy.instruments import Instrument, lookup
 from pulse.errors import CodecError, ConfigError
+from pulse.log import get_logger
 from pulse.models import Quote, QuoteTick
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _NS_PER_S = 1_000_000_000
 
@@ -157,7 +157,7 @@ class BackfillReport:
             return (
                 f"no tick data: every one of the {self.hours_empty} {self.code} hour(s) asked for was missing "
                 f"({self.hours_not_found} answered 404 Not Found, {self.hours_empty - self.hours_not_found} "
-                f"empty although the market was open) at {self.base_url} ({self.feed} feed). Check --base-url "
+                f"empty although the market was open) at {self.base_url} ({self.feed} feed). Check --url "
                 "and --feed (api: the JSON data API; bi5: the .bi5 datafeed layout); a holiday or an hour not "
                 "published yet looks the same, so re-run later if that is expected"
             )
@@ -267,16 +267,14 @@ async def backfill(
             report.retries = downloader.stats.retries
             report.elapsed_s = time.monotonic() - began
 
-    log.info(
-        "dukascopy backfill %s %s..%s: %d hours (%d published, %d empty, %d closed, %d skipped, %d failed), "
-        "%d ticks, %d bytes, %d requests, %d retries, %.1f s (%s feed)",
-        instrument.code, start.isoformat(), end.isoformat(), report.hours_requested, report.hours_downloaded,
-        report.hours_empty, report.hours_closed, report.hours_skipped, report.hours_failed,
-        report.ticks_published, report.bytes_downloaded, report.requests, report.retries, report.elapsed_s,
-        source.name,
-    )  # fmt: skip
+    # the command prints the summary (once): this line is for a caller's debug log
+    log.debug("backfill finished", code=instrument.code, start=start.isoformat(), end=end.isoformat(),
+              hours=report.hours_requested, published=report.hours_downloaded, empty=report.hours_empty,
+              closed=report.hours_closed, skipped=report.hours_skipped, failed=report.hours_failed,
+              ticks=report.ticks_published, bytes=report.bytes_downloaded, requests=report.requests,
+              retries=report.retries, elapsed_s=round(report.elapsed_s, 1), feed=source.name)  # fmt: skip
     if report.nothing_found:
-        log.error("dukascopy backfill %s: %s", instrument.code, report.error)
+        log.error("backfill found nothing", code=instrument.code, error=report.error)
     return report
 
 
@@ -285,7 +283,7 @@ def _fail(report: BackfillReport, hour: datetime, exc: Exception, fail_fast: boo
         raise exc
     report.hours_failed += 1
     report.failures.append((hour.isoformat(), str(exc)))
-    log.warning("dukascopy backfill: hour %s failed and is left for a re-run: %s", hour.isoformat(), exc)
+    log.warning("backfill hour failed, left for a re-run", hour=hour.isoformat(), error=str(exc)[:300])
 
 
 async def _publish_hour(

@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -76,10 +75,11 @@ from ingesters.dukascopy.downloader import (
 from ingesters.dukascopy.feeds import Feed, get_feed
 from ingesters.dukascopy.instruments import Instrument, lookup
 from pulse.errors import CodecError, ConfigError
+from pulse.log import get_logger
 from pulse.models import Candle
 from pulse.symbols import canonical
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Timeframe = Literal["1m", "1h", "1d"]
 CandleSide = Literal["bid", "ask"]
@@ -270,7 +270,7 @@ class CandleReport:
                 f"no candle data: every one of the {self.files_empty} {self.code} {self.timeframe} file(s) asked "
                 f"for was missing ({self.files_not_found} answered 404 Not Found, "
                 f"{self.files_empty - self.files_not_found} empty) at {self.base_url} ({self.feed} feed). Check "
-                "--base-url and --feed (api: the JSON data API; bi5: the .bi5 datafeed layout)"
+                "--url and --feed (api: the JSON data API; bi5: the .bi5 datafeed layout)"
             )
         if self.files_failed:
             return f"{self.files_failed} file(s) failed (see failures); re-run to fill them"
@@ -380,14 +380,13 @@ async def backfill_candles(
             report.retries = downloader.stats.retries
             report.elapsed_s = time.monotonic() - began
 
-    log.info(
-        "dukascopy candles %s %s %s %s..%s: %d files (%d published, %d incomplete, %d empty, %d closed, "
-        "%d skipped, %d failed), %d candles, %d placeholders skipped, %d requests, %.1f s",
-        instrument.code, timeframe, side, start.isoformat(), end.isoformat(), report.files_requested,
-        report.files_downloaded, report.files_incomplete, report.files_empty, report.files_closed,
-        report.files_skipped, report.files_failed, report.candles_published, report.candles_flat,
-        report.requests, report.elapsed_s,
-    )  # fmt: skip
+    # the command prints the summary (once): this line is for a caller's debug log
+    log.debug("candle backfill finished", code=instrument.code, timeframe=timeframe, side=side,
+              start=start.isoformat(), end=end.isoformat(), files=report.files_requested,
+              published=report.files_downloaded, incomplete=report.files_incomplete, empty=report.files_empty,
+              closed=report.files_closed, skipped=report.files_skipped, failed=report.files_failed,
+              candles=report.candles_published, placeholders_skipped=report.candles_flat,
+              requests=report.requests, elapsed_s=round(report.elapsed_s, 1))  # fmt: skip
     return report
 
 
@@ -421,7 +420,7 @@ def _fail(report: CandleReport, f: _File, exc: Exception, fail_fast: bool) -> No
         raise exc
     report.files_failed += 1
     report.failures.append((f.start.isoformat(), str(exc)))
-    log.warning("dukascopy candles: %s failed and is left for a re-run: %s", f.url, exc)
+    log.warning("candle file failed, left for a re-run", url=f.url, error=str(exc)[:300])
 
 
 async def _publish_file(

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from pulse.clitools import UTC_TIME, check_http_url, emit_json
+from pulse.clitools import UTC_TIME, OldSpellings, check_http_url, emit_json, fail
+from pulse.errors import EXIT_FAILED
 
 
 @click.command("dukascopy")
@@ -70,6 +71,7 @@ def simulate(obj: Any, host: str, port: int, root: str, latency: float) -> None:
     "--url",
     "--base-url",
     "base_url",
+    cls=OldSpellings,
     help="Feed root (default dukascopy.base_url, else the feed's own); a local server in tests and the demo.",
 )
 @click.option(
@@ -133,12 +135,11 @@ def backfill(
         emit_json(summary)
     else:
         skip = ("error", "registry")
-        click.echo(
-            " ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)) and k not in skip)
-        )
+        shown = {k: v for k, v in summary.items() if not isinstance(v, (list, dict)) and k not in skip}
+        click.echo(" ".join(f"{k}={round(v, 1) if isinstance(v, float) else v}" for k, v in shown.items()))
         click.echo(f"registry: {registry}", err=True)
     if summary.get("error"):
-        click.echo(f"error: {summary['error']}", err=True)
+        fail(summary["error"], EXIT_FAILED)  # (with --json a JSON object on stderr; the summary is on stdout)
     sys.exit(0 if summary["ok"] else 1)
 
 

@@ -22,7 +22,6 @@ Concurrency is bounded by a semaphore around each request; a retrying request wa
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -37,8 +36,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from ingesters.dukascopy.bi5 import datafeed_path
 from ingesters.dukascopy.instruments import Instrument
 from pulse.errors import ConfigError, VenueError
+from pulse.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DATAFEED_URL = "https://datafeed.dukascopy.com/datafeed"
 USER_AGENT = "pulse-market-data/0.1 (historical backfill)"
@@ -108,7 +108,7 @@ class DownloadStats:
 
 
 def normalise_base_url(base_url: str) -> str:
-    """Validate ``--base-url`` (http or https, with a host) and drop a trailing slash."""
+    """Validate ``--url`` (http or https, with a host) and drop a trailing slash."""
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"invalid Dukascopy base URL {base_url!r}: expected http(s)://host[:port]/path")
@@ -267,7 +267,7 @@ class DukascopyDownloader:
     def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.retries += 1
         exc = state.outcome.exception() if state.outcome else None
-        log.info("dukascopy: retrying after attempt %d failed: %s", state.attempt_number, exc)
+        log.info("download retrying", attempt=state.attempt_number, error=str(exc)[:300])
 
     async def _get_once(self, url: str) -> bytes | None:
         assert self._session is not None

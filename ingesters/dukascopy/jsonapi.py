@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from itertools import accumulate
 from typing import Any, Literal
 
@@ -60,6 +60,7 @@ _HOUR_MS = 3_600_000
 #: JSON tick volumes are units; ``.bi5`` (and so the records) count millions.
 _TICK_VOLUME_EXP = -6
 #: Largest magnitude accepted as a finite number (an IEEE double's; ``1e999`` is Infinity in every client).
+_MIN_EXPONENT, _MAX_EXPONENT = -18, 6  # the multipliers a price scale can sensibly have (Dukascopy: 1e-5 … 1)
 _MAX_ADJUSTED = 308
 _MEMO_LIMIT = 1 << 16
 _price_memo: dict[tuple[int, int], Decimal] = {}
@@ -118,6 +119,10 @@ def _load(data: bytes, source: str) -> dict[str, Any]:
         doc = json.loads(data, parse_float=Decimal, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError and the NaN/Infinity refusal, bad UTF-8 too
         raise ApiFormatError(source, f"not valid JSON data ({exc}); {len(data)} bytes") from exc
+    except RecursionError:  # found by fuzzing (bench/fuzz.py): an answer nested a few thousand deep
+        raise ApiFormatError(source, f"not valid JSON data (nested too deeply); {len(data)} bytes") from None
+    except InvalidOperation:  # found by fuzzing: 1e-08446744073709551616 is beyond what a Decimal can hold
+        raise ApiFormatError(source, f"not valid JSON data (a number out of range); {len(data)} bytes") from None
     if not isinstance(doc, dict):
         raise ApiFormatError(source, f"expected a JSON object, got {type(doc).__name__}")
     return doc
@@ -148,6 +153,9 @@ def _exponent(multiplier: Any, source: str) -> int:
     t = m.normalize().as_tuple()
     if t.digits != (1,):
         raise ApiFormatError(source, f"multiplier {m} is not a power of ten")
+    # found by fuzzing (bench/fuzz.py): 1e-560000 made every price a 560,000-digit integer (a hang)
+    if not _MIN_EXPONENT <= int(t.exponent) <= _MAX_EXPONENT:
+        raise ApiFormatError(source, f"multiplier {m} is out of range (1e{_MIN_EXPONENT} to 1e{_MAX_EXPONENT})")
     return int(t.exponent)
 
 
@@ -197,9 +205,12 @@ def _volume(value: Any, exp: int, what: str, source: str) -> Decimal:
             raise ApiFormatError(source, f"{what} is negative ({n})")
         if len(_volume_memo) > _MEMO_LIMIT:
             _volume_memo.clear()
-        d = key[0].scaleb(exp).normalize()
-        if d.as_tuple().exponent > 0:  # type: ignore[operator]
-            d = d.quantize(Decimal(1))
+        try:
+            d = key[0].scaleb(exp).normalize()
+            if d.as_tuple().exponent > 0:  # type: ignore[operator]
+                d = d.quantize(Decimal(1))
+        except InvalidOperation:  # found by fuzzing (bench/fuzz.py): 3.4028235e38 has no plain form in 28 digits
+            raise ApiFormatError(source, f"{what} is out of range ({n})") from None
         _volume_memo[key] = d
     return d
 

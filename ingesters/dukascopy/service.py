@@ -26,8 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from ingesters.dukascopy.backfill import CheckpointStore, backfill
 from ingesters.dukascopy.bi5 import VENUE
@@ -85,7 +93,7 @@ def run_backfill(
     when the broker fails an event; the hour in progress is then not checkpointed. Returns the
     :class:`~ingesters.dukascopy.backfill.BackfillReport` fields plus ``ok``, ``published`` (events the broker
     acknowledged), ``messages`` (broker messages they took), ``topic``, ``checkpoint_dir`` and ``error`` (why
-    it is not ``ok``: failed hours, or no hour had data at all — a wrong ``--base-url`` or ``--feed``).
+    it is not ``ok``: failed hours, or no hour had data at all — a wrong ``--url`` or ``--feed``).
     """
     if batch_ticks < 1:
         raise ConfigError(f"batch_ticks must be >= 1, got {batch_ticks}")
@@ -161,7 +169,7 @@ def run_backfill(
         )
     finally:
         bus.close()
-    log.info(
+    log.debug(  # the command prints the summary once; this is for a debug log
         "dukascopy backfill done",
         symbol=instrument.symbol,
         published=summary["published"],
@@ -241,7 +249,7 @@ def run_candle_backfill(
         )
     finally:
         bus.close()
-    log.info(
+    log.debug(  # the command prints the summary once; this is for a debug log
         "dukascopy candle backfill done",
         symbol=instrument.symbol,
         timeframe=timeframe,
@@ -339,21 +347,41 @@ def _flush_and_check(publisher: EventPublisher, timeout_s: float) -> None:
         )
 
 
+class _RateColumn(ProgressColumn):
+    """Published events per second since the start (``4,210 ticks/s``)."""
+
+    def __init__(self, events: str) -> None:
+        super().__init__()
+        self.events = events
+
+    def render(self, task: Any) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        rate = task.fields.get("ticks", 0) / elapsed if elapsed else 0.0
+        return Text(f"{rate:,.0f} {self.events}/s", style="progress.data.speed")
+
+
 @contextmanager
 def _progress_bar(
     enabled: bool, code: str, total: int, unit: str = "hours", events: str = "ticks"
 ) -> Iterator[Progress | None]:
+    """The bar on the log's own console (:func:`pulse.log.console`): log lines print above it, never through it.
+    It shows units done, events published, their rate, the time elapsed and the time left."""
     if not enabled:
         yield None
         return
+    from pulse.log import console
+
     bar = Progress(
         TextColumn(f"[bold]{code}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn(unit),
         TextColumn(f"{{task.fields[ticks]:,}} {events}"),
+        _RateColumn(events),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console(),
         transient=False,
     )
     bar.add_task("backfill", total=total, ticks=0)

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_ws_url, csv_choice, emit_json, instrument_list, metrics_port_option
+from ingesters.base.cli import run_live_ingester
+from pulse.clitools import check_ws_url, csv_choice, instrument_list, metrics_port_option
 
 
 @click.command("kraken")
@@ -36,33 +36,19 @@ def ingest(
         kraken={"symbols": symbols, "channels": channels, "depth": int(depth) if depth else None, "url": url}
     )
     check_ws_url(s.kraken.url, "--url / kraken.url")
-    from ingesters.base.app import run_ingester
-    from ingesters.base.control import LiveInstruments
     from ingesters.kraken.service import KrakenIngester
-    from pulse.runtime import resolve_endpoints
 
-    ep = resolve_endpoints(s, need_database=False)
     k = s.kraken
-    live: dict[str, Any] = {}
-
-    def build(ctx: Any, bus: Any) -> KrakenIngester:
-        li = live["li"] = LiveInstruments(bus, "ingest-kraken", "kraken", registry_url(s, symbols))
-        subs = li.initial({sym: tuple(k.channels) for sym in k.symbols})
-        log_start("kraken", li.source, subs)
-        return KrakenIngester(k, ctx, symbols=subs, channels=k.channels, depth=k.depth, url=k.url)
-
-    summary = run_ingester(
+    run_live_ingester(
         s,
-        ep,
         venue="kraken",
         namespace="crypto",
-        name="ingest-kraken",
-        build=build,
-        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
+        explicit=symbols,
+        initial=lambda: {sym: tuple(k.channels) for sym in k.symbols},
+        make=lambda ctx, subs: KrakenIngester(k, ctx, symbols=subs, channels=k.channels, depth=k.depth, url=k.url),
+        as_json=as_json,
         metrics_port=metrics_port,
     )
-    if as_json:
-        emit_json(summary)
 
 
 @click.command("kraken")
@@ -75,6 +61,7 @@ def ingest(
 @click.option("--malformed-every", type=click.IntRange(min=1), help="Fault: a malformed frame every N messages.")
 @click.option("--bad-checksum-every", type=click.IntRange(min=1), help="Fault: a wrong checksum every N book updates.")
 @click.option("--stall-after", type=click.IntRange(min=1), help="Fault: go silent after N messages.")
+@click.option("--keep-trading", is_flag=True, help="Pairs once subscribed trade on with no client connected.")
 @click.pass_obj
 def simulate(
     obj: Any,
@@ -87,8 +74,9 @@ def simulate(
     malformed_every: int | None,
     bad_checksum_every: int | None,
     stall_after: int | None,
+    keep_trading: bool,
 ) -> None:
-    """A local Kraken WebSocket v2 venue (seeded random walk, fault injection)."""
+    """A local Kraken WebSocket v2 venue (seeded random walk, fault injection) with REST GET /0/public/Trades."""
     import asyncio
 
     from ingesters.kraken.simulator import FaultPlan, run
@@ -100,7 +88,9 @@ def simulate(
         bad_checksum_every=bad_checksum_every,
         stall_after=stall_after,
     )
-    asyncio.run(run(host=host, port=port, rate=rate, seed=seed, symbols=symbols, faults=faults))
+    asyncio.run(
+        run(host=host, port=port, rate=rate, seed=seed, symbols=symbols, faults=faults, keep_trading=keep_trading)
+    )
 
 
 COMMANDS = {"ingest": ingest, "simulate": simulate}

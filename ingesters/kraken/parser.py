@@ -40,6 +40,7 @@ from itertools import starmap
 
 import msgspec
 
+from ingesters.base.parsing import SymbolParser
 from ingesters.kraken.book import OrderBook, Pair
 from ingesters.kraken.protocol import BOOK_DEPTHS, parse_rfc3339_ns
 from ingesters.kraken.schemas import (
@@ -56,7 +57,7 @@ from ingesters.kraken.schemas import (
     envelope_decoder,
     method_decoder,
 )
-from pulse.errors import ConfigError, PulseError, SymbolError
+from pulse.errors import ConfigError, PulseError
 from pulse.models import BookDelta, BookSnapshot, Event, Level, Quote, Ticker, Trade
 from pulse.symbols import canonical
 
@@ -149,12 +150,15 @@ def _preview(frame: str | bytes) -> str:
     return text[:200]
 
 
-class KrakenFeedParser:
+class KrakenFeedParser(SymbolParser):
     """Turns Kraken v2 frames into Pulse events; one instance per connection's worth of state.
 
     ``depth`` is the subscribed book depth (books are truncated to it); ``clock`` gives ``ts_recv`` in ns.
     ``checksum_ok`` / ``checksum_failed`` count verified and failed book checksums.
     """
+
+    message_error = KrakenMessageError
+    _resolve = staticmethod(canonical)
 
     def __init__(self, *, depth: int = 10, clock: Callable[[], int] = time.time_ns, venue: str = "kraken"):
         if depth not in BOOK_DEPTHS:
@@ -234,24 +238,6 @@ class KrakenFeedParser:
         return self._precision.get(symbol)
 
     # ---------------------------------------------------------------------------------------- helpers
-
-    def _canonical(self, pair: str) -> str:
-        sym = self._symbols.get(pair)
-        if sym is None:
-            try:
-                sym = canonical(pair)
-            except SymbolError as exc:
-                raise KrakenMessageError(str(exc)) from exc
-            if len(self._symbols) >= 10_000:
-                self._symbols.clear()
-            self._symbols[pair] = sym
-        return sym
-
-    def _next_seq(self, symbol: str, channel: str) -> int:
-        key = (symbol, channel)
-        n = self._seq.get(key, 0) + 1
-        self._seq[key] = n
-        return n
 
     # --------------------------------------------------------------------------------------- channels
 

@@ -13,37 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import Iterable, Mapping
 
 import websockets
-from websockets.asyncio.client import connect
 
-from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
-from ingesters.base.reconnect import reconnect_loop
+from ingesters.base.subscriptions import StreamIngester
 from ingesters.kraken import protocol
 from ingesters.kraken.parser import KrakenFeedParser, KrakenMessageError, Parsed
+from ingesters.kraken.settings import KrakenSettings
 from ingesters.kraken.symbols import CHANNEL_TOPICS
-from pulse.control import InstrumentCommand
 from pulse.log import get_logger
-from pulse.settings import KrakenSettings
 
 log = get_logger(__name__)
 
 CHANNEL_ORDER = tuple(CHANNEL_TOPICS)
 
 
-def _ordered(channels: Iterable[str]) -> tuple[str, ...]:
-    chs = set(channels)
-    bad = chs - set(CHANNEL_TOPICS)
-    if bad:
-        raise ValueError(f"unknown Kraken channel(s) {', '.join(sorted(bad))}")
-    return tuple(c for c in CHANNEL_ORDER if c in chs)
-
-
-class KrakenIngester:
+class KrakenIngester(StreamIngester):
     venue = "kraken"
+    venue_label = "Kraken"
+    channel_order = CHANNEL_ORDER
+    channel_topics = CHANNEL_TOPICS
+    _log = log
 
     def __init__(
         self,
@@ -59,47 +51,22 @@ class KrakenIngester:
         self.ctx = ctx
         self.channels: list[str] = list(channels)  # the default for symbols that do not name their own
         # symbol → its channels, in subscription order (the registry may give each symbol its own channels)
-        self.subs: dict[str, tuple[str, ...]] = (
-            {s: _ordered(chs) for s, chs in symbols.items()}
-            if isinstance(symbols, Mapping)
-            else dict.fromkeys(symbols, _ordered(self.channels))
-        )
-        self._pending_on: set[str] = set()  # added live: a "subscribed" marker once the venue acknowledges
-        self._pending_off: set[str] = set()  # removed live: an "unsubscribed" marker once acknowledged
+        self.subs = self._subscriptions(symbols, self._ordered(self.channels))
+        self._init_state()
         self.depth = depth
         self.url = url
         self.parser = KrakenFeedParser(depth=depth, clock=ctx.clock, venue=self.venue)
-        self.rejected: dict[str, str] = {}  # symbol → the venue's reason
         self._req_ids = itertools.count(1)
-        self._ws: websockets.asyncio.client.ClientConnection | None = None
-        self._need_gap = False
-        self._last_msg = time.monotonic()
-        self._stop = asyncio.Event()
         ctx.probes.append(lambda: {"checksum_ok": self.parser.checksum_ok})
         self._publish_subs()
 
     # -- public ----------------------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; reconnects with capped, jittered backoff on any transport failure."""
-        self._stop = stop
-        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        async with self.ctx.reporting():
-            await reconnect_loop(self._session, ctx=self.ctx, stop=stop, backoff=backoff)
-
-    @property
-    def symbols(self) -> list[str]:
-        return list(self.subs)
-
-    @property
-    def active_symbols(self) -> list[str]:
-        return [s for s in self.subs if s not in self.rejected]
-
     async def add_symbols(self, symbols: Iterable[str], channels: Iterable[str] | None = None) -> list[str]:
         """Subscribe symbols on the live connection (and on every later one), with ``channels`` (default: the
         ingester's). A symbol already streaming gets its channel set changed to ``channels`` when given.
         Returns the symbols whose subscriptions changed. Nothing else is touched: other symbols keep streaming.
         """
-        chs = _ordered(self.channels if channels is None else channels)
+        chs = self._ordered(self.channels if channels is None else channels)
         changed: list[str] = []
         for sym in dict.fromkeys(symbols):
             old = self.subs.get(sym)
@@ -119,31 +86,8 @@ class KrakenIngester:
         self._publish_subs()
         return changed
 
-    async def remove_symbols(self, symbols: Iterable[str]) -> list[str]:
-        """Unsubscribe symbols (an ``unsubscribed`` marker follows the venue's acknowledgement)."""
-        gone = {s: self.subs.pop(s) for s in dict.fromkeys(symbols) if s in self.subs}
-        if gone and self._ws is not None:
-            self._pending_off.update(gone)
-            await self._send_subs("unsubscribe", gone)
-        for s in gone:
-            self._pending_on.discard(s)
-            self.parser.reset_books(s)
-        self._publish_subs()
-        return list(gone)
-
-    async def apply(self, cmd: InstrumentCommand) -> None:
-        """Apply a registry change from the control topic (add/enable subscribe, remove/disable unsubscribe)."""
-        if cmd.venue != self.venue:
-            return
-        chs = [c for c in cmd.channels if c in CHANNEL_TOPICS] or None
-        if cmd.subscribes:
-            changed = await self.add_symbols([cmd.symbol], chs)
-        else:
-            changed = await self.remove_symbols([cmd.symbol])
-        log.info("control command applied", op=cmd.op, symbol=cmd.symbol, changed=bool(changed), channels=chs)
-
-    def _publish_subs(self) -> None:
-        self.ctx.extra["subscriptions"] = {s: list(c) for s, c in self.subs.items()}
+    def _forget(self, symbol: str) -> None:
+        self.parser.reset_books(symbol)
 
     async def _send_subs(self, method: str, subs: Mapping[str, tuple[str, ...]]) -> None:
         """One request per channel for every symbol in ``subs`` that has it."""
@@ -159,42 +103,14 @@ class KrakenIngester:
                     await ws.send(build(ch, syms, depth=depth, req_id=next(self._req_ids)))
 
     # -- one connection --------------------------------------------------------------------------------
-    async def _session(self) -> bool:
-        healthy = False
+    async def _before_connect(self) -> None:
         self.parser.reset_books()
-        async with connect(
-            self.url,
-            open_timeout=self.settings.connect_timeout_s,
-            ping_interval=None,  # Kraken's application-level ping below, plus our watchdog
-            close_timeout=2,
-            max_size=2**24,
-            max_queue=4096,
-            compression=None,
-        ) as ws:
-            self._ws = ws
-            self._last_msg = time.monotonic()
-            log.info("connected", venue=self.venue, url=self.url, symbols=len(self.active_symbols))
-            await self._subscribe_all(ws, self.active_symbols)
-            tasks = [
-                asyncio.create_task(self._watchdog(ws)),
-                asyncio.create_task(self._pinger(ws)),
-                asyncio.create_task(self._close_on_stop(ws)),
-            ]
-            try:
-                async for frame in ws:
-                    self._last_msg = time.monotonic()
-                    if self._handle(frame) and not healthy:
-                        healthy = True
-                        self._on_healthy()
-            except websockets.ConnectionClosed:
-                pass
-            finally:
-                self._ws = None
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                self._need_gap = True
-        return healthy
+
+    async def _on_connected(self, ws: websockets.asyncio.client.ClientConnection) -> None:
+        await self._subscribe_all(ws, self.active_symbols)
+
+    def _session_tasks(self, ws: websockets.asyncio.client.ClientConnection) -> list:
+        return [*super()._session_tasks(ws), self._pinger(ws)]  # Kraken's application-level ping
 
     async def _subscribe_all(
         self, ws: websockets.asyncio.client.ClientConnection, symbols: list[str], only: list[str] | None = None
@@ -208,20 +124,6 @@ class KrakenIngester:
         await self._send_subs(
             "subscribe", {s: tuple(c for c in self.subs[s] if only is None or c in only) for s in symbols}
         )
-
-    def _on_healthy(self) -> None:
-        self.ctx.extra["connected"] = True  # connected and subscribed: what /readyz and READY=1 wait for
-        if self._need_gap:
-            self._need_gap = False
-            for sym in self.active_symbols:
-                self.ctx.gap(sym, "reconnected; data between the markers may be missing", self._topics(sym))
-        for sym in self.active_symbols:
-            self.ctx.restart_gap(sym, self._topics(sym))
-        for sym in self.active_symbols:
-            self.ctx.status(sym, "connected", self.url)
-
-    def _topics(self, symbol: str) -> tuple[str, ...]:
-        return tuple(t for ch in self.subs.get(symbol, ()) for t in CHANNEL_TOPICS[ch])
 
     def _handle(self, frame: str | bytes) -> bool:
         """Process one frame; True when it proves the session healthy (a subscription acknowledged or data)."""
@@ -278,24 +180,7 @@ class KrakenIngester:
             for m in messages:
                 await ws.send(m)
 
-    async def _watchdog(self, ws: websockets.asyncio.client.ClientConnection) -> None:
-        limit = self.settings.stale_after_s
-        while True:
-            await asyncio.sleep(min(1.0, limit / 4))
-            idle = time.monotonic() - self._last_msg
-            if idle > limit:
-                self.ctx.counters.stale += 1
-                log.warning("feed stale; reconnecting", venue=self.venue, idle_s=round(idle, 1))
-                for sym in self.active_symbols:
-                    self.ctx.status(sym, "stale", f"no message for {idle:.1f}s")
-                await ws.close(code=4000, reason="stale feed")
-                return
-
     async def _pinger(self, ws: websockets.asyncio.client.ClientConnection) -> None:
         while True:
             await asyncio.sleep(self.settings.ping_interval_s)
             await ws.send(protocol.ping(next(self._req_ids)))
-
-    async def _close_on_stop(self, ws: websockets.asyncio.client.ClientConnection) -> None:
-        await self._stop.wait()
-        await ws.close()

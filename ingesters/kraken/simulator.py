@@ -12,6 +12,10 @@ pairs someone subscribed to; about 30 % of steps are trades (each followed by a 
 the book. Book updates carry checksums computed with :func:`ingesters.kraken.book.checksum` over the
 simulator's own book, and tell each client exactly what changed within its subscribed depth.
 
+REST: ``GET /0/public/Trades`` on the same port answers from :attr:`KrakenSimulator.tape`, every trade the venue
+made (:mod:`ingesters.kraken.simulator_rest`). With ``keep_trading`` a pair once subscribed keeps trading while no
+client is connected, as a real venue does: what a disconnected client missed is then only in the REST history.
+
 Faults (:class:`FaultPlan`) are injected per connection and counted in :attr:`KrakenSimulator.stats` only when
 they actually happen, so a test can compare a client's counters with what was injected.
 """
@@ -26,9 +30,10 @@ from collections import deque
 from collections.abc import Callable
 
 import msgspec
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ingesters.base.local_venue import LocalVenue, serve_until_cancelled
 from ingesters.kraken.protocol import BOOK_DEPTHS, format_rfc3339_ns
 from ingesters.kraken.schemas import Request, encoder, request_decoder
 from ingesters.kraken.simulator_feed import (
@@ -41,6 +46,7 @@ from ingesters.kraken.simulator_feed import (
     instrument_data,
     with_precisions,
 )
+from ingesters.kraken.simulator_rest import TradeTape
 from pulse.log import get_logger
 
 log = get_logger(__name__)
@@ -77,14 +83,19 @@ class _Conn:
         return bool(self.trade or self.ticker or self.book or self.instrument)
 
 
-class KrakenSimulator:
+class KrakenSimulator(LocalVenue):
     """A Kraken v2 WebSocket venue on ``host:port`` (port 0 picks a free one; see :attr:`url`).
 
     ``symbols`` maps pair → (price_precision, qty_precision); a plain list of pairs gets Kraken's usual
     precisions (:func:`~ingesters.kraken.simulator_feed.with_precisions`). ``max_trades`` stops trades (and
     tickers) after N per pair; book updates and heartbeats go on. :attr:`sent_trades` lists every trade sent
-    in a trade message.
+    in a trade message. With ``always_on`` the market moves whether anyone listens or not, as a real venue's does
+    (by default it pauses while no client is subscribed; ``keep_trading`` keeps only the pairs someone ever
+    subscribed to moving): :attr:`made` lists every trade the venue made, sent or not (with either), and the trade
+    snapshot a subscriber gets holds the last 50 of them. :attr:`tape` keeps them in the REST ``Trades`` form.
     """
+
+    disconnect_code = 1012
 
     def __init__(
         self,
@@ -97,95 +108,63 @@ class KrakenSimulator:
         faults: FaultPlan | None = None,
         max_trades: int | None = None,
         depth_levels: int = 25,
+        keep_trading: bool = False,
+        always_on: bool = False,
     ) -> None:
-        if rate <= 0:
-            raise ValueError(f"rate must be positive, got {rate}")
-        self.host, self._port = host, port
-        self.rate = rate
-        self.faults = faults or FaultPlan()
+        super().__init__(host=host, port=port, rate=rate, faults=faults or FaultPlan())
         self.max_trades = max_trades
+        self.always_on = always_on
         precisions = with_precisions(symbols or DEFAULT_SYMBOLS)
         self._markets = {
             sym: SymbolMarket(sym, pp, qp, seed=seed, levels=depth_levels) for sym, (pp, qp) in precisions.items()
         }
+        self.keep_trading = keep_trading
+        self._ever: set[str] = set()  # pairs someone subscribed to (they keep trading with keep_trading)
+        self.tape = TradeTape(precisions)
         self._instrument = _frame_obj("instrument", "snapshot", instrument_data(self._markets))
         self.sent_trades: list[SentTrade] = []
+        self.made: list[SentTrade] = []  # every trade made (with always_on also those nobody received)
         self._recent: dict[str, deque[dict]] = {sym: deque(maxlen=_TRADE_SNAPSHOT) for sym in self._markets}
         counters = ("connections", "data_messages", "trades", "tickers", "book_snapshots", "book_updates",
                     "instrument_snapshots", "heartbeats", "pongs", "malformed", "bad_checksums", "disconnects",
                     "stalls")  # fmt: skip
         self.stats: dict = {**dict.fromkeys(counters, 0), "trades_per_symbol": dict.fromkeys(self._markets, 0)}
         self._conns: list[_Conn] = []
-        self._server: Server | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._rr = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        if self._server is not None:
-            raise RuntimeError("simulator already started")
-        self._server = await serve(self._handle, self.host, self._port)
-        self._spawn(self._run_market())
+    def _serve_options(self) -> dict:
+        return {"process_request": lambda _conn, req: self.tape.http(req)}  # REST: GET {rest_url}/0/public/Trades
 
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("simulator not started")
-        return self._server.sockets[0].getsockname()[1]
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+    def _loops(self) -> list:
+        return [self._run_market()]
 
     def trades(self, symbol: str | None = None) -> list[SentTrade]:
         return [t for t in self.sent_trades if symbol is None or t.symbol == symbol]
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # ------------------------------------------------------------------------------------------- sending
 
-    async def _send(self, conn: _Conn, text: str | bytes) -> bool:
-        """Send one frame (caller holds ``conn.lock``); False if the connection is gone or stalled."""
-        if not conn.live:
-            return False
-        try:
-            await conn.ws.send(text)
-        except ConnectionClosed:
-            conn.closed = True
-            return False
+    # Frames go out with the caller holding ``conn.lock``; a stalled connection sends nothing.
+    def _can_send(self, conn: _Conn) -> bool:
+        return conn.live
+
+    def _sent(self, conn: _Conn) -> None:
         conn.last_send = time.monotonic()
-        return True
 
     async def _send_data(self, conn: _Conn, text: str) -> bool:
         """Send a data message, then inject whatever faults are due after it."""
-        if not await self._send(conn, text):
+        if not await self._send_raw(conn, text):
             return False
-        conn.data_sent += 1
-        self.stats["data_messages"] += 1
-        n, f, stats = conn.data_sent, self.faults, self.stats
-        malformed_due = f.malformed_every and n % f.malformed_every == 0 and _under(stats["malformed"], f.max_malformed)
-        bad = f.malformed_frames or MALFORMED_FRAMES
-        if malformed_due and await self._send(conn, bad[stats["malformed"] % len(bad)]):
-            stats["malformed"] += 1
+        await self._after_data(conn, self.faults.malformed_frames or MALFORMED_FRAMES)
+        return True
+
+    async def _venue_faults(self, conn: _Conn, n: int) -> bool:
+        """A stall (a stalled connection is not also disconnected by the same message)."""
+        f = self.faults
         if f.stall_after == n and conn.number in f.stall_connections:
             conn.stalled = True
-            stats["stalls"] += 1
-        elif f.disconnect_after == n and conn.number in f.disconnect_connections and not conn.closed:
-            conn.closed = True
-            stats["disconnects"] += 1
-            self._spawn(conn.ws.close(1012, "simulated disconnect"))
+            self.stats["stalls"] += 1
+            return False
         return True
 
     def _reply(self, body: dict, time_in: str, req_id: int | None) -> str:
@@ -204,7 +183,7 @@ class KrakenSimulator:
         status = {"version": "2.0.10-sim", "system": "online", "api_version": "v2", "connection_id": conn.number}
         try:
             async with conn.lock:
-                await self._send(conn, _frame("status", "update", status))
+                await self._send_raw(conn, _frame("status", "update", status))
             async for raw in ws:
                 if not conn.stalled:
                     await self._on_request(conn, raw, _now())
@@ -234,7 +213,7 @@ class KrakenSimulator:
 
     async def _locked(self, conn: _Conn, text: str) -> bool:
         async with conn.lock:
-            return await self._send(conn, text)
+            return await self._send_raw(conn, text)
 
     async def _on_subscription(self, conn: _Conn, req: Request, time_in: str) -> None:
         params, method = req.params, req.method
@@ -245,12 +224,12 @@ class KrakenSimulator:
             async with conn.lock:
                 was, conn.instrument = conn.instrument, subscribe
                 if not subscribe and not was:
-                    await self._send(
+                    await self._send_raw(
                         conn, self._reply({**fail, "error": "Subscription Not Found"}, time_in, req.req_id)
                     )
                     return
                 result = {"channel": "instrument", **({"snapshot": params.snapshot is not False} if subscribe else {})}
-                await self._send(
+                await self._send_raw(
                     conn, self._reply({"method": method, "result": result, "success": True}, time_in, req.req_id)
                 )
                 if subscribe and params.snapshot is not False and await self._send_data(conn, self._instrument):
@@ -271,7 +250,7 @@ class KrakenSimulator:
             async with conn.lock:
                 if sym not in self._markets:
                     error = {**fail, "error": f"Currency pair not supported {sym}", "symbol": sym}
-                    await self._send(conn, self._reply(error, time_in, req.req_id))
+                    await self._send_raw(conn, self._reply(error, time_in, req.req_id))
                 elif subscribe:
                     await self._subscribe(conn, channel, sym, depth, params.snapshot is not False, time_in, req.req_id)
                 else:
@@ -281,6 +260,7 @@ class KrakenSimulator:
         self, conn: _Conn, channel: str, sym: str, depth: int, snapshot: bool, time_in: str, req_id: int | None
     ) -> None:
         market = self._markets[sym]
+        self._ever.add(sym)
         result: dict = {"channel": channel, "snapshot": snapshot, "symbol": sym}
         if channel == "book":
             result["depth"] = depth
@@ -291,7 +271,9 @@ class KrakenSimulator:
             conn.ticker.add(sym)
         else:
             conn.trade.add(sym)
-        await self._send(conn, self._reply({"method": "subscribe", "result": result, "success": True}, time_in, req_id))
+        await self._send_raw(
+            conn, self._reply({"method": "subscribe", "result": result, "success": True}, time_in, req_id)
+        )
         if not snapshot:
             return
         if channel == "book":
@@ -315,7 +297,7 @@ class KrakenSimulator:
         subs = conn.book if channel == "book" else conn.ticker if channel == "ticker" else conn.trade
         if sym not in subs:
             error = {"method": "unsubscribe", "success": False, "error": "Subscription Not Found", "symbol": sym}
-            await self._send(conn, self._reply(error, time_in, req_id))
+            await self._send_raw(conn, self._reply(error, time_in, req_id))
             return
         result: dict = {"channel": channel, "symbol": sym}
         if channel == "book":
@@ -323,7 +305,7 @@ class KrakenSimulator:
             conn.views.pop(sym, None)
         else:
             subs.discard(sym)  # type: ignore[union-attr]
-        await self._send(
+        await self._send_raw(
             conn, self._reply({"method": "unsubscribe", "result": result, "success": True}, time_in, req_id)
         )
 
@@ -332,7 +314,7 @@ class KrakenSimulator:
             await asyncio.sleep(0.25)
             if conn.live and conn.subscribed() and time.monotonic() - conn.last_send >= 1.0:
                 async with conn.lock:
-                    if await self._send(conn, _HEARTBEAT):
+                    if await self._send_raw(conn, _HEARTBEAT):
                         self.stats["heartbeats"] += 1
 
     # -------------------------------------------------------------------------------------------- market
@@ -344,27 +326,14 @@ class KrakenSimulator:
             log.exception("kraken simulator market loop failed")
             raise
 
-    async def _market_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / self.rate
-        due = loop.time()
-        steps = 0
-        while True:
-            now = loop.time()
-            if due > now:
-                await asyncio.sleep(due - now)
-            elif now - due > 1.0:  # far behind (a slow client): don't burst to catch up
-                due = now
-            due += interval
-            active = [
-                s for s in self._markets if any(s in c.trade or s in c.ticker or s in c.book for c in self._conns)
-            ]
-            if active:
-                self._rr += 1
-                await self._step(active[self._rr % len(active)])
-            steps += 1
-            if steps % 64 == 0:
-                await asyncio.sleep(0)  # let handlers in even when behind schedule
+    def _active(self) -> list[str]:
+        return [
+            s
+            for s in self._markets
+            if self.always_on
+            or (self.keep_trading and s in self._ever)
+            or any(s in c.trade or s in c.ticker or s in c.book for c in self._conns)
+        ]
 
     async def _step(self, sym: str) -> None:
         market = self._markets[sym]
@@ -372,7 +341,7 @@ class KrakenSimulator:
         traders = [c for c in self._conns if c.live and sym in c.trade]
         tickers = [c for c in self._conns if c.live and sym in c.ticker]
         quota_left = self.max_trades is None or market.trades_generated < self.max_trades
-        if wants_trade and quota_left and (traders or tickers):
+        if wants_trade and quota_left and (traders or tickers or self.keep_trading or self.always_on):
             await self._trade(market, traders, tickers)
         else:
             market.step_book()
@@ -381,15 +350,19 @@ class KrakenSimulator:
     async def _trade(self, market: SymbolMarket, traders: list[_Conn], tickers: list[_Conn]) -> None:
         stamp = _now()
         data = market.make_trade(stamp)
+        self.tape.add(data)
         frame, sent = _frame("trade", "update", data), False
         for conn in traders:
             async with conn.lock:
                 sent = await self._send_data(conn, frame) or sent
-        if sent:
-            self.sent_trades.append(SentTrade(**data))
+        if sent or self.always_on or self.keep_trading:  # a venue that trades on replays what it made
+            made = SentTrade(**data)
+            self.made.append(made)
             self._recent[market.symbol].append(data)
-            self.stats["trades"] += 1
-            self.stats["trades_per_symbol"][market.symbol] += 1
+            if sent:
+                self.sent_trades.append(made)
+                self.stats["trades"] += 1
+                self.stats["trades_per_symbol"][market.symbol] += 1
         ticker = _frame("ticker", "update", {**market.ticker(), "timestamp": stamp})
         for conn in tickers:
             async with conn.lock:
@@ -465,6 +438,7 @@ async def run(
     max_trades: int | None = None,
     depth_levels: int = 25,
     on_ready: Callable[[KrakenSimulator], None] | None = None,
+    keep_trading: bool = False,
 ) -> None:
     """Serve until cancelled (what ``pulse simulate kraken`` runs); ``on_ready`` gets the started simulator."""
     sim = KrakenSimulator(
@@ -476,14 +450,9 @@ async def run(
         faults=faults,
         max_trades=max_trades,
         depth_levels=depth_levels,
+        keep_trading=keep_trading,
     )
-    await sim.start()
-    try:
-        if on_ready is not None:
-            on_ready(sim)
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
+    await serve_until_cancelled(sim, on_ready)
 
 
 def parse_symbols(text: str) -> dict[str, tuple[int, int]]:

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from ingesters.base.registration import demo_ingest, demo_simulate, lazy_commands, lazy_history, resolver
+from ingesters.kraken.settings import KrakenSettings
 from ingesters.kraken.symbols import CHANNEL_TOPICS, CHANNELS, resolve
-from pulse.venues import DemoPlan, Resolved, Venue
+from pulse.venues import DemoPlan, HistorySource, Venue
 
-
-def _resolve(text: str) -> Resolved:
-    p = resolve(text)
-    return Resolved(p.symbol, p.venue_symbol, "crypto", p.price_precision, p.size_precision)
-
-
-def _commands() -> dict[str, Any]:
-    from ingesters.kraken import commands
-
-    return commands.COMMANDS
-
-
-def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> list[str]:
-    args = ["simulate", "kraken", "--port", str(port), "--rate", str(rate), "--symbols", ",".join(symbols)]
-    if faults:
-        args += ["--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400"]
-    return args
-
-
-def _demo_ingest(port: int, symbols: list[str]) -> list[str]:
-    return ["ingest", "kraken", "--url", f"ws://127.0.0.1:{port}", "--symbols", ",".join(symbols)]
+_DEMO_FAULTS = ("--disconnect-after", "1200", "--malformed-every", "500", "--bad-checksum-every", "400")
 
 
 VENUE = Venue(
@@ -36,11 +16,17 @@ VENUE = Venue(
     channels=CHANNELS,
     default_channels=CHANNELS,
     live=True,
-    resolve=_resolve,
+    resolve=resolver(resolve, "crypto"),
     channel_topics=CHANNEL_TOPICS,
     settings_section="kraken",
+    settings_model=KrakenSettings,
     service="ingest-kraken",
-    commands=_commands,
-    demo=DemoPlan(symbols=("BTC/USD", "ETH/USD", "SOL/USD"), simulate=_demo_simulate, ingest=_demo_ingest),
+    commands=lazy_commands("ingesters.kraken.commands"),
+    demo=DemoPlan(
+        symbols=("BTC/USD", "ETH/USD", "SOL/USD"),
+        simulate=demo_simulate("kraken", _DEMO_FAULTS),
+        ingest=demo_ingest("kraken"),
+    ),
+    history=HistorySource(label="kraken REST", channel="trade", fetch=lazy_history("ingesters.kraken.rest")),
     description="Kraken WebSocket v2 (crypto): trades, tickers/quotes, checksummed books",
 )

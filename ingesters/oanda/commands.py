@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from ingesters.base.cli import log_start, registry_url
-from pulse.clitools import check_http_url, emit_json, instrument_list, metrics_port_option
+from ingesters.base.cli import run_live_ingester
+from ingesters.oanda.settings import oanda_token
+from pulse.clitools import OldSpellings, check_http_url, instrument_list, metrics_port_option
 
 #: --symbols (alias --instruments): EUR/USD, oanda:EUR/USD or OANDA's EUR_USD; OANDA instrument names out
 parse_instruments = instrument_list("oanda", native=True)
@@ -19,10 +20,13 @@ parse_instruments = instrument_list("oanda", native=True)
     "--symbols",
     "--instruments",
     "instruments",
+    cls=OldSpellings,
     callback=parse_instruments,
     help="Instruments, e.g. EUR/USD,GBP_USD,oanda:USD_JPY.",
 )
-@click.option("--url", "--api-url", "api_url", help="Stream host override (default: oanda.environment's host).")
+@click.option(
+    "--url", "--api-url", "api_url", cls=OldSpellings, help="Stream host override (default: oanda.environment's host)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final counters as JSON on exit.")
 @metrics_port_option
 @click.pass_obj
@@ -36,37 +40,26 @@ def ingest(
     s = obj.settings.with_overrides(oanda={"instruments": instruments, "api_url": api_url})
     if s.oanda.api_url:
         check_http_url(s.oanda.api_url, "--url / oanda.api_url")
-    token = s.oanda_token()  # a missing or unreadable token file is refused before anything starts
-    from ingesters.base.app import run_ingester
-    from ingesters.base.control import LiveInstruments
+    token = oanda_token(s)  # a missing or unreadable token file is refused before anything starts
     from ingesters.oanda.service import OandaIngester
-    from pulse.runtime import resolve_endpoints
+    from ingesters.oanda.symbols import instrument_to_symbol, symbol_to_instrument
 
-    ep = resolve_endpoints(s, need_database=False)
     o = s.oanda
-    live: dict[str, Any] = {}
 
-    def build(ctx: Any, bus: Any) -> OandaIngester:
-        li = live["li"] = LiveInstruments(bus, "ingest-oanda", "oanda", registry_url(s, instruments))
-        from ingesters.oanda.symbols import instrument_to_symbol, symbol_to_instrument
-
-        subs = li.initial({instrument_to_symbol(i): ("quote",) for i in o.instruments})
-        log_start("oanda", li.source, subs)
+    def make(ctx: Any, subs: dict[str, tuple[str, ...]]) -> OandaIngester:
         names = [symbol_to_instrument(sym) for sym in subs]
         return OandaIngester(o, ctx, instruments=names, token=token, api_url=o.api_url or None)
 
-    summary = run_ingester(
+    run_live_ingester(
         s,
-        ep,
         venue="oanda",
         namespace="fx",
-        name="ingest-oanda",
-        build=build,
-        extra_tasks=lambda ing, stop: [live["li"].follow(ing.apply, stop)],  # type: ignore[attr-defined]
+        explicit=instruments,
+        initial=lambda: {instrument_to_symbol(i): ("quote",) for i in o.instruments},
+        make=make,
+        as_json=as_json,
         metrics_port=metrics_port,
     )
-    if as_json:
-        emit_json(summary)
 
 
 @click.command("oanda")
@@ -79,6 +72,7 @@ def ingest(
     "--symbols",
     "--instruments",
     "instruments",
+    cls=OldSpellings,
     callback=parse_instruments,
     default="EUR_USD,GBP_USD,USD_JPY,AUD_USD",
     show_default=True,
@@ -123,7 +117,7 @@ def simulate(
         run(
             host=host,
             port=port,
-            token=s.oanda_token() or "sim-token",
+            token=oanda_token(s) or "sim-token",
             account_id=s.oanda.account_id or "101-004-1234567-001",
             instruments=instruments,
             rate=rate,

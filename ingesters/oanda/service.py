@@ -26,6 +26,7 @@ from ingesters.base.backoff import Backoff
 from ingesters.base.context import IngestContext
 from ingesters.base.reconnect import reconnect_loop
 from ingesters.oanda.parser import OandaMessageError, OandaStreamParser
+from ingesters.oanda.settings import OandaSettings
 from ingesters.oanda.stream import InvalidInstrumentError, OandaStream, OandaTransportError, StaleStreamError
 from ingesters.oanda.symbols import instrument_to_symbol
 from pulse.calendars import is_open, next_close, next_open
@@ -33,7 +34,6 @@ from pulse.control import InstrumentCommand
 from pulse.errors import ConfigError, FatalVenueError
 from pulse.log import get_logger, register_secret
 from pulse.models import StatusKind
-from pulse.settings import OandaSettings
 
 __all__ = ["OandaIngester"]
 

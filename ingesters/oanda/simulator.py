@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections import deque
@@ -32,10 +31,11 @@ import msgspec
 from aiohttp import web
 
 from ingesters.oanda.symbols import instrument_to_symbol
+from pulse.log import get_logger
 
 __all__ = ["DEFAULT_INSTRUMENTS", "OandaFaults", "OandaSimulator", "SimulatorStats", "run"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_INSTRUMENTS = ("EUR_USD", "GBP_USD", "USD_JPY", "AUD_USD", "USD_CHF", "USD_CAD", "EUR_JPY")
 
@@ -216,7 +216,7 @@ class OandaSimulator:
         sockets = runner.addresses
         if sockets:
             self.port = sockets[0][1]
-        log.info("OANDA simulator listening on %s", self.base_url)
+        log.info("local OANDA venue listening", url=self.base_url)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -22,7 +22,6 @@ it in an error body is masked.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
@@ -36,6 +35,7 @@ from ingesters.oanda.parser import LineSplitter
 from ingesters.oanda.schemas import ERROR_DECODER
 from ingesters.oanda.symbols import instrument_to_symbol
 from pulse.errors import ConfigError, FatalVenueError, PulseError, VenueError
+from pulse.log import get_logger
 
 __all__ = [
     "LIVE_STREAM_URL",
@@ -46,7 +46,7 @@ __all__ = [
     "StaleStreamError",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 PRACTICE_STREAM_URL = "https://stream-fxpractice.oanda.com"
 LIVE_STREAM_URL = "https://stream-fxtrade.oanda.com"
@@ -182,7 +182,7 @@ class OandaStream:
             "Authorization": f"Bearer {self._token}",
             "Accept-Datetime-Format": "RFC3339",
         }
-        log.info("connecting to OANDA pricing stream %s for %s", self.url, self.params["instruments"])
+        log.info("connecting to the pricing stream", url=self.url, instruments=self.params["instruments"])
         resp: aiohttp.ClientResponse | None = None
         body = ""
         try:
@@ -209,7 +209,7 @@ class OandaStream:
             await self.close()
             raise self._status_error(resp.status, body, resp.headers.get("Retry-After"))
         self._response = resp
-        log.info("OANDA pricing stream connected (%s)", self.params["instruments"])
+        log.info("pricing stream connected", instruments=self.params["instruments"])
 
     async def close(self) -> None:
         """Close the connection (and the session if this stream created it). Idempotent."""
@@ -260,9 +260,9 @@ class OandaStream:
                 if splitter.oversized != self.oversized_lines:
                     self.oversized_lines = splitter.oversized
                     log.warning(
-                        "dropped an OANDA stream line longer than %d bytes (starts %r)",
-                        self.max_line_bytes,
-                        splitter.last_oversized_prefix,
+                        "dropped an oversized stream line",
+                        max_bytes=self.max_line_bytes,
+                        starts=str(splitter.last_oversized_prefix)[:80],
                     )
                 if lines:
                     deadline = loop.time() + self.stale_after_s

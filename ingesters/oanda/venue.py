@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingesters.base.registration import lazy_commands
+from ingesters.oanda.settings import OandaSettings, oanda_token
 from ingesters.oanda.symbols import instrument_to_symbol, is_instrument, symbol_to_instrument
 from pulse.calendars import OANDA_FX
 from pulse.venues import DemoPlan, Resolved, Venue
@@ -23,20 +25,14 @@ def _resolve(text: str) -> Resolved:
     return Resolved(symbol, symbol_to_instrument(symbol), "fx" if fx else "cfd", price_precision, 0)
 
 
-def _commands() -> dict[str, Any]:
-    from ingesters.oanda import commands
-
-    return commands.COMMANDS
-
-
 def _demo_simulate(port: int, rate: float, symbols: list[str], faults: bool) -> list[str]:
     names = ",".join(symbol_to_instrument(s) for s in symbols)
-    return ["simulate", "oanda", "--port", str(port), "--rate", str(max(5.0, rate / 6)), "--instruments", names]
+    return ["simulate", "oanda", "--port", str(port), "--rate", str(max(5.0, rate / 6)), "--symbols", names]
 
 
 def _demo_ingest(port: int, symbols: list[str]) -> list[str]:
     names = ",".join(symbol_to_instrument(s) for s in symbols)
-    return ["ingest", "oanda", "--api-url", f"http://127.0.0.1:{port}", "--instruments", names]
+    return ["ingest", "oanda", "--url", f"http://127.0.0.1:{port}", "--symbols", names]
 
 
 #: the local venue streams around the clock, so the demo's ingester does not sleep through the weekend close;
@@ -46,6 +42,11 @@ _DEMO_ENV = {
     "PULSE_OANDA__MARKET_HOURS": "always",
     "PULSE_OANDA__ACCOUNT_ID": "101-004-0000000-001",
 }
+
+
+def _env_token(settings: Any) -> list[str]:
+    return [oanda_token(settings)]
+
 
 VENUE = Venue(
     name="oanda",
@@ -57,8 +58,11 @@ VENUE = Venue(
     channel_topics={"quote": ("quote",)},
     calendar=OANDA_FX,
     settings_section="oanda",
+    settings_model=OandaSettings,
+    secret_settings=("token",),
+    extra_secrets=_env_token,
     service="ingest-oanda",
-    commands=_commands,
+    commands=lazy_commands("ingesters.oanda.commands"),
     demo=DemoPlan(
         symbols=("EUR/USD", "GBP/USD", "USD/JPY", "AUD/USD"),
         simulate=_demo_simulate,

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from pulse.errors import RuntimeStateError
-from pulse.runtime.procs import free_port, require_port_free, terminate
+from pulse.runtime.procs import free_port, port_free, require_port_free, terminate
 
 DEFAULT_VERSION = "4.0.7"  # 4.0.x LTS; 4.0.8's jetcd-core-shaded is not served by Maven Central (404)
 LOG4J_VERSION = "2.23.1"  # Pulsar 4.0's own; Maven's nearest-wins would otherwise mix 2.18 core with 2.23 bindings
@@ -290,6 +290,21 @@ def jvm_command(
     ]
 
 
+def _bookie_port(data: Path, host: str) -> int:
+    """The in-process bookie's port: the one this data directory was written with, when it is free again (the
+    ledgers name their bookie by host:port, so a restart on kept data must reuse it), else a new free one."""
+    saved = data / "bookie-port"
+    try:
+        port = int(saved.read_text())
+        if port_free(host, port):
+            return port
+    except (OSError, ValueError):
+        pass
+    port = free_port(host)
+    saved.write_text(str(port))
+    return port
+
+
 def _get(url: str, token: str, timeout: float) -> tuple[int, str]:
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
@@ -350,7 +365,7 @@ def start_apache(
     log4j.write_text(LOG4J2)
     log_path = home / "logs" / "broker.log"
     cmd = jvm_command(
-        lib, conf, log4j, heap_mb=heap_mb, bookie_port=free_port(host), data=data, functions_worker=worker_conf
+        lib, conf, log4j, heap_mb=heap_mb, bookie_port=_bookie_port(data, host), data=data, functions_worker=worker_conf
     )
     t0 = time.monotonic()
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:

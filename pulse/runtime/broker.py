@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pulsar_lite.binary_finder import find_pulsar_lite_binary
 
 from pulse.errors import RuntimeStateError
 from pulse.runtime.procs import require_port_free, terminate, wait_for_port
+from pulse.runtime.storage import lite_data_dir
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class BrokerInfo:
     url: str
     metrics_url: str
     log: str
+    data_dir: str = ""  # where it writes (pulsar-lite: ``<db_path>.rocksdb``); ``pulse status`` checks its free space
+    log_offset: int = 0  # the log's size when it started: what follows is this broker's (``pulse status`` reads it)
 
 
 def write_config(path: Path, *, host: str, port: int, metrics_port: int, db_path: Path) -> None:
@@ -40,7 +44,12 @@ def write_config(path: Path, *, host: str, port: int, metrics_port: int, db_path
     )
 
 
-def start_broker(home: Path, *, host: str, port: int, metrics_port: int, timeout: float = 20.0) -> BrokerInfo:
+def start_broker(
+    home: Path, *, host: str, port: int, metrics_port: int, timeout: float = 20.0, launcher: Sequence[str] = ()
+) -> BrokerInfo:
+    """Start pulsar-lite on ``<home>/broker``. ``launcher``: a command prefix that ends by exec'ing the broker's
+    command line it is given (e.g. ``unshare`` with a script that mounts its data volume first, as the disk-full
+    fault case does); the pid recorded is the broker's, since the prefix execs it."""
     require_port_free("runtime.broker_port", host, port)
     require_port_free("runtime.broker_metrics_port", host, metrics_port)
     bdir = home / "broker"
@@ -50,9 +59,10 @@ def start_broker(home: Path, *, host: str, port: int, metrics_port: int, timeout
     write_config(cfg, host=host, port=port, metrics_port=metrics_port, db_path=bdir / "data")
     log_path = home / "logs" / "broker.log"
     binary = find_pulsar_lite_binary()
+    log_offset = log_path.stat().st_size if log_path.exists() else 0
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
-            [binary, "--config", str(cfg)],
+            [*launcher, binary, "--config", str(cfg)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -69,4 +79,6 @@ def start_broker(home: Path, *, host: str, port: int, metrics_port: int, timeout
         url=f"pulsar://{host}:{port}",
         metrics_url=f"http://{host}:{metrics_port}/metrics",
         log=str(log_path),
+        data_dir=str(lite_data_dir(bdir / "data")),
+        log_offset=log_offset,
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from pulse.errors import RuntimeStateError
+from pulse.errors import BrokerUnavailable, DatabaseUnavailable
 from pulse.settings import Settings
 
 
@@ -34,7 +34,7 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
         st = Runtime(settings).status()
         if need_pulsar and not pulsar_url:
             if not st.broker_running or not st.broker:
-                raise RuntimeStateError(
+                raise BrokerUnavailable(
                     f"no broker: set pulsar.url, or start the embedded runtime with `pulse up` (home {st.home})"
                 )
             pulsar_url, metrics, embedded = st.broker["url"], st.broker["metrics_url"], True
@@ -42,7 +42,7 @@ def resolve_endpoints(settings: Settings, *, need_pulsar: bool = True, need_data
             admin_url = admin_url or st.broker.get("admin_url", "")
         if need_database and not db_url:
             if not st.postgres_running or not st.postgres:
-                raise RuntimeStateError(
+                raise DatabaseUnavailable(
                     f"no database: set database.url, or start the embedded runtime with `pulse up` (home {st.home})"
                 )
             db_url, embedded = embedded_database_url(st.postgres), True
@@ -85,4 +85,6 @@ def attach_runtime(settings: Settings) -> Settings:
     b = st.broker or {}
     if b.get("kind") != "apache" or not st.broker_running:
         return settings
-    return settings.with_overrides(pulsar={"url": b["url"], "admin_url": b["admin_url"]})
+    return settings.with_overrides(
+        "the running embedded broker (runtime.json)", pulsar={"url": b["url"], "admin_url": b["admin_url"]}
+    )

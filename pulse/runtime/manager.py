@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from pulse.runtime.apache import ApacheBrokerInfo, start_apache
 from pulse.runtime.broker import BrokerInfo, start_broker
 from pulse.runtime.postgres import PostgresInfo, postmaster_pid, purge_postgres, start_postgres, stop_postgres
 from pulse.runtime.procs import pid_alive, private_dir, private_files, terminate
+from pulse.runtime.storage import lite_data_dir
 from pulse.settings import Settings
 
 STATE_FILE = "runtime.json"
@@ -47,9 +48,10 @@ class RuntimeStatus:
 class Runtime:
     """The embedded broker + database living under ``settings.runtime.home``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, broker_launcher: Sequence[str] = ()) -> None:
         self.settings = settings
         self.home = settings.home
+        self.broker_launcher = tuple(broker_launcher)  # pulsar-lite's command prefix (see start_broker)
 
     @property
     def state_path(self) -> Path:
@@ -74,6 +76,8 @@ class Runtime:
         st = RuntimeStatus(home=str(self.home), started_at=state.get("started_at"))
         if b := state.get("broker"):
             st.broker = {"kind": "lite", **b}
+            if st.broker["kind"] == "lite":  # a state file from before data_dir was recorded
+                st.broker.setdefault("data_dir", str(lite_data_dir(self.home / "broker" / "data")))
             st.broker_running = pid_alive(b["pid"])
         if p := state.get("postgres"):
             p = {**p, "pid": postmaster_pid(p["data_dir"]) or p["pid"]}  # a restart changes the pid
@@ -116,11 +120,16 @@ class Runtime:
                         admin_token=self.settings.pulsar_token(),
                         functions=rt.apache_functions,
                         progress=progress,
+                        fresh=False,  # a restart keeps its topics, policies and messages (pulsar-lite's do too)
                     )
                     state["broker"] = asdict(broker)
                 else:
                     broker = start_broker(
-                        self.home, host=rt.host, port=rt.broker_port, metrics_port=rt.broker_metrics_port
+                        self.home,
+                        host=rt.host,
+                        port=rt.broker_port,
+                        metrics_port=rt.broker_metrics_port,
+                        launcher=self.broker_launcher,
                     )
                     state["broker"] = {**asdict(broker), "kind": "lite"}
             if not current.postgres_running:

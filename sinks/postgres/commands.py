@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pulse.clitools import UTC_TIME, emit_json, fail, metrics_port_option
+from pulse.clitools import UTC_TIME, OldSpellings, emit_json, fail, metrics_port_option, print_table
 
 
 @click.group()
@@ -17,9 +17,11 @@ def sink() -> None:
 
 @sink.command("run")
 @click.option(
+    "--symbols",
     "--source",
     "sources",
     multiple=True,
+    cls=OldSpellings,
     metavar="INSTRUMENTS",
     help="Streams to store: instrument ids, e.g. kraken:BTC/USD,ETH/USD,oanda:EUR_USD, or NS/VENUE=SYMBOLS, e.g. "
     "crypto/kraken=BTC/USD (repeatable; default sink.sources, else crypto/kraken with kraken.symbols).",
@@ -59,7 +61,7 @@ def sink_run(
 
     s = obj.settings
     if config_path and sources:
-        raise click.UsageError("--source and --config are exclusive: put the sources in the config file")
+        raise click.UsageError("--symbols and --config are exclusive: put the sources in the config file")
     # a malformed source or config is refused before anything starts
     cfg = load_sink_config(config_path, s) if config_path else None
     topics = None if cfg else topics_for_sources(s, sources)
@@ -139,6 +141,8 @@ def candles(
             seam = None if venue else seam_of(conn, sym, start=start, end=end, side=side)
         except CandleError as exc:
             fail(str(exc))
+        except psycopg.errors.UndefinedTable:  # no sink has stored anything in this database yet
+            rows, seam = [], None
     if not rows:  # say so (and exit 1): a backfill not stored yet looks like this
         click.echo(
             f"no {sym} candles in [{start:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M}) UTC"
@@ -148,12 +152,14 @@ def candles(
     if as_json:
         emit_json([r.as_dict() for r in rows])
         sys.exit(0 if rows else 1)
+    if not rows:
+        sys.exit(1)
     click.echo(f"# {sym} {interval} {side or ''} ({'timescaledb aggregates' if kwargs else 'SQL on the tables'})")
     if seam is not None:
         click.echo(f"# stitched: {seam.before} before {seam.at:%Y-%m-%dT%H:%MZ}, {seam.after} from then on")
-    for r in rows:
-        vol = r.volume if r.volume is not None else "-"
-        click.echo(
-            f"{r.bucket:%Y-%m-%dT%H:%M:%SZ}  O {r.open}  H {r.high}  L {r.low}  C {r.close}  V {vol}  n {r.ticks}"
-        )
-    sys.exit(0 if rows else 1)
+    print_table(
+        ("bucket", "open", "high", "low", "close", "volume", "ticks"),
+        ((f"{r.bucket:%Y-%m-%dT%H:%M:%SZ}", r.open, r.high, r.low, r.close, "-" if r.volume is None else r.volume,
+          r.ticks) for r in rows),
+        right=("open", "high", "low", "close", "volume", "ticks"),
+    )  # fmt: skip

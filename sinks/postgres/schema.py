@@ -35,7 +35,7 @@ from pulse.log import get_logger
 log = get_logger(__name__)
 
 #: Bump with every change to the tables below (and write the migration that gets there).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 metadata = MetaData()
@@ -108,6 +108,25 @@ gaps = Table(
 # TimescaleDB compression segment-by/order-by, so a compressed chunk is read in index order. (Schema v2.)
 for _t in (trades, quotes, book_top, gaps):
     Index(f"{_t.name}_instrument_time_idx", _t.c.venue, _t.c.symbol, _t.c.time.desc())
+
+# What `pulse repair` refilled: one row per instrument-hour and run (schema v3). Not a data table: no event maps
+# to it; `pulse coverage` reads it to show an hour as repaired, with its source.
+repairs = Table(
+    "repairs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("venue", Text, nullable=False),  # the instrument repaired (its gap markers name this venue)
+    Column("symbol", Text, nullable=False),
+    Column("hour", DateTime(timezone=True), nullable=False),
+    Column("range_start", DateTime(timezone=True), nullable=False),  # the part of the hour asked of the source
+    Column("range_end", DateTime(timezone=True), nullable=False),
+    Column("source", Text, nullable=False),  # e.g. "kraken REST", "dukascopy"
+    Column("stored_as", Text, nullable=False),  # the venue name the refilled rows carry
+    Column("rows_fetched", Integer, nullable=False),
+    Column("rows_added", Integer, nullable=False),
+    Column("repaired_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("repairs_instrument_hour_idx", repairs.c.symbol, repairs.c.hour)
 
 schema_version = Table(
     "pulse_schema_version",

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from pulse import errors
 from pulse.errors import PulseError
 from pulse.log import get_logger
 from sinks.postgres.schema import COLUMNS
@@ -55,7 +56,7 @@ class WriterError(PulseError):
     """A batch could not be written."""
 
 
-class DatabaseUnavailable(WriterError):
+class DatabaseUnavailable(WriterError, errors.DatabaseUnavailable):
     """The database cannot be reached or failed; nothing was committed. Retry later."""
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -111,11 +112,54 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
         "OANDA_TOKEN": "oanda-secret-999",
         "PULSE_DATABASE__URL": "postgresql://u:pw-s3cret@db/x",
     }
-    res = pulse("--home", str(tmp_path), "config", "show", env=env)
+    res = pulse("--home", str(tmp_path), "config", "show", "--json", env=env)
     assert res.returncode == 0
-    for secret in ("tok-abcdef123", "pw-s3cret"):
+    for secret in ("tok-abcdef123", "pw-s3cret", "oanda-secret-999"):
         assert secret not in res.stdout
-    assert json.loads(res.stdout)["pulsar"]["auth_token"] == "***"
+    assert json.loads(res.stdout)["settings"]["pulsar"]["auth_token"] == "***"
+    text = pulse("--home", str(tmp_path), "config", "show", env={**env, "PULSE_OANDA__TOKEN": "oanda-tok-777"})
+    assert text.returncode == 0, text.stderr
+    for secret in ("tok-abcdef123", "pw-s3cret", "oanda-tok-777"):
+        assert secret not in text.stdout + text.stderr
+    assert tomllib.loads(text.stdout)["oanda"]["token"] == "***"  # a venue's own secret, masked the same way
+
+
+def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
+    cfg = tmp_path / "pulse.toml"
+    cfg.write_text("[kraken]\ndepth = 25\n[sink]\nbatch_size = 777\n")
+    env = {"PULSE_OANDA__STALE_AFTER_S": "3.5", "PULSE_SINK__BATCH_SIZE": "888"}
+    res = pulse("--config", str(cfg), "--home", str(tmp_path), "config", "show", env=env)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert f"depth = 25  # file {cfg}" in lines
+    assert "stale_after_s = 3.5  # environment variable PULSE_OANDA__STALE_AFTER_S" in lines
+    assert "batch_size = 888  # environment variable PULSE_SINK__BATCH_SIZE" in lines  # the environment wins
+    assert (
+        f'home = "{tmp_path.resolve()}"  # option --home' in lines or f'home = "{tmp_path}"  # option --home' in lines
+    )
+    assert "max_latency_ms = 200" in lines  # a default carries no comment
+    doc = tomllib.loads(res.stdout)  # the text form is TOML: it can seed a settings file
+    assert doc["kraken"]["depth"] == 25 and doc["sink"]["batch_size"] == 888
+    js = json.loads(pulse("--config", str(cfg), "--home", str(tmp_path), "config", "show", "--json", env=env).stdout)
+    assert js["sources"]["kraken.depth"] == f"file {cfg}"
+    assert js["sources"]["sink.batch_size"] == "environment variable PULSE_SINK__BATCH_SIZE"
+    assert "sink.max_latency_ms" not in js["sources"] and js["settings"]["sink"]["max_latency_ms"] == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "source", "allowed"),
+    [
+        ({"PULSE_KRAKEN__DEPTH": "7"}, "kraken.depth", "PULSE_KRAKEN__DEPTH", "10, 25, 100, 500, 1000"),
+        ({"PULSE_RUNTIME__BROKER": "kafka"}, "runtime.broker", "PULSE_RUNTIME__BROKER", "'lite', 'apache'"),
+        ({"PULSE_PULSAR__PARTITIONS": "0"}, "pulsar.partitions", "PULSE_PULSAR__PARTITIONS", ">= 1 and <= 128"),
+    ],
+)
+def test_a_bad_value_names_the_key_its_source_once_and_the_allowed_values(
+    tmp_path: Path, env: dict[str, str], key: str, source: str, allowed: str
+) -> None:
+    res = pulse("--home", str(tmp_path), "config", "show", env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert key in res.stderr and res.stderr.count(source) == 1 and f"allowed: {allowed}" in res.stderr
 
 
 @pytest.mark.parametrize(
@@ -129,10 +173,10 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     ],
 )
 def test_config_show_masks_the_database_password_in_every_form(tmp_path: Path, url: str) -> None:
-    res = pulse("--home", str(tmp_path), "config", "show", env={"PULSE_DATABASE__URL": url})
+    res = pulse("--home", str(tmp_path), "config", "show", "--json", env={"PULSE_DATABASE__URL": url})
     assert res.returncode == 0, res.stderr
     assert "s3cret" not in res.stdout + res.stderr
-    assert json.loads(res.stdout)["database"]["url"].startswith("postgresql://u:***@db")
+    assert json.loads(res.stdout)["settings"]["database"]["url"].startswith("postgresql://u:***@db")
 
 
 def test_a_password_with_an_at_sign_does_not_leak_into_connection_errors(tmp_path: Path) -> None:
@@ -177,6 +221,7 @@ def test_an_unreadable_settings_file_is_refused_naming_the_file(tmp_path: Path, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the demo's own runtime, five services and a backfill on a loaded 2-core machine
 def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
     backfill = (SHARED_DATA / "dukascopy").is_dir()
     args = ["--home", str(tmp_path / "home"), "demo", "--duration", "6", "--json", "--faults"]
@@ -203,8 +248,13 @@ def test_demo_runs_the_whole_pipeline_and_reports_json(tmp_path: Path) -> None:
         assert doc["backfill"]["ticks_published"] == 12_000 and doc["backfill"]["ok"]
     # it served the console and said where (the URL printed once it listened)
     assert doc["console"].startswith("http://127.0.0.1:") and f"console: {doc['console']}" in res.stderr
-    # the demo started its own runtime and stopped it again
-    assert not (tmp_path / "home" / "runtime.json").exists()
+    # published and stored reconcile (every event stored once or skipped as a repeat; the tables hold it)
+    assert doc["differences"] == [] and doc["stored"] + doc["duplicates"] >= doc["published_data"]
+    assert doc["rows_in_database"] == doc["sink_stored"]
+    # the user's state is as it was: the demo ran in a home of its own, on its own runtime, stopped again
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["demo"]
+    assert not (tmp_path / "home" / "demo" / "runtime.json").exists()
+    assert doc["logs"] == str(tmp_path / "home" / "demo" / "logs")
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "dukascopy").is_dir(), reason="shared Dukascopy files not present")
@@ -269,7 +319,7 @@ def test_backfill_ticks_and_candles_through_the_cli(runtime_settings: Settings, 
         assert wrong.returncode == 1, wrong.stdout
         report = json.loads(wrong.stdout)
         assert not report["ok"] and report["hours_not_found"] == 2 and report["feed"] == "api"
-        assert "no tick data" in report["error"] and "--base-url" in wrong.stderr
+        assert "no tick data" in report["error"] and "--url" in wrong.stderr
     finally:
         server.terminate()
         server.wait(10)

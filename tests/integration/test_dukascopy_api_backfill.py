@@ -71,7 +71,7 @@ async def test_every_hour_missing_is_an_error_not_a_success(tmp_path: Path) -> N
     assert not wrong.ok and quotes == [] and done == set()
     assert (wrong.hours_empty, wrong.hours_not_found, wrong.hours_failed) == (4, 4, 0)
     assert wrong.error.startswith("no tick data: every one of the 4 EURUSD hour(s) asked for was missing")
-    assert "--base-url" in wrong.error and "--feed" in wrong.error
+    assert "--url" in wrong.error and "--feed" in wrong.error
 
 
 @needs_shared

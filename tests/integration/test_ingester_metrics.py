@@ -5,14 +5,9 @@ WATCHDOG=1 only while data flows, STOPPING=1 on SIGTERM."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +18,7 @@ from pulse.runtime import Endpoints
 from pulse.runtime.procs import free_port
 from pulse.settings import Settings
 from tests.integration.test_kraken_pipeline import SimThread, symbols_for
+from tests.notify import NotifySocket
 from tests.procs import process, pulse_cmd, stop, wait_for
 
 pytestmark = pytest.mark.slow
@@ -53,50 +49,16 @@ def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return sum(v for (n, ls), v in samples.items() if n == name and all((k, x) in ls for k, x in labels.items()))
 
 
-class NotifySocket:
-    """A datagram socket standing in for systemd's: records every notification with its arrival time."""
-
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="pn", dir="/tmp")  # AF_UNIX paths are limited to 107 bytes
-        self.path = str(Path(self.dir) / "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.got: list[tuple[float, dict[str, str]]] = []
-
-    def poll(self) -> list[tuple[float, dict[str, str]]]:
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                return self.got
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
-            self.got.append((time.monotonic(), fields))
-
-    def times(self, key: str) -> list[float]:
-        return [t for t, f in self.poll() if key in f]
-
-    def close(self) -> None:
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[NotifySocket]:
-    ns = NotifySocket()
-    try:
-        yield ns
-    finally:
-        ns.close()
-
-
 def test_kraken_ingester_metrics_health_and_sd_notify(
     runtime_settings: Settings, endpoints: Endpoints, unique: str, notify_socket: NotifySocket
 ) -> None:
     symbols = symbols_for(unique)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    faults = FaultPlan(malformed_every=40, bad_checksum_every=30, stall_after=900)
+    # malformed frames of its own: the dead-letter topic is shared by the session, and another test counts the
+    # hostile frames (deep nesting, invalid UTF-8) it finds there
+    bad = (b'{"channel":"trade","type":"update","data":[{"symbol":"X/Y","pri', b"not json, metrics test")
+    faults = FaultPlan(malformed_every=40, bad_checksum_every=30, stall_after=900, malformed_frames=bad)
     env = {
         "NOTIFY_SOCKET": notify_socket.path,
         "WATCHDOG_USEC": "1000000",  # ping every 0.5 s

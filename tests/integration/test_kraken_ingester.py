@@ -13,12 +13,13 @@ import pytest
 
 from ingesters.base.context import IngestContext
 from ingesters.kraken.service import KrakenIngester
+from ingesters.kraken.settings import KrakenSettings
 from ingesters.kraken.simulator import FaultPlan, KrakenSimulator
 from pulse.bus import Bus, EventPublisher
 from pulse.codec import decode_any
 from pulse.models import Status
 from pulse.runtime import Endpoints
-from pulse.settings import KrakenSettings, Settings
+from pulse.settings import Settings
 from pulse.topics import dead_letter_topic, topic
 
 FAST = KrakenSettings(stale_after_s=1.5, ping_interval_s=0.5, backoff_initial_s=0.05, backoff_max_s=0.2)

@@ -196,6 +196,6 @@ def test_whole_chain_monitor_backfill_broker_sink_candles(
 
 
 def test_systemd_unit_runs_the_monitor() -> None:
-    unit = (REPO / "deploy" / "pulse-monitor.service").read_text()
+    unit = (REPO / "deploy" / "systemd" / "pulse-monitor.service").read_text()
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.split()[-1] == "monitor" and "Restart=always" in unit and "WantedBy=multi-user.target" in unit

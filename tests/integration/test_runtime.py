@@ -9,7 +9,7 @@ import psycopg
 import pulsar
 import pytest
 
-from pulse.errors import PortInUseError, RuntimeStateError
+from pulse.errors import BrokerUnavailable, PortInUseError
 from pulse.runtime import Runtime, resolve_endpoints
 from pulse.settings import Settings
 from tests.conftest import make_settings
@@ -48,5 +48,5 @@ def test_port_in_use_is_named(tmp_path, runtime_settings: Settings) -> None:
 
 
 def test_commands_refuse_without_runtime(tmp_path) -> None:
-    with pytest.raises(RuntimeStateError, match="pulse up"):
+    with pytest.raises(BrokerUnavailable, match="pulse up"):  # exit 69: nothing to reach, not a bad argument
         resolve_endpoints(make_settings(tmp_path))

@@ -15,7 +15,7 @@ from pulse.runtime import Endpoints
 from sinks.postgres.config import parse_sink_config
 from sinks.postgres.migrations import LATEST, engine_for, migrate, prepare, v0001_initial, version_table
 from sinks.postgres.mode import detect_mode_url
-from sinks.postgres.schema import DATA_TABLES
+from sinks.postgres.schema import DATA_TABLES, repairs
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def _indexes(url: str) -> dict[str, set[str]]:
     try:
         with engine.connect() as conn:
             insp = inspect(conn)
-            return {t.name: {i["name"] for i in insp.get_indexes(t.name)} for t in DATA_TABLES}
+            return {t.name: {i["name"] for i in insp.get_indexes(t.name)} for t in (*DATA_TABLES, repairs)}
     finally:
         engine.dispose()
 
@@ -65,6 +65,12 @@ def test_fresh_database_ends_where_the_metadata_is(fresh_db: str) -> None:
     idx = _indexes(fresh_db)
     for t in DATA_TABLES:
         assert {i.name for i in t.indexes} <= idx[t.name], t.name
+    with psycopg.connect(fresh_db) as conn:  # v3: the repairs table, with the metadata's columns
+        cols = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'repairs' ORDER BY ordinal_position"
+        ).fetchall()
+    assert [c for (c,) in cols] == [c.name for c in repairs.columns]
+    assert "repairs_instrument_hour_idx" in idx["repairs"]
 
 
 TIMESCALE_URL = os.environ.get("PULSE_TEST_TIMESCALE_URL", "")

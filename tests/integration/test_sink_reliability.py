@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -16,13 +17,15 @@ import pytest
 
 from pulse.bus import Bus, EventPublisher
 from pulse.models import Trade
-from pulse.runtime import Endpoints, Runtime
+from pulse.runtime import Endpoints, Runtime, resolve_endpoints
 from pulse.runtime.postgres import pg_ctl
+from pulse.runtime.procs import pid_alive, terminate
 from pulse.settings import Settings
 from pulse.topics import topic
 from sinks.postgres.config import SinkConfig, parse_sink_config
 from sinks.postgres.schema import ensure_schema
 from sinks.postgres.service import PostgresSink
+from tests.conftest import make_settings
 
 T0 = 1_763_700_000_000_000_000
 
@@ -82,10 +85,31 @@ def schema(endpoints: Endpoints) -> None:
     ensure_schema(endpoints.database_url)
 
 
-@pytest.mark.timeout(300)  # see the restart deadline below
+@pytest.fixture(scope="module")
+def fresh_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Endpoints]]:
+    """A runtime of the SIGKILL test's own. Late in a full session, on the shared pulsar-lite broker (many topics,
+    earlier SIGKILLed consumers), pulsar-lite 0.2 was seen to keep the killed sink's consumer for good: the restarted
+    sink's watch reported the stall and recreated its consumer, and nothing was dispatched for 180 s (CI, session 6).
+    That broker defect is detected and shown by the sink (tests/integration/test_sink_stall.py); the Apache Pulsar
+    tier shows the broker redelivering (tests/real_pulsar/test_real_sink_kill.py). Here the sink's own exactly-once
+    rule is under test, so it runs on a broker no earlier test has worn."""
+    settings = make_settings(tmp_path_factory.mktemp("rel-home"))
+    rt = Runtime(settings)
+    rt.up()
+    try:
+        ensure_schema(resolve_endpoints(settings).database_url)
+        yield settings, resolve_endpoints(settings)
+    finally:
+        pids = [p["pid"] for p in (rt.status().broker, rt.status().postgres) if p]
+        rt.down(purge=True)
+        assert not any(pid_alive(p) for p in pids)
+
+
+@pytest.mark.timeout(420)  # see the restart deadlines below
 def test_sigkill_mid_batch_then_restart_stores_exactly_the_set(
-    runtime_settings: Settings, endpoints: Endpoints, unique: str
+    fresh_runtime: tuple[Settings, Endpoints], unique: str
 ) -> None:
+    runtime_settings, endpoints = fresh_runtime
     venue, sym, n = f"k{unique[:8]}", "REL/USD", 30_000
     cfg = config(venue, sym, unique)
     publish(runtime_settings, endpoints, [trade(venue, sym, i) for i in range(n)])
@@ -110,7 +134,17 @@ def test_sigkill_mid_batch_then_restart_stores_exactly_the_set(
         # holding many topics and earlier SIGKILLed consumers) the sink's first retry was seen to stall as well:
         # the deadline allows a few operation timeouts (30 s each); the assertion is exactly-once, not speed
         done = lambda: len(trade_ids(endpoints.database_url, venue)) >= n  # noqa: E731
-        wait_for(done, "every trade after the restart", timeout=180)
+        end = time.monotonic() + 120
+        while not done() and time.monotonic() < end:
+            time.sleep(0.2)
+        if not done():
+            # pulsar-lite 0.2 can keep the SIGKILLed sink's consumer, and what it held, for good (seen in CI with two
+            # test workers, even on this broker of its own); its remedy, as the README says, is a broker restart,
+            # which the sink rides out. Exactly-once must then hold across the kill and the restart together.
+            rt = Runtime(runtime_settings)
+            terminate(rt.status().broker["pid"])  # type: ignore[index]
+            assert rt.up().broker_running
+            wait_for(done, "every trade after the broker restart", timeout=150)
         time.sleep(0.3)  # let redeliveries of unacked messages land (as duplicates)
     finally:
         stop.set()

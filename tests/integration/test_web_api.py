@@ -3,7 +3,6 @@ the OpenAPI document the gateway serves (openapi-core)."""
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,36 +11,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 
 from pulse.runtime import Endpoints
 from pulse.settings import Settings
 from sinks.postgres.schema import ensure_schema
-from tests.web_gateway import Gateway, gateway
+from tests.web_gateway import Checked, gateway
 
 pytestmark = pytest.mark.timeout(180)
 
 T0 = datetime(2024, 3, 4, tzinfo=UTC)  # a Monday
-
-
-class Checked:
-    """A gateway whose every answer is validated against its own /api/openapi.json."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        status, spec = gw.request("GET", "/api/openapi.json")
-        assert status == 200
-        self.api = OpenAPI.from_dict(spec)  # also validates the document itself
-        self.checked = 0
-
-    def __call__(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        status, doc = self.gw.request(method, path, body, **kw)
-        parts = urllib.parse.urlsplit(path)
-        req = MockRequest(self.gw.url, method.lower(), parts.path, args=dict(urllib.parse.parse_qsl(parts.query)))
-        self.api.validate_response(req, MockResponse(json.dumps(doc).encode(), status_code=status))
-        self.checked += 1
-        return status, doc
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,9 @@ def page(world: dict[str, Any]) -> Iterator[Any]:
             pg.responses = []  # type: ignore[attr-defined]
             pg.on("response", lambda r: "/api/candles" in r.url and "points=" in r.url
                   and pg.responses.append(r))  # type: ignore[attr-defined]  # fmt: skip
+            # a refused request names itself (the console line only says "Failed to load resource: 400")
+            pg.on("response", lambda r: r.status >= 400 and pg.errors.append(  # type: ignore[attr-defined]
+                  f"{r.status} {r.request.method} {r.url}: {r.text()[:300]}"))  # fmt: skip
             pg.goto(f"{gw.url}/#token={gw.token}")
             yield pg
         finally:

@@ -120,12 +120,13 @@ def test_jdbc_sink_writes_backfilled_quotes_with_exact_values(fn_settings: Setti
     for channel, tag in (("quote", "quote"), ("quote_batch", "quote_batch")):
         schema = _admin(s, f"/admin/v2/schemas/market-data/historical/dukascopy.EUR-USD.{channel}/schema")
         assert schema["type"] == "JSON" and schema["properties"]["pulse.event_type"] == tag, schema  # type: ignore[index]
-    first = pulse(s, "pulsar", "provision", "--jdbc-table", TABLE, "--json")
+    # creating a Pulsar IO sink loads its NAR in the functions worker: minutes on a loaded machine
+    first = pulse(s, "pulsar", "provision", "--jdbc-table", TABLE, "--json", timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     steps = {r["step"]: r["outcome"] for r in json.loads(first.stdout)}
     assert steps[f"table {TABLE}"] == "created"
     assert steps["sink market-data/historical/pulse-historical-jdbc"] == "created"
-    again = pulse(s, "pulsar", "provision", "--jdbc-table", TABLE, "--json")
+    again = pulse(s, "pulsar", "provision", "--jdbc-table", TABLE, "--json", timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert {r["outcome"] for r in json.loads(again.stdout)} == {"exists"}  # idempotent
     assert "password" not in first.stdout + first.stderr  # no credentials echoed

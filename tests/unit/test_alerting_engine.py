@@ -363,7 +363,7 @@ def test_quote_batch_status_and_unknown_instruments() -> None:
         ("price-cross", {"above": "-5"}, "above -5: must be a price > 0"),
         ("price-cross", {"above": "abc"}, "Invalid decimal"),
         ("price-cross", {"above": "1", "colour": "red"}, "unknown parameter(s) colour"),
-        ("price-cross", {"above": "1", "venue": "binance"}, "venue 'binance'"),
+        ("price-cross", {"above": "1", "venue": "nosuchvenue"}, "venue 'nosuchvenue'"),
         ("price-cross", {"above": "1", "symbol": "BTCUSD"}, "invalid symbol 'BTCUSD'"),
         ("price-cross", {"above": "1", "cooldown_s": -1}, "cooldown_s"),
         ("pct-change", {"window_s": 0, "pct": 1}, "window_s 0"),

@@ -44,6 +44,33 @@ def test_symbols_refuse_injection(bad: str) -> None:
         canonical(bad)
 
 
+@pytest.mark.parametrize("raw,expected", [("aapl", "AAPL"), (" TSLA ", "TSLA"), ("brk.b", "BRK.B"), ("F", "F")])
+def test_tickers_are_canonical_symbols(raw: str, expected: str) -> None:
+    assert canonical(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "bad", ["BRK.B.C", "BRK..B", ".B", "BRK.", "BRK.BCD", "AAPLXY", "AAPL;", "AA PL", "A1", "BRK_B", "AAPL.trade"]
+)
+def test_tickers_refuse_injection(bad: str) -> None:
+    with pytest.raises(SymbolError, match="invalid symbol"):
+        canonical(bad)
+
+
+def test_ticker_topics_round_trip() -> None:
+    t = topic("equities", "alpaca", "BRK.B", "trade")
+    assert t == "persistent://market-data/equities/alpaca.BRK_B.trade"
+    assert parse_topic(t) == ("market-data", "equities", "alpaca", "BRK.B", "trade")
+    assert parse_topic(topic("equities", "alpaca", "AAPL", "candle")).symbol == "AAPL"
+    assert to_topic_token("aapl") == "AAPL"
+    for bad in (
+        "persistent://market-data/equities/alpaca.BRK.B.trade",
+        "persistent://market-data/equities/alpaca.AAPLXY.trade",
+    ):
+        with pytest.raises(TopicError):
+            parse_topic(bad)
+
+
 def test_symbol_list_refuses_duplicates_and_empties() -> None:
     assert parse_symbol_list("btc/usd,ETH/USD") == ["BTC/USD", "ETH/USD"]
     with pytest.raises(SymbolError, match="twice"):

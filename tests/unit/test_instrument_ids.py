@@ -47,7 +47,7 @@ def test_the_venue_name_and_precisions_come_with_the_resolution() -> None:
     ("text", "message"),
     [
         ("EUR/USD", "'EUR/USD' is ambiguous: write VENUE:SYMBOL, one of dukascopy:EUR/USD, kraken:EUR/USD, oanda:EUR"),
-        ("nope:BTC/USD", "unknown venue 'nope': expected one of dukascopy, kraken, oanda"),
+        ("nope:BTC/USD", "unknown venue 'nope': expected one of alpaca, binance, coinbase, dukascopy, kraken, oanda"),
         ("kraken:BTC;DROP", "invalid Kraken symbol 'BTC;DROP'"),
         ("oanda:EUR_USDX", "invalid symbol 'EUR_USDX' for OANDA"),
         ("dukascopy:FOOBAR", "unknown Dukascopy instrument 'FOOBAR'"),

@@ -198,6 +198,9 @@ def test_stop_limit_triggered_by_trade_rests_its_limit() -> None:
         (lambda: order("buy", "0.0005", "100.0"), "not a multiple of the instrument's increment 0.001"),
         (lambda: order("buy", "1", "100.05"), "price 100.05 is not a multiple"),
         (lambda: order("buy", "-1", "100.0"), "quantity -1 must be positive"),
+        # a value whose quotient by the increment has more digits than Decimal's context: refused, not a crash
+        (lambda: order("buy", "1E+40", "100.0"), "quantity 1E+40 is out of range"),
+        (lambda: order("buy", "1", "1E+40"), "price 1E+40 is out of range"),
         (lambda: order("buy", "1", typ="market", tif="GTC"), "a market order is IOC or FOK"),
         (lambda: order("buy", "1", typ="limit"), "a limit order needs a price"),
         (lambda: order("buy", "1", typ="stop", stop="1.0", tif="IOC"), "time in force must be GTC or DAY"),

@@ -17,9 +17,11 @@ from control_plane.jdbc_sink import (
     create_table_sql,
     follows,
     jdbc_url,
+    sink_follows_instrument,
     topics_pattern,
 )
 from control_plane.provision import provision_jdbc_sink
+from control_plane.pulsar_admin import AdminError
 from pulse.errors import ConfigError
 from pulse.runtime.apache import CONF_DIR, jvm_command, write_config, write_functions_worker
 from pulse.runtime.connectors import JDBC_POSTGRES_DIR, artifact_id, connector_version, write_nar
@@ -161,3 +163,30 @@ def test_backfill_batches_have_their_own_channel_topic_and_schema() -> None:
     topics = topics_for_sources(Settings(), ["historical/dukascopy=EUR/USD", "fx/oanda=EUR/USD"])
     assert "persistent://market-data/historical/dukascopy.EUR-USD.quote_batch" in topics
     assert not any(t.endswith(".quote_batch") and "/fx/" in t for t in topics)
+
+
+class _Admin:
+    """Answers ``get_sink`` as a cluster would: a SinkConfig, or the AdminError the admin client raises."""
+
+    def __init__(self, answer: dict | AdminError) -> None:
+        self.answer = answer
+
+    async def get_sink(self, tenant: str, namespace: str, name: str) -> dict:
+        if isinstance(self.answer, AdminError):
+            raise self.answer
+        return self.answer
+
+
+def test_symbols_add_says_when_the_sink_could_not_be_read() -> None:
+    import asyncio
+
+    def ask(answer: dict | AdminError) -> object:
+        return asyncio.run(sink_follows_instrument(_Admin(answer), "market-data", "dukascopy", "GBP/USD"))  # type: ignore[arg-type]
+
+    # a functions worker that did not answer in time is not "no sink": the step says it could not tell
+    slow = ask(AdminError("get sink market-data/historical/pulse-historical-jdbc", 0, "GET …: TimeoutError: timeout"))
+    assert str(slow).startswith("sink market-data/historical/pulse-historical-jdbc: unknown (could not read it:")
+    assert ask(AdminError("get sink", 503, "no functions worker")) is None  # a cluster without Pulsar IO
+    pattern = "persistent://market-data/historical/.*\\.quote"
+    follows_it = ask({"inputSpecs": {pattern: {"regexPattern": True}}})
+    assert str(follows_it).endswith("exists (reads persistent://market-data/historical/dukascopy.GBP-USD.quote)")

@@ -74,3 +74,17 @@ def test_counting_adds_one_per_failed_attempt() -> None:
     retry_until_ok(Flaky(2), what="x", dependency="database", errors=(ConnectionError,), stop=threading.Event(),
                    on_error=counting(st, "db_errors"), initial_s=0.001, max_delay_s=0.002)  # fmt: skip
     assert st.db_errors == 2
+
+
+def test_each_wait_is_jittered_within_half_to_the_capped_delay() -> None:
+    from tenacity import RetryCallState
+
+    from pulse.retry import jittered_backoff
+
+    wait = jittered_backoff(0.1, 1.0)
+    state = RetryCallState(None, None, (), {})
+    for attempt, delay in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (40, 1.0), (500, 1.0)]:
+        state.attempt_number = attempt
+        waits = [wait(state) for _ in range(200)]
+        assert all(delay / 2 <= w <= delay for w in waits), (attempt, min(waits), max(waits))
+        assert max(waits) - min(waits) > delay / 10  # jittered, not a fixed delay

@@ -57,8 +57,7 @@ def test_every_daemon_has_a_unit_with_the_supervision_contract() -> None:
         assert k["RestartPreventExitStatus"] == ["2"] and k["Restart"] == ["always"]
         assert k["StateDirectory"] == ["pulse"] and k["User"] == ["pulse"]
         assert k["ExecStart"][0].startswith("/opt/pulse/.venv/bin/pulse --config /etc/pulse/pulse.toml")
-        if d.notify:
-            assert k["Type"] == ["notify"] and int(k["WatchdogSec"][0]) > 0
+        assert k["Type"] == ["notify"] and int(k["WatchdogSec"][0]) > 0 and k["NotifyAccess"] == ["main"]
         # secrets: LoadCredential= files, each mapped to its *_file setting through %d ($CREDENTIALS_DIRECTORY)
         creds = dict(c.split(":", 1) for c in k["LoadCredential"])
         assert creds["database-url"] == "/etc/pulse/credentials/database-url"
@@ -84,7 +83,8 @@ def test_the_credential_mapping_reaches_the_settings(tmp_path: Path) -> None:
             k, _, v = assignment.partition("=")
             env[k] = v.replace("%d", str(creds))
     s = load_settings(environ=env)
-    assert s.database_url() == "postgresql://pulse:s3cret@db:5432/pulse" and s.oanda_token() == "tok-123"
+    assert s.database_url() == "postgresql://pulse:s3cret@db:5432/pulse"
+    assert s.venue_secret("oanda", "token") == "tok-123"
     assert "oanda-token" not in files["pulse-ingest@.service"]  # only the oanda instance gets the OANDA token
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +13,7 @@ import pytest
 
 from sinks.postgres.candles import CandleRow
 from web.data import _weekly, pick_resolution
-from web.hub import Hub, Outbox
+from web.hub import Hub
 from web.protocol import ProtocolError, parse_control
 from web.security import is_loopback
 
@@ -36,31 +39,114 @@ def test_control_messages_are_parsed_and_bad_ones_named() -> None:
         assert words in str(err.value) and err.value.req_id == req_id, text
 
 
-def test_quotes_conflate_in_place_and_trades_are_bounded() -> None:
-    hub = Hub(max_pending=3)
-    box = Outbox(3)
+def _conflation_and_bounds(hub: Hub) -> None:
+    enc = hub.encode
+    box = hub.outbox()
     closed: list[str] = []
     box.on_give_up = closed.append
     assert hub.subscribe(box, ["q", "t"]) == []
-    hub.dispatch("q", "q1", conflate=True, remember=True)
-    hub.dispatch("t", "t1", conflate=False, remember=True)
-    hub.dispatch("q", "q2", conflate=True, remember=True)  # replaces q1, keeping its place before t1
-    assert box.take() == ["q2", "t1"] and hub.stats.conflated == 1
+    hub.dispatch("q", enc("q1"), conflate=True, remember=True)
+    hub.dispatch("t", enc("t1"), conflate=False, remember=True)
+    hub.dispatch("q", enc("q2"), conflate=True, remember=True)  # replaces q1, keeping its place before t1
+    assert box.take() == [enc("q2"), enc("t1")] and hub.stats.conflated == 1
     for i in range(12):  # a burst to an idle writer: up to 4 x the bound waits, the client is not at fault
-        hub.dispatch("t", f"t{i}", conflate=False, remember=True)
+        hub.dispatch("t", enc(f"t{i}"), conflate=False, remember=True)
     assert closed == [] and box.trades == 12
-    hub.dispatch("t", "t12", conflate=False, remember=True)  # past the hard bound
+    hub.dispatch("t", enc("t12"), conflate=False, remember=True)  # past the hard bound
     assert closed == ["slow consumer: more than 3 events waiting"] and hub.stats.slow_closed == 1
     assert box.pending == {} and hub.subscribers == {}  # nothing kept for it any more
-    stuck = Outbox(3)
+    stuck = hub.outbox()
     stuck.on_give_up = closed.append
     hub.subscribe(stuck, ["t"])
     stuck.busy_since = time.monotonic() - 5  # its writer has been blocked on the socket for 5 s
     for i in range(4):
-        hub.dispatch("t", f"s{i}", conflate=False, remember=True)
+        hub.dispatch("t", enc(f"s{i}"), conflate=False, remember=True)
     assert len(closed) == 2 and stuck.closed_reason is not None  # the fourth waiting trade: too far behind
-    late = Outbox(3)
-    assert hub.subscribe(late, ["q", "t"]) == ["q2", "s3"]  # the last values, sent first
+    late = hub.outbox()
+    assert hub.subscribe(late, ["q", "t"]) == [enc("q2"), enc("s3")]  # the last values, sent first
+
+
+def test_quotes_conflate_in_place_and_trades_are_bounded() -> None:
+    _conflation_and_bounds(Hub(max_pending=3, direct=False))
+
+    async def direct() -> None:  # the direct writer schedules its flush on the running loop
+        _conflation_and_bounds(Hub(max_pending=3, direct=True))
+
+    asyncio.run(direct())
+
+
+def _frames(data: bytes) -> list[str]:
+    """Unmasked server text frames (RFC 6455 5.2) → their texts; every byte must belong to a frame."""
+    out, i = [], 0
+    while i < len(data):
+        assert data[i] == 0x81  # FIN, text
+        n, i = data[i + 1], i + 2
+        if n == 126:
+            n, i = int.from_bytes(data[i : i + 2], "big"), i + 2
+        elif n == 127:
+            n, i = int.from_bytes(data[i : i + 8], "big"), i + 8
+        out.append(data[i : i + n].decode())
+        i += n
+    return out
+
+
+def test_direct_fanout_writes_each_client_once_per_burst_and_holds_a_full_socket() -> None:
+    """Real sockets: the hub writes whole frames, one write per client per burst; a client whose socket is full
+    is blocked (its frames wait, quotes conflate) and gets everything once it reads again."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        hub = Hub(max_pending=100_000, direct=True)
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+        writes: list[int] = []
+        real_write = transport.write
+        transport.write = lambda data: (writes.append(len(data)), real_write(data))[1]  # type: ignore[method-assign]
+        box = hub.outbox()
+        box.transport = transport
+        hub.subscribe(box, ["q", "t"])
+        texts = ["x" * 10, "y" * 300, "z" * 70_000]  # the three length encodings
+        for text in texts:
+            hub.dispatch("t", hub.encode(text), conflate=False, remember=True)
+        await asyncio.sleep(0)
+        assert len(writes) == 1 and hub.stats.delivered == 3
+        got = b""
+        while len(got) < writes[0]:
+            await asyncio.sleep(0.01)
+            with contextlib.suppress(BlockingIOError):
+                got += theirs.recv(1 << 20)
+        assert _frames(got) == texts
+        # the client stops reading: its socket fills, the hub blocks it and keeps its frames
+        big = "b" * 60_000
+        while not box.blocked:
+            hub.dispatch("t", hub.encode(big), conflate=False, remember=True)
+            await asyncio.sleep(0)
+        assert box.busy_since is not None
+        sent = hub.stats.delivered
+        hub.dispatch("t", hub.encode("after"), conflate=False, remember=True)
+        for i in range(5):
+            hub.dispatch("q", hub.encode(f"quote{i}"), conflate=True, remember=True)
+        await asyncio.sleep(0.05)
+        assert hub.stats.delivered == sent and len(box.pending) == 2  # waiting: the trade, the latest quote
+        blocked_at = box.busy_since
+        received = b""
+        while True:  # the client reads again, slowly: progress, so it is not "stuck"; then everything arrives
+            await asyncio.sleep(0.03)
+            with contextlib.suppress(BlockingIOError):
+                received += theirs.recv(16 * 1024)
+            if box.blocked and box.busy_since is not None and box.busy_since > blocked_at:
+                blocked_at = -1.0  # seen: the time it counts as stuck from moved on with the reading
+            if received.endswith(b"quote4"):
+                break
+        assert blocked_at == -1.0
+        assert not box.blocked and box.busy_since is None and box.pending == {}
+        tail = _frames(received)[-2:]
+        assert tail == ["after", "quote4"]
+        transport.close()
+        theirs.close()
+
+    asyncio.run(run())
 
 
 def test_the_resolution_is_the_finest_with_at_most_n_buckets() -> None:

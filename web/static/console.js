@@ -160,7 +160,9 @@ async function loadRange(from, to, fit = false) {
   if (!state.selected) return;
   const [venue, symbol] = state.selected.split(/:(.*)/s);
   const seq = ++state.reqSeq;
-  const q = `venue=${venue}&symbol=${encodeURIComponent(symbol)}&points=${points()}&from=${Math.floor(from)}&to=${Math.ceil(to)}`;
+  // whole seconds around the visible range, at least one wide (zoomed onto one bar the chart can report from === to)
+  const lo = Math.floor(from), hi = Math.max(Math.ceil(to), lo + 1);
+  const q = `venue=${venue}&symbol=${encodeURIComponent(symbol)}&points=${points()}&from=${lo}&to=${hi}`;
   const { ok, doc } = await api("GET", `/api/candles?${q}`);
   if (!ok || seq !== state.reqSeq) return;
   state.resolution = doc.resolution;
@@ -182,7 +184,10 @@ async function loadRange(from, to, fit = false) {
     if (fit) state.chart.timeScale().fitContent();
     else if (state.bars.length) state.chart.timeScale().setVisibleRange({ from, to });
   } finally {
-    setTimeout(() => { state.ignoreRange--; }, 50);
+    // the chart reports the range changes our own setData/fit/setVisibleRange cause on its next animation frames,
+    // not at once: stop ignoring after two frames (a fixed 50 ms ran out first on a busy machine, and the chart's
+    // in-between range, weeks wide, was then loaded as if the user had zoomed out)
+    requestAnimationFrame(() => requestAnimationFrame(() => { state.ignoreRange--; }));
   }
 }
 function uniqueTimes(pts) { // the chart needs strictly increasing times: ticks in one millisecond are nudged apart

@@ -13,6 +13,7 @@ Steps:
 ====  =========================================================================================================
  v1   trades, quotes, book_top, gaps + unique natural keys, (symbol, time) indexes (the foundation sink's schema)
  v2   per-instrument indexes (venue, symbol, time DESC) replace (symbol, time)
+ v3   repairs: what ``pulse repair`` refilled, per instrument-hour and source (read by ``pulse coverage``)
 ====  =========================================================================================================
 
 TimescaleDB (hypertables, compression, retention) is not a numbered step: whether it applies depends on the
@@ -32,7 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 from pulse.log import get_logger
-from sinks.postgres.migrations import v0001_initial, v0002_instrument_index
+from sinks.postgres.migrations import v0001_initial, v0002_instrument_index, v0003_repairs
 
 if TYPE_CHECKING:
     from sinks.postgres.config import SinkConfig
@@ -54,6 +55,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "trades, quotes, book_top, gaps", v0001_initial.up),
     Migration(2, "per-instrument (venue, symbol, time DESC) indexes", v0002_instrument_index.up),
+    Migration(3, "repairs: refills by pulse repair, per instrument-hour", v0003_repairs.up),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,0 +1,1 @@
+"""Alpaca market data v2 stream (US equities): trades, quotes and minute bars into the ``equities`` namespace."""

@@ -1,0 +1,1 @@
+"""Binance spot market data (combined WebSocket streams + REST depth snapshots)."""

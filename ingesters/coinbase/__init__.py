@@ -1,0 +1,1 @@
+"""Coinbase Advanced Trade WebSocket market data (see README "Venues")."""

@@ -65,10 +65,11 @@ class Console:
         self._seeded: set[str] = set()
         self._newest: dict[str, tuple[int, int]] = {}  # topic → (ts_recv, seq) of the newest event passed on
         self._refresh_task: asyncio.Task[None] | None = None
+        self._cleanup_task: asyncio.Task[None] | None = None
         self._bus: Any = None
         self.readers: Readers | None = None
         self.desk: OrderDesk | None = None  # paper orders sent over HTTP (web.writes)
-        self.stale_removed = 0  # subscriptions of dead gateways removed at start (web.leftovers)
+        self.stale_removed = 0  # subscriptions of dead gateways removed after start (web.leftovers)
         self.started_at = time.time()
         self.ready = False
         self.problems: list[str] = []
@@ -79,8 +80,6 @@ class Console:
 
         loop = asyncio.get_running_loop()
         self._bus = await asyncio.to_thread(Bus, self.settings, self.endpoints.pulsar_url)
-        removed = await asyncio.to_thread(remove_stale, self._bus.client, self.settings.home)
-        self.stale_removed = len(removed)
         self.readers = Readers(self._bus.client, loop, self._on_batch, home=self.settings.home)
         self.desk = OrderDesk(self._bus.client, self.settings)
         await self.readers.ensure(self.control_topic)  # before the registry read: no change falls between
@@ -88,10 +87,25 @@ class Console:
         await self.readers.ensure(self.fills_topic, earliest=True)
         await self.refresh()
         self.ready = True
+        # after readiness: a dead gateway's leftovers cost the broker a backlog, not this gateway its clients.
+        # Each removal is a blocking subscribe + unsubscribe; on a broker that keeps a killed consumer they can
+        # each take the client's operation timeout, so a restarted gateway once served only after minutes.
+        self._cleanup_task = asyncio.create_task(self._remove_stale())
+
+    async def _remove_stale(self) -> None:
+        try:
+            assert self.readers is not None
+            removed = await asyncio.to_thread(remove_stale, self._bus.client, self.settings.home,
+                                              self.readers.subscription)  # fmt: skip
+        except Exception as exc:  # the records stay for the next start
+            log.warning("removing dead gateways' subscriptions failed", error=str(exc)[:200])
+            return
+        self.stale_removed += len(removed)
 
     async def close(self) -> None:
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
+        for task in (self._refresh_task, self._cleanup_task):
+            if task is not None:
+                task.cancel()
         if self.desk is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.desk.close)

@@ -4,7 +4,7 @@ A gateway reads every topic through a durable Shared subscription of its own (:m
 unsubscribes at shutdown. Killed with SIGKILL it cannot, and the broker keeps the subscription — and a growing
 backlog for it — for ever. So each gateway writes, under ``<home>/web/subscriptions/``, one JSON file per
 process: its subscription name, its pid and host, and every topic it subscribed (rewritten, atomically, as it
-subscribes more). A clean shutdown deletes the file after unsubscribing. At start, a gateway looks at the files
+subscribes more). A clean shutdown deletes the file after unsubscribing. Once it is ready, a gateway looks at the files
 of this host whose process is gone and removes their subscriptions the way any client can, on any broker,
 without an admin API: it subscribes under the dead gateway's name and unsubscribes at once. A file is deleted
 only when all of its topics were cleaned; a failure is logged and retried at the next start.
@@ -54,8 +54,9 @@ class Record:
         self.path.unlink(missing_ok=True)
 
 
-def stale_records(home: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """The records of gateways of this host whose process is gone (unreadable files included, to be removed)."""
+def stale_records(home: Path, keep: str = "") -> list[tuple[Path, dict[str, Any]]]:
+    """The records of gateways of this host whose process is gone (unreadable files included, to be removed).
+    ``keep`` names the caller's own subscription, whose record is never stale."""
     out = []
     host = socket.gethostname()
     for path in sorted(records_dir(home).glob("*.json")):
@@ -65,19 +66,19 @@ def stale_records(home: Path) -> list[tuple[Path, dict[str, Any]]]:
         except (OSError, ValueError, KeyError, TypeError):
             out.append((path, {"subscription": "", "topics": []}))
             continue
-        if doc.get("host") != host or (pid_alive(pid) and pid != os.getpid()):
-            continue  # another machine's, or a gateway still running
+        if doc.get("host") != host or sub == keep or (pid_alive(pid) and pid != os.getpid()):
+            continue  # another machine's, this gateway's own, or a gateway still running
         out.append((path, {"subscription": sub, "topics": topics, "pid": pid}))
     return out
 
 
-def remove_stale(client: Any, home: Path) -> list[tuple[str, str]]:
-    """Unsubscribe what dead gateways of this host left; returns the (subscription, topic) pairs removed.
-    Blocking (the client's calls): run it on a thread."""
+def remove_stale(client: Any, home: Path, keep: str = "") -> list[tuple[str, str]]:
+    """Unsubscribe what dead gateways of this host left (never ``keep``, the caller's own subscription); returns
+    the (subscription, topic) pairs removed. Blocking (the client's calls): run it on a thread."""
     import pulsar
 
     removed: list[tuple[str, str]] = []
-    for path, doc in stale_records(home):
+    for path, doc in stale_records(home, keep):
         left = 0
         for topic in doc["topics"]:
             try:

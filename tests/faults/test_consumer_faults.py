@@ -111,7 +111,7 @@ def test_gateway_sigkill_and_restart(fault_runtime: Settings, tmp_path: Path) ->
         def fresh() -> bool:
             return live_trade(port, sym, {i for s, i in c.tape[mark:] if s == sym}, 5)
 
-        wait_for(fresh, "a live trade from the restarted gateway", timeout=180)
+        wait_for(fresh, "a live trade from the restarted gateway", timeout=180, diagnose=lambda: c.tail("web"))
         out = c.finish(time.monotonic() - t0, note="until a client gets a live trade")
     assert (out.lost, out.duplicates, out.extra, out.gaps) == (0, 0, 0, 0), out
 
